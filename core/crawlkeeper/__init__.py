@@ -1,0 +1,44 @@
+"""crawlkeeper: an MCP server that crawls the web through crawl4ai with real, authenticated browser sessions.
+
+The public API for plugins: ``hookimpl`` (and ``hookspec``), ``AuthMethod``, ``ConfigLayer``, ``Profile``,
+``Session``, ``SessionExpired``. Importing this package is cheap: no browser, crawl4ai or MCP import happens here.
+"""
+
+from __future__ import annotations
+
+from .errors import ConfigError, CrawlError, CrawlkeeperError, PluginError, SessionError, SessionExpired
+from .hookspecs import hookimpl, hookspec
+from .logs import register_secret
+from .models import (
+    PROFILE_LAYER_PRIORITY,
+    AuthMethod,
+    ConfigLayer,
+    CrawlRequest,
+    Profile,
+    Session,
+    SessionRequest,
+    resolve_secret,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROFILE_LAYER_PRIORITY",
+    "AuthMethod",
+    "ConfigError",
+    "ConfigLayer",
+    "CrawlError",
+    "CrawlRequest",
+    "CrawlkeeperError",
+    "PluginError",
+    "Profile",
+    "Session",
+    "SessionError",
+    "SessionExpired",
+    "SessionRequest",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "register_secret",
+    "resolve_secret",
+]

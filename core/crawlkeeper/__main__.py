@@ -1,0 +1,3 @@
+from crawlkeeper.cli import main
+
+main()

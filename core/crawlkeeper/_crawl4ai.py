@@ -1,0 +1,119 @@
+"""The one place crawlkeeper reaches into crawl4ai's internals (pinned to crawl4ai 0.9.x).
+
+crawl4ai is used for navigation and content processing; crawlkeeper owns browser contexts (one per session)
+because crawl4ai shares one context between session ids with equal run configs. Three private seams are used,
+each checked by :func:`check_compatible` (and by ``tests/unit/test_crawl4ai_adapter.py``) so an upgrade that
+moves them fails loudly instead of leaking cookies:
+
+- ``BrowserManager._build_browser_args`` is wrapped per instance to add ``executable_path`` and the egress proxy;
+- ``BrowserManager.sessions[session_id] = (context, page, last_used)`` makes ``arun(session_id=...)`` use our page;
+- ``BrowserManager.session_ttl`` is set out of reach so crawl4ai's own 30-minute expiry never fires.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crawl4ai import AsyncWebCrawler, CrawlerRunConfig
+
+    from .options import CrawlOptions
+
+NEVER = 10**9  # seconds; crawl4ai's session expiry must never fire behind our back
+SUPPORTED = ("0.9.",)
+
+
+def prepare_environment(cache_dir: Path) -> None:
+    """Keep crawl4ai quiet and out of ``~`` (must run before crawl4ai is imported)."""
+    os.environ.setdefault("CRAWL4AI_NO_CLOUD_NOTICE", "1")
+    os.environ.setdefault("CRAWL4_AI_BASE_DIRECTORY", str(cache_dir))
+    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def check_compatible() -> None:
+    """Raise RuntimeError if the crawl4ai internals this adapter relies on are not there."""
+    import crawl4ai
+    from crawl4ai.browser_manager import BrowserManager
+
+    version = getattr(crawl4ai, "__version__", "?")
+    problems = []
+    if not str(version).startswith(SUPPORTED):
+        problems.append(f"version {version} (supported: {', '.join(SUPPORTED)}x)")
+    if not callable(getattr(BrowserManager, "_build_browser_args", None)):
+        problems.append("BrowserManager._build_browser_args is gone")
+    probe = BrowserManager.__new__(BrowserManager)
+    try:
+        BrowserManager.__init__(probe, crawl4ai.BrowserConfig(verbose=False))
+    except Exception as exc:  # pragma: no cover - only on an incompatible upgrade
+        problems.append(f"BrowserManager() failed: {exc}")
+    else:
+        if not isinstance(getattr(probe, "sessions", None), dict):
+            problems.append("BrowserManager.sessions is not a dict")
+        if not hasattr(probe, "session_ttl"):
+            problems.append("BrowserManager.session_ttl is gone")
+    if problems:
+        raise RuntimeError("crawl4ai is not compatible with this crawlkeeper: " + "; ".join(problems))
+
+
+def make_crawler(
+    *, executable_path: str | None, headless: bool, args: list[str], proxy_url: str | None
+) -> AsyncWebCrawler:
+    """An ``AsyncWebCrawler`` whose browser is launched from ``executable_path`` with ``args``."""
+    from crawl4ai import AsyncWebCrawler, BrowserConfig
+
+    config = BrowserConfig(headless=headless, verbose=False, extra_args=list(args), browser_type="chromium")
+    crawler = AsyncWebCrawler(config=config)
+    manager = crawler.crawler_strategy.browser_manager
+    original = manager._build_browser_args
+
+    def build_browser_args() -> dict[str, Any]:
+        launch = original()
+        if executable_path:
+            launch["executable_path"] = executable_path
+        if proxy_url:
+            launch["proxy"] = {"server": proxy_url, "bypass": "<-loopback>"}
+        launch["handle_sigterm"] = launch["handle_sigint"] = launch["handle_sighup"] = False
+        return launch
+
+    manager._build_browser_args = build_browser_args
+    manager.session_ttl = NEVER
+    return crawler
+
+
+def browser_of(crawler: AsyncWebCrawler) -> Any:
+    """The Playwright ``Browser`` crawl4ai launched."""
+    return crawler.crawler_strategy.browser_manager.browser
+
+
+def attach(crawler: AsyncWebCrawler, key: str, context: Any, page: Any) -> None:
+    """Make ``arun(config=CrawlerRunConfig(session_id=key))`` use our ``page`` in our ``context``."""
+    manager = crawler.crawler_strategy.browser_manager
+    manager.session_ttl = NEVER
+    manager.sessions[key] = (context, page, time.time())
+
+
+def detach(crawler: AsyncWebCrawler, key: str) -> None:
+    """Forget ``key`` without closing anything (the page and context are ours to close)."""
+    crawler.crawler_strategy.browser_manager.sessions.pop(key, None)
+
+
+def run_config(options: CrawlOptions, key: str) -> CrawlerRunConfig:
+    """The ``CrawlerRunConfig`` for one crawl: always bypassing the cache and never verbose."""
+    from crawl4ai import CacheMode, CrawlerRunConfig
+
+    wait_for = options.wait_for
+    return CrawlerRunConfig(
+        session_id=key,
+        cache_mode=CacheMode.BYPASS,
+        verbose=False,
+        css_selector=options.css_selector,
+        wait_for=wait_for,
+        js_code=options.js_code,
+        page_timeout=int(options.timeout_s * 1000),
+        wait_until=options.wait_until,
+        delay_before_return_html=options.delay_s,
+        word_count_threshold=1,
+    )

@@ -1,0 +1,583 @@
+"""The application: config, plugins, browser, sessions, profiles and the crawl pipeline, wired together.
+
+MCP tools and CLI commands are thin layers over :class:`App`; plugins see it in ``crawlkeeper_startup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .browser import BrowserBackend, ChromiumBackend, PageResult
+from .config import Config
+from .egress import EgressPolicy, EgressProxy, EgressRefused
+from .errors import BusyError, ConfigError, CrawlError, CrawlkeeperError, PluginError, SessionError
+from .models import (
+    AuthMethod,
+    ConfigLayer,
+    CrawlRequest,
+    Profile,
+    Session,
+    SessionRequest,
+)
+from .options import ContextOptions, CrawlOptions, Layer, merge
+from .paging import ContentPager
+from .plugins import Hooks, PluginManager, _plugin_of
+from .profiles import ProfileStore
+from .sessions import SessionRegistry
+from .tools import ToolRegistry
+
+log = logging.getLogger("crawlkeeper.app")
+
+ProgressCallback = Callable[[int, int, str], Awaitable[None]]
+_TIMEOUT_GRACE_S = 2.0
+_MAX_POOLED_CONTEXTS = 4
+
+
+class Limiter:
+    """A global cap on concurrent browser work, with a bounded queue: beyond it, a clear "busy" error."""
+
+    def __init__(self, concurrency: int, max_queued: int) -> None:
+        self._sem = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
+        self.max_queued = max_queued
+        self.waiting = 0
+
+    async def __aenter__(self) -> None:
+        if self._sem.locked() and self.waiting >= self.max_queued:
+            raise BusyError(
+                f"crawlkeeper is busy: {self.concurrency} crawls running and {self.waiting} queued "
+                "([limits] max_queued_calls); retry in a few seconds"
+            )
+        self.waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._sem.release()
+
+
+class App:
+    """Everything a running crawlkeeper server holds."""
+
+    def __init__(
+        self,
+        config: Config,
+        pm: PluginManager,
+        *,
+        backend: BrowserBackend | None = None,
+        clock: Callable[[], float] = time.time,
+        resolver: Any = None,
+    ) -> None:
+        self.config = config
+        self.pm = pm
+        self.clock = clock
+        settings = config.settings
+        self.hooks = Hooks(pm, timeout_s=settings.plugins.hook_timeout_s)
+        self.policy = EgressPolicy.from_lists(
+            allow_private=settings.security.allow_private,
+            allowed_schemes=settings.security.allowed_schemes,
+        )
+        self._resolver = resolver
+        self._proxies: dict[EgressPolicy, EgressProxy] = {}
+        self.backend: BrowserBackend = backend or ChromiumBackend(
+            executable_path=settings.browser.executable_path,
+            headless=settings.browser.headless,
+            extra_args=settings.browser.extra_args,
+            cache_dir=cache_dir(),
+        )
+        self.backend.on_crash(self._on_crash)
+        self.sessions = SessionRegistry(self.hooks, max_sessions=settings.sessions.max_sessions, clock=clock)
+        self.profiles = ProfileStore(self.hooks, config)
+        self.limiter = Limiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
+        self.pager = ContentPager()
+        self.tools = ToolRegistry()
+        self.auth_methods: dict[str, tuple[str, AuthMethod]] = {}
+        self._pool: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._pool_lock = asyncio.Lock()
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def configure(self) -> None:
+        """Synchronous start-up: plugin settings, auth methods, plugin tools, first profile load."""
+        try:
+            self.pm.hook.crawlkeeper_configure.call_historic(kwargs={"config": self.config})
+        except CrawlkeeperError:
+            raise
+        except Exception as exc:
+            plugin = _plugin_of(self.pm, "crawlkeeper_configure", exc.__traceback__) or "unknown"
+            raise PluginError(
+                f"plugin '{plugin}' failed in crawlkeeper_configure: {type(exc).__name__}: {exc}", plugin=plugin
+            ) from exc
+        self.configure_plugins()
+
+    def configure_plugins(self) -> None:
+        """Collect auth methods, plugin tools and profiles (again, after a plugin was registered late)."""
+        self.auth_methods = {}
+        self.tools = ToolRegistry()
+        for plugin, method in self.hooks.collect("crawlkeeper_auth_methods"):
+            if method.name in self.auth_methods:
+                other = self.auth_methods[method.name][0]
+                raise PluginError(
+                    f"two plugins provide the auth method '{method.name}': '{other}' and '{plugin}'; "
+                    f"disable one (e.g. CRAWLKEEPER_DISABLE_PLUGINS={plugin})",
+                    plugin=plugin,
+                )
+            self.auth_methods[method.name] = (plugin, method)
+        self.hooks.call("crawlkeeper_register_tools", registry=self.tools)
+        self.profiles.refresh(force=True)
+
+    async def startup(self) -> None:
+        if self._started:
+            return
+        await self.hooks.acall("crawlkeeper_startup", app=self)
+        self._started = True
+
+    async def shutdown(self) -> None:
+        """Close every session (reason ``shutdown``), run shutdown hooks, close the browser and proxies."""
+        try:
+            await self.sessions.close_all("shutdown")
+            if self._started:
+                await self.hooks.acall("crawlkeeper_shutdown", keep_going=True, app=self)
+        finally:
+            self._started = False
+            self._pool.clear()
+            try:
+                await asyncio.wait_for(self.backend.close(), 5)
+            except Exception as exc:
+                log.error("closing the browser failed: %s", exc)
+            for proxy in self._proxies.values():
+                await proxy.close()
+            self._proxies.clear()
+
+    def _on_crash(self, generation: int) -> None:
+        self._pool.clear()
+        self.sessions.crashed(generation)
+
+    # -- config merge ----------------------------------------------------------------------------
+
+    def _layers(self, request: CrawlRequest) -> list[ConfigLayer]:
+        layers = [layer for _, layer in self.hooks.collect("crawlkeeper_config_layers", request=request)]
+        return sorted(layers, key=lambda layer: layer.priority)  # stable: equal priorities keep plugin order
+
+    def crawl_options(self, request: CrawlRequest, layers: list[ConfigLayer] | None = None) -> CrawlOptions:
+        layers = self._layers(request) if layers is None else layers
+        return merge(
+            CrawlOptions,
+            [
+                Layer(f"the config file ({self.config.origin}) [crawl]", self.config.raw.get("crawl", {})
+                      | self.config.settings.crawl.model_dump(exclude_unset=True)),
+                *(Layer(layer.source, layer.crawl) for layer in layers),
+                Layer("the call's arguments", request.arguments),
+            ],
+            what="crawl",
+        )
+
+    def context_options(self, request: CrawlRequest, layers: list[ConfigLayer] | None = None) -> ContextOptions:
+        layers = self._layers(request) if layers is None else layers
+        return merge(
+            ContextOptions,
+            [
+                Layer(f"the config file ({self.config.origin}) [browser]",
+                      self.config.settings.browser.context_options()),
+                *(Layer(layer.source, layer.browser) for layer in layers),
+            ],
+            what="browser",
+        )
+
+    # -- egress ------------------------------------------------------------------------------------
+
+    def policy_for(self, profile: Profile | None) -> EgressPolicy:
+        if profile is None or not profile.security:
+            return self.policy
+        try:
+            return self.policy.narrowed(
+                allow_private=profile.security.get("allow_private"),
+                allowed_domains=profile.security.get("allowed_domains"),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{profile.label} [security]: {exc}") from None
+
+    async def proxy_url(self, policy: EgressPolicy) -> str:
+        proxy = self._proxies.get(policy)
+        if proxy is None:
+            proxy = self._proxies[policy] = EgressProxy(policy, self._resolver)
+        await proxy.start()
+        return proxy.url
+
+    async def check_url(self, url: str, policy: EgressPolicy) -> None:
+        """Refuse a top-level URL before the browser sees it (scheme, host, resolved address class)."""
+        try:
+            host, port = policy.check_url(url)
+            await policy.resolve_and_check(host, port, self._resolver)
+        except EgressRefused as exc:
+            raise CrawlError(f"refused to crawl {_safe_url(url)}: {exc}") from None
+        except OSError:
+            raise CrawlError(f"could not load {_safe_url(url)}: the host name does not resolve") from None
+
+    # -- profiles ---------------------------------------------------------------------------------
+
+    def profile(self, name: str | None) -> Profile | None:
+        return None if name is None else self.profiles.get(name)
+
+    # -- crawling ---------------------------------------------------------------------------------
+
+    async def crawl(
+        self,
+        url: str,
+        *,
+        session_id: str | None = None,
+        profile: str | None = None,
+        cursor: str | None = None,
+        **arguments: Any,
+    ) -> dict[str, Any]:
+        """Crawl one URL (or fetch the next chunk of an earlier crawl when ``cursor`` is given)."""
+        arguments = {k: v for k, v in arguments.items() if v is not None}
+        if cursor:
+            request = CrawlRequest(url=url, profile=None, session=None, arguments=arguments)
+            max_chars = self.crawl_options(request).max_chars
+            content, next_cursor, meta = self.pager.next(cursor, url, max_chars)
+            return {**meta, "content": content, "truncated": next_cursor is not None, "next_cursor": next_cursor}
+        if session_id is not None:
+            session = self.sessions.get(session_id)
+            if profile is not None and profile != session.profile:
+                raise CrawlError(
+                    f"session '{session_id}' was created with profile {session.profile!r}; a session keeps its "
+                    "profile: drop the profile argument or create another session"
+                )
+            prof = self.profile(session.profile)
+            request = CrawlRequest(url=url, profile=prof, session=session, arguments=arguments)
+            options = self.crawl_options(request)
+            await self.check_url(url, self.policy_for(prof))
+            async with self.limiter, self.sessions.use(session):
+                page_result = await self._crawl_page(session, url, options)
+        else:
+            prof = self.profile(profile)
+            if prof is not None and (prof.cookies or prof.auth):
+                return await self._crawl_in_temporary_session(url, prof, arguments)
+            request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
+            layers = self._layers(request)
+            options = self.crawl_options(request, layers)
+            policy = self.policy_for(prof)
+            await self.check_url(url, policy)
+            async with self.limiter:
+                page_result = await self._crawl_pooled(url, options, self.context_options(request, layers), policy)
+        return self._shape(page_result, options, session_id)
+
+    async def _crawl_in_temporary_session(self, url: str, prof: Profile, arguments: dict[str, Any]) -> dict[str, Any]:
+        """A session-less crawl with a profile that logs in: a session that lives for this one call."""
+        created = await self.create_session(profile=prof.name)
+        try:
+            result = await self.crawl(url, session_id=created["session_id"], **arguments)
+        finally:
+            await self.sessions.close(created["session_id"], "closed")
+        result["session_id"] = None
+        return result
+
+    async def _crawl_page(self, session: Session, url: str, options: CrawlOptions) -> PageResult:
+        """Crawl in a session's page, under the overall deadline; a page that hangs is replaced."""
+        try:
+            return await asyncio.wait_for(
+                self.backend.crawl(session.page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
+            )
+        except asyncio.TimeoutError:
+            await _close_quietly(session.page)
+            try:
+                session.page = await self.backend.new_page(session.context)
+            except Exception:
+                log.warning("could not open a new page for session %s", session.id)
+            raise CrawlError(
+                f"timed out after {options.timeout_s:g} s crawling {_safe_url(url)}; the page was closed "
+                f"(session '{session.id}' keeps its cookies). Raise timeout_s or try a lighter page"
+            ) from None
+
+    async def _crawl_pooled(
+        self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy
+    ) -> PageResult:
+        context = await self._pooled_context(context_options, policy)
+        page = await self.backend.new_page(context)
+        try:
+            return await asyncio.wait_for(
+                self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
+            )
+        except asyncio.TimeoutError:
+            raise CrawlError(
+                f"timed out after {options.timeout_s:g} s crawling {_safe_url(url)}; the page was closed. "
+                "Raise timeout_s or try a lighter page"
+            ) from None
+        finally:
+            await _close_quietly(page)
+
+    async def _pooled_context(self, options: ContextOptions, policy: EgressPolicy) -> Any:
+        """A shared context for session-less crawls with these options (never a session's context)."""
+        key = options.signature() + repr(policy)
+        async with self._pool_lock:
+            proxy = await self._ensure_browser(policy)
+            entry = self._pool.get(key)
+            if entry is not None and entry[0] == self.backend.generation:
+                self._pool.move_to_end(key)
+                return entry[1]
+            context = await self.backend.new_context(options, proxy_url=proxy)
+            self._pool[key] = (self.backend.generation, context)
+            while len(self._pool) > _MAX_POOLED_CONTEXTS:
+                _, (_, old) = self._pool.popitem(last=False)
+                await _close_quietly(old)
+            return context
+
+    def _shape(self, result: PageResult, options: CrawlOptions, session_id: str | None) -> dict[str, Any]:
+        if options.output == "markdown":
+            content = result.markdown
+        elif options.output == "html":
+            content = result.html
+        elif options.output == "text":
+            content = result.text
+        else:
+            content = "\n".join(f"- [{link['text'] or link['href']}]({link['href']})" for link in result.links)
+        meta = {
+            "url": result.url,
+            "final_url": result.final_url,
+            "status": result.status,
+            "title": result.title,
+            "output": options.output,
+            "session_id": session_id,
+        }
+        chunk, next_cursor = self.pager.first(result.url, content, options.max_chars, meta)
+        return {**meta, "content": chunk, "truncated": next_cursor is not None, "next_cursor": next_cursor}
+
+    async def crawl_many(
+        self,
+        urls: list[str],
+        *,
+        concurrency: int = 4,
+        progress: ProgressCallback | None = None,
+        **arguments: Any,
+    ) -> list[dict[str, Any]]:
+        """Crawl every URL; results in input order, a failure as ``{url, error}`` in its own slot."""
+        results: list[dict[str, Any] | None] = [None] * len(urls)
+        gate = asyncio.Semaphore(max(1, concurrency))
+        done = 0
+
+        async def one(index: int, url: str) -> None:
+            nonlocal done
+            async with gate:
+                try:
+                    results[index] = await self.crawl(url, **arguments)
+                except CrawlkeeperError as exc:
+                    results[index] = {"url": url, "error": str(exc)}
+                except Exception as exc:
+                    log.exception("crawl of %s failed", _safe_url(url))
+                    results[index] = {"url": url, "error": f"internal error: {type(exc).__name__}"}
+            done += 1
+            if progress is not None:
+                try:
+                    await progress(done, len(urls), f"{done}/{len(urls)} {_safe_url(url)}")
+                except Exception:
+                    log.debug("progress notification failed", exc_info=True)
+
+        await asyncio.gather(*(one(i, u) for i, u in enumerate(urls)))
+        return [r for r in results if r is not None]
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        *,
+        session_id: str | None = None,
+        url: str | None = None,
+        cookies: list[dict[str, Any]] | None = None,
+        profile: str | None = None,
+        auth: str | None = None,
+        ttl_s: float | None = None,
+    ) -> dict[str, Any]:
+        prof = self.profile(profile)
+        auth_name = auth or ((prof.auth or {}).get("method") if prof else None)
+        method = self._auth_method(auth_name) if auth_name else None
+        params = self._auth_params(method, prof) if method else None
+        policy = self.policy_for(prof)
+        if url:
+            await self.check_url(url, policy)
+        sid = self.sessions.reserve(session_id)
+        request = SessionRequest(session_id=sid, url=url, cookies=list(cookies or []), profile=prof,
+                                 auth=auth_name, ttl_s=ttl_s)
+        step = "creating the browser context"
+        session: Session | None = None
+        context: Any = None
+        try:
+            crawl_request = CrawlRequest(url=url, profile=prof, session=None, arguments={})
+            options = self.context_options(crawl_request)
+            async with self.limiter:
+                proxy = await self._ensure_browser(policy)
+                context = await self.backend.new_context(options, proxy_url=proxy)
+                generation = self.backend.generation
+                page = await self.backend.new_page(context)
+                now = self.clock()
+                session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
+                                  created_at=now, last_used_at=now, generation=generation)
+                step = "the session_created hooks"
+                await self.hooks.acall("crawlkeeper_session_created", session=session, request=request)
+                for what in ("cookies", "ttl_s"):
+                    if getattr(request, what) and what not in request.handled:
+                        raise CrawlError(_unhandled(what))
+                if method is not None:
+                    step = f"login with auth method '{method.name}'"
+                    await asyncio.wait_for(method.login(session, params), self.hooks.timeout_s)
+                if url:
+                    step = f"loading {_safe_url(url)}"
+                    await self._navigate(session, url, self.crawl_options(crawl_request))
+        except BaseException as exc:
+            self.sessions.release(sid)
+            if context is not None:
+                await _close_quietly(context)
+            if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+                raise
+            raise _creation_error(sid, step, exc, method) from exc
+        self.sessions.add(session)
+        return {
+            "session_id": sid,
+            "profile": session.profile,
+            "auth": auth_name,
+            "url": _page_url(session) or "about:blank",
+            "expires_at": _iso(session.expires_at),
+            "cookies": await self.cookie_names(session),
+        }
+
+    async def _ensure_browser(self, policy: EgressPolicy) -> str | None:
+        """Start the browser if needed (behind the egress proxy) and return the proxy for ``policy``."""
+        if not getattr(self.backend, "needs_proxy", True):
+            await self.backend.start()
+            return None
+        if not self.backend.alive:
+            self.backend.proxy_url = await self.proxy_url(self.policy)  # type: ignore[attr-defined]
+            await self.backend.start()
+        return await self.proxy_url(policy)
+
+    async def _navigate(self, session: Session, url: str, options: CrawlOptions) -> None:
+        try:
+            await session.page.goto(url, wait_until=options.wait_until, timeout=options.timeout_s * 1000)
+        except Exception as exc:
+            raise CrawlError(f"could not load {_safe_url(url)}: {str(exc).splitlines()[0][:200]}") from None
+
+    def _auth_method(self, name: str) -> AuthMethod:
+        entry = self.auth_methods.get(name)
+        if entry is None:
+            available = ", ".join(sorted(self.auth_methods)) or "none (no plugin provides one)"
+            raise SessionError(
+                f"unknown auth method '{name}' (not installed, or its plugin is disabled); "
+                f"available auth methods: {available}"
+            )
+        return entry[1]
+
+    def _auth_params(self, method: AuthMethod, prof: Profile | None) -> Any:
+        from pydantic import ValidationError
+
+        table = {k: v for k, v in ((prof.auth or {}) if prof else {}).items() if k != "method"}
+        try:
+            return method.params_model.model_validate(table)
+        except ValidationError as exc:
+            where = f"{prof.label} [auth]" if prof else f"auth method '{method.name}' (no profile given)"
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"{where}: invalid params for '{method.name}': {problems}") from None
+
+    async def cookie_names(self, session: Session) -> list[dict[str, str]]:
+        try:
+            cookies = await session.context.cookies()
+        except Exception:
+            return []
+        return [{"name": c.get("name", ""), "domain": c.get("domain", "")} for c in cookies]
+
+    async def list_sessions(self) -> list[dict[str, Any]]:
+        out = []
+        now = self.clock()
+        for session in self.sessions.all():
+            if session.expires_at is not None and session.expires_at <= now:
+                continue  # expired: the reaper (or the next use) closes it; it is no longer listed
+            out.append(self.sessions.describe(session, await self.cookie_names(session)))
+        return out
+
+    async def close_session(self, session_id: str) -> dict[str, Any]:
+        if not await self.sessions.close(session_id, "closed"):
+            self.sessions.get(session_id)  # raises the precise message
+        return {"session_id": session_id, "closed": True}
+
+    def list_profiles(self) -> list[dict[str, str]]:
+        return [{"name": p.name, "description": p.description if not p.error else f"(broken) {p.error}"}
+                for p in self.profiles.all()]
+
+
+def _unhandled(what: str) -> str:
+    if what == "cookies":
+        return ("cookies were passed but no enabled plugin applies them (the built-in 'cookies' plugin is "
+                "disabled); enable it or install a replacement, or create the session without cookies")
+    return ("ttl_s was passed but no enabled plugin enforces session expiry (the built-in 'ttl' plugin is "
+            "disabled); enable it or drop ttl_s")
+
+
+def _creation_error(sid: str, step: str, exc: BaseException, method: AuthMethod | None) -> CrawlkeeperError:
+    plugin = getattr(exc, "plugin", None)
+    if isinstance(exc, asyncio.TimeoutError):
+        detail = "timed out"
+    else:
+        detail = str(exc) or type(exc).__name__
+    who = f" (plugin '{plugin}')" if plugin and f"'{plugin}'" not in detail else ""
+    if step.startswith("login") and not plugin and method is not None:
+        who = f" (auth method '{method.name}')"
+    if step.startswith("login") and not isinstance(exc, CrawlkeeperError | asyncio.TimeoutError):
+        detail = f"{type(exc).__name__}: {detail}"
+    cls = type(exc) if isinstance(exc, CrawlkeeperError) else CrawlError
+    err = cls.__new__(cls)
+    CrawlkeeperError.__init__(
+        err, f"create_session '{sid}' failed during {step}{who}: {detail}. No session was created."
+    )
+    return err
+
+
+async def _close_quietly(obj: Any) -> None:
+    try:
+        await asyncio.wait_for(obj.close(), 3)
+    except Exception:
+        pass
+
+
+def _page_url(session: Session) -> str | None:
+    try:
+        return session.page.url
+    except Exception:
+        return None
+
+
+def _iso(ts: float | None) -> str | None:
+    from .sessions import iso
+
+    return iso(ts)
+
+
+def _safe_url(url: str) -> str:
+    """A URL for messages: no userinfo, no query string (either may hold a token)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparseable URL)"
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = host + (f":{port}" if port else "") if parts.netloc else ""
+    return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else url[:200]
+
+
+def cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("crawlkeeper", appauthor=False)) / "crawl4ai"
+
+

@@ -1,0 +1,325 @@
+"""The shared browser: finding a Chromium, launching it lazily, isolated contexts, crawling a page.
+
+``BrowserBackend`` is the seam between the core and a browser. ``ChromiumBackend`` is the real one
+(Playwright-launched Chromium driven through crawl4ai); ``crawlkeeper.testing.FakeBrowser`` is the fake
+that plugin authors test with. The core never imports crawl4ai or Playwright itself: only this module
+does, and only when the first browser call needs them, so ``initialize`` answers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import BrowserUnavailable, CrawlError
+from .options import ContextOptions, CrawlOptions
+
+log = logging.getLogger("crawlkeeper.browser")
+
+#: Flags Chromium needs in a closed network and as root; harmless elsewhere.
+BASE_ARGS = (
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--metrics-recording-only",
+    "--no-default-browser-check",
+    "--password-store=basic",
+    "--use-mock-keychain",
+)
+
+SYSTEM_BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+#: Debian's /usr/bin/chromium is a shell wrapper that prints to stderr; the real binary lives here.
+WRAPPER_TARGETS = {"/usr/bin/chromium": "/usr/lib/chromium/chromium"}
+
+
+@dataclass
+class BrowserCandidate:
+    path: str | None
+    source: str  # "config", "playwright", "PATH (chromium)" ...
+    problem: str | None = None
+
+
+@dataclass
+class PageResult:
+    """What one crawl produced, before it is shaped into a tool result."""
+
+    url: str
+    final_url: str
+    status: int | None
+    title: str
+    html: str
+    markdown: str
+    text: str
+    links: list[dict[str, str]] = field(default_factory=list)
+
+
+class BrowserBackend(Protocol):
+    """What the core needs from a browser. Contexts and pages are Playwright objects (or look-alikes)."""
+
+    generation: int  # increases every time the browser is (re)launched
+    description: str
+
+    @property
+    def alive(self) -> bool: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> Any: ...
+    async def new_page(self, context: Any) -> Any: ...
+    async def crawl(self, page: Any, url: str, options: CrawlOptions) -> PageResult: ...
+    def on_crash(self, callback: Callable[[int], None]) -> None: ...
+
+
+def _playwright_chromium() -> str | None:
+    """Playwright's own downloaded Chromium, if ``playwright install chromium`` was run."""
+    roots = [os.environ.get("PLAYWRIGHT_BROWSERS_PATH"), str(Path.home() / ".cache" / "ms-playwright")]
+    if sys.platform == "darwin":
+        roots.append(str(Path.home() / "Library" / "Caches" / "ms-playwright"))
+    for root in filter(None, roots):
+        base = Path(root)
+        if not base.is_dir():
+            continue
+        for pattern in ("chromium-*/chrome-linux*/chrome", "chromium-*/chrome-mac*/Chromium.app/Contents/MacOS/*",
+                        "chromium_headless_shell-*/chrome-*/headless_shell"):
+            for hit in sorted(base.glob(pattern), reverse=True):
+                if os.access(hit, os.X_OK):
+                    return str(hit)
+    return None
+
+
+def find_browser(configured: Path | str | None = None) -> BrowserCandidate:
+    """Where the browser comes from: the config, then Playwright's own Chromium, then PATH."""
+    if configured:
+        path = Path(configured).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            return BrowserCandidate(
+                str(path), "config", f"[browser] executable_path = {path} is not an executable file"
+            )
+        return BrowserCandidate(WRAPPER_TARGETS.get(str(path), str(path)), "config")
+    found = _playwright_chromium()
+    if found:
+        return BrowserCandidate(found, "playwright")
+    for name in SYSTEM_BROWSERS:
+        hit = shutil.which(name)
+        if hit:
+            real = os.path.realpath(hit)
+            real = WRAPPER_TARGETS.get(hit, WRAPPER_TARGETS.get(real, real))
+            if os.access(real, os.X_OK):
+                return BrowserCandidate(real, f"PATH ({name})")
+    return BrowserCandidate(
+        None,
+        "none",
+        "no Chromium or Chrome found. Install one: `sudo apt-get install chromium` (Debian/Ubuntu), "
+        "`python -m playwright install chromium`, or set [browser] executable_path in the config",
+    )
+
+
+def launch_args(extra: list[str]) -> list[str]:
+    args = list(BASE_ARGS)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        args.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
+    args.extend(extra)
+    return list(dict.fromkeys(args))
+
+
+class ChromiumBackend:
+    """One shared Chromium launched by Playwright (through crawl4ai) on first use; relaunched after a crash."""
+
+    needs_proxy = True  # every context is forced through the egress proxy
+
+    def __init__(
+        self,
+        *,
+        executable_path: Path | str | None = None,
+        headless: bool = True,
+        extra_args: list[str] | None = None,
+        proxy_url: str | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.candidate = find_browser(executable_path)
+        self.headless = headless
+        self.extra_args = list(extra_args or [])
+        self.proxy_url = proxy_url
+        self.cache_dir = cache_dir
+        self.generation = 0
+        self._crawler: Any = None
+        self._browser: Any = None
+        self._lock = asyncio.Lock()
+        self._crash_callbacks: list[Callable[[int], None]] = []
+        self._closing = False
+
+    @property
+    def description(self) -> str:
+        return f"{self.candidate.path} (from {self.candidate.source})"
+
+    @property
+    def alive(self) -> bool:
+        return self._browser is not None and self._browser.is_connected()
+
+    def on_crash(self, callback: Callable[[int], None]) -> None:
+        self._crash_callbacks.append(callback)
+
+    async def start(self) -> None:
+        """Launch the browser if it is not running (first use, or after a crash)."""
+        if self.alive:
+            return
+        async with self._lock:
+            if self.alive:
+                return
+            await self._discard()
+            if self.candidate.problem:
+                raise BrowserUnavailable(self.candidate.problem)
+            from . import _crawl4ai
+
+            if self.cache_dir is not None:
+                _crawl4ai.prepare_environment(self.cache_dir)
+            crawler = _crawl4ai.make_crawler(
+                executable_path=self.candidate.path,
+                headless=self.headless,
+                args=launch_args(self.extra_args),
+                proxy_url=self.proxy_url,
+            )
+            try:
+                await crawler.start()
+            except Exception as exc:
+                try:
+                    await crawler.close()
+                except Exception:
+                    pass
+                raise BrowserUnavailable(
+                    f"the browser {self.description} failed to launch: {str(exc).splitlines()[0]}. "
+                    "Run `crawlkeeper doctor` for details"
+                ) from exc
+            self._crawler = crawler
+            self._browser = _crawl4ai.browser_of(crawler)
+            self.generation += 1
+            generation = self.generation
+            self._browser.on("disconnected", lambda _b: self._disconnected(generation))
+            log.info("browser started: %s (generation %d)", self.description, generation)
+
+    def _disconnected(self, generation: int) -> None:
+        if self._closing or generation != self.generation:
+            return
+        log.error("the browser (generation %d) disconnected; it will be relaunched on next use", generation)
+        for callback in self._crash_callbacks:
+            try:
+                callback(generation)
+            except Exception:
+                log.exception("crash callback failed")
+
+    async def _discard(self) -> None:
+        crawler, self._crawler, self._browser = self._crawler, None, None
+        if crawler is not None:
+            try:
+                await asyncio.wait_for(crawler.close(), 5)
+            except Exception:
+                log.debug("closing the old crawler failed", exc_info=True)
+
+    async def close(self) -> None:
+        self._closing = True
+        try:
+            await self._discard()
+        finally:
+            self._closing = False
+
+    async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> Any:
+        await self.start()
+        kwargs: dict[str, Any] = {
+            "viewport": {"width": options.viewport_width, "height": options.viewport_height},
+            "java_script_enabled": options.java_script_enabled,
+            "ignore_https_errors": options.ignore_https_errors,
+            "service_workers": "block",
+            "accept_downloads": False,
+        }
+        if options.user_agent:
+            kwargs["user_agent"] = options.user_agent
+        if options.locale:
+            kwargs["locale"] = options.locale
+        if options.timezone_id:
+            kwargs["timezone_id"] = options.timezone_id
+        if options.extra_headers:
+            kwargs["extra_http_headers"] = options.extra_headers
+        if proxy_url or self.proxy_url:
+            kwargs["proxy"] = {"server": proxy_url or self.proxy_url, "bypass": "<-loopback>"}
+        return await self._browser.new_context(**kwargs)
+
+    async def new_page(self, context: Any) -> Any:
+        return await context.new_page()
+
+    async def crawl(self, page: Any, url: str, options: CrawlOptions) -> PageResult:
+        from . import _crawl4ai
+
+        crawler = self._crawler
+        if crawler is None:
+            raise BrowserUnavailable("the browser is not running; retry the call to relaunch it")
+        key = f"ck-{id(page):x}"
+        _crawl4ai.attach(crawler, key, page.context, page)
+        try:
+            result = await crawler.arun(url, config=_crawl4ai.run_config(options, key))
+        finally:
+            _crawl4ai.detach(crawler, key)
+        html = result.html or ""
+        if not html and not result.success:
+            raise CrawlError(_navigation_message(url, result.error_message or "no content"))
+        markdown = getattr(result.markdown, "raw_markdown", None) or str(result.markdown or "")
+        metadata = result.metadata or {}
+        links = [
+            {"href": link.get("href", ""), "text": (link.get("text") or "").strip()}
+            for kind in ("internal", "external")
+            for link in (result.links or {}).get(kind, [])
+        ]
+        return PageResult(
+            url=url,
+            final_url=result.redirected_url or page.url or url,
+            status=result.status_code,
+            title=(metadata.get("title") or "").strip(),
+            html=result.cleaned_html if options.css_selector else html,
+            markdown=markdown,
+            text=html_to_text(result.cleaned_html or html),
+            links=links,
+        )
+
+
+def _navigation_message(url: str, error: str) -> str:
+    first = error.strip().splitlines()[0] if error.strip() else error
+    for marker, meaning in (
+        ("ERR_NAME_NOT_RESOLVED", "the host name does not resolve"),
+        ("ERR_CONNECTION_REFUSED", "the server refused the connection"),
+        ("ERR_TUNNEL_CONNECTION_FAILED", "the address was refused by the egress policy or is unreachable"),
+        ("ERR_CERT", "the TLS certificate is not valid"),
+        ("Timeout", "the page did not load in time"),
+    ):
+        if marker in error:
+            return f"could not load {url}: {meaning} ({first[:200]})"
+    return f"could not load {url}: {first[:300]}"
+
+
+def html_to_text(html: str) -> str:
+    """Visible text of an HTML fragment, one block per line (lxml is a crawl4ai dependency)."""
+    if not html.strip():
+        return ""
+    import lxml.html
+
+    try:
+        root = lxml.html.fromstring(html)
+    except Exception:
+        return ""
+    for bad in root.xpath("//script|//style|//noscript|//template"):
+        bad.drop_tree()
+    for block in root.xpath(
+        "//p|//div|//br|//li|//h1|//h2|//h3|//h4|//h5|//h6|//tr|//section|//article|//header|//footer|//pre"
+    ):
+        block.tail = "\n" + (block.tail or "")
+    lines = (" ".join(line.split()) for line in root.text_content().splitlines())
+    return "\n".join(line for line in lines if line)

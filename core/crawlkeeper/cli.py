@@ -1,0 +1,175 @@
+"""The ``crawlkeeper`` command: serve, crawl, plugins, profiles, doctor, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import CrawlkeeperError
+from .logs import setup_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(fn: F) -> F:
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+        help="Config file (default: $CRAWLKEEPER_CONFIG, ./crawlkeeper.toml, then the user config dir).",
+    )(fn)
+
+
+def fail(exc: BaseException, code: int = 2) -> None:
+    click.echo(f"crawlkeeper: error: {exc}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="crawlkeeper")
+def main() -> None:
+    """An MCP server that crawls the web through crawl4ai with real, authenticated browser sessions."""
+
+
+@main.command()
+@config_option
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True)
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING... (default: $CRAWLKEEPER_LOG_LEVEL or INFO)")
+def serve(config_path: str | None, transport: str, log_level: str | None) -> None:
+    """Serve MCP over stdio (logs go to stderr; stdout carries only the protocol)."""
+    setup_logging(log_level)
+    if transport != "stdio":
+        fail(CrawlkeeperError(
+            "the HTTP transport is not available yet: it ships together with bearer-token auth and Origin "
+            "checks. Use --transport stdio"))
+    from .runtime import build_app, serve_stdio
+
+    try:
+        app = build_app(config_path)
+    except CrawlkeeperError as exc:
+        fail(exc)
+    serve_stdio(app)
+
+
+@main.command()
+@config_option
+@click.argument("url")
+@click.option("--profile", default=None, help="Profile to use.")
+@click.option("--output", type=click.Choice(["markdown", "html", "text", "links"]), default="markdown")
+@click.option("--css-selector", default=None, help="Only keep content inside this selector.")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="Seconds before giving up.")
+def crawl(config_path: str | None, url: str, profile: str | None, output: str, css_selector: str | None,
+          timeout_s: float | None) -> None:
+    """Crawl URL and print its content to stdout."""
+    setup_logging("WARNING")
+    from .runtime import build_app
+
+    async def run() -> None:
+        app = build_app(config_path)
+        await app.startup()
+        try:
+            result = await app.crawl(url, profile=profile, output=output, css_selector=css_selector,
+                                     timeout_s=timeout_s, max_chars=1_000_000)
+            parts = [result["content"]]
+            while result["next_cursor"]:
+                result = await app.crawl(url, cursor=result["next_cursor"], max_chars=1_000_000)
+                parts.append(result["content"])
+        finally:
+            await app.shutdown()
+        click.echo(f"# {result['title'] or url}  [{result['status']}] {result['final_url']}", err=True)
+        click.echo("".join(parts))
+
+    try:
+        asyncio.run(run())
+    except CrawlkeeperError as exc:
+        fail(exc, 1)
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(config_path: str | None, as_json: bool) -> None:
+    """List plugins: name, version, distribution, hooks, auth methods, disabled or not."""
+    setup_logging("WARNING")
+    from .runtime import build_app
+
+    try:
+        app = build_app(config_path)
+    except CrawlkeeperError as exc:
+        fail(exc)
+    infos = app.pm.describe()
+    for plugin, method in app.auth_methods.values():
+        app.pm.info(plugin).auth_methods.append(method.name)
+    rows = [
+        {
+            "name": i.name, "version": i.version, "distribution": i.distribution, "module": i.module,
+            "builtin": i.builtin, "disabled": i.disabled, "hooks": i.hooks, "auth_methods": sorted(i.auth_methods),
+        }
+        for i in infos
+    ]
+    if as_json:
+        click.echo(json.dumps({"plugins": rows}, indent=2))
+        return
+    for row in rows:
+        state = "disabled" if row["disabled"] else "enabled"
+        origin = f"{row['distribution']} {row['version']}" if row["distribution"] else (row["module"] or "?")
+        kind = "built-in" if row["builtin"] else "third-party"
+        click.echo(f"{row['name']:<16} {state:<8} {kind:<11} {origin}")
+        if row["hooks"]:
+            click.echo(f"{'':16} hooks: {', '.join(h.removeprefix('crawlkeeper_') for h in row['hooks'])}")
+        if row["auth_methods"]:
+            click.echo(f"{'':16} auth methods: {', '.join(row['auth_methods'])}")
+
+
+@main.command()
+@config_option
+def profiles(config_path: str | None) -> None:
+    """List and validate every profile; exit 1 when any is broken."""
+    setup_logging("ERROR")
+    from .runtime import build_app
+
+    try:
+        app = build_app(config_path)
+    except CrawlkeeperError as exc:
+        fail(exc)
+    items = app.profiles.all()
+    if not items:
+        click.echo(f"no profiles (put <name>.toml files in {app.config.profiles_dir})")
+    broken = 0
+    for profile in items:
+        if profile.error:
+            broken += 1
+            click.echo(f"BROKEN {profile.name:<20} {profile.source}: {profile.error}")
+        else:
+            click.echo(f"ok     {profile.name:<20} {profile.description}")
+    if broken:
+        click.echo(f"{broken} broken profile(s)", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@config_option
+def doctor(config_path: str | None) -> None:
+    """Check the config, the plugins and the browser, with a fix for each problem."""
+    from .doctor import run_doctor
+
+    setup_logging("ERROR")
+    sys.exit(run_doctor(config_path))
+
+
+@main.command()
+@click.option("--keep-open", is_flag=True, hidden=True)
+def demo(keep_open: bool) -> None:
+    """Serve a local site, start `crawlkeeper serve` over stdio, log in and crawl through an MCP client."""
+    from .demo import run_demo
+
+    setup_logging("WARNING")
+    sys.exit(asyncio.run(run_demo()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,84 @@
+"""``crawlkeeper doctor``: is the config valid, do the plugins load, is there a browser and does it launch?"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import click
+
+from .errors import CrawlkeeperError
+
+
+def _line(ok: bool | None, what: str, detail: str = "", fix: str = "") -> None:
+    mark = {True: "ok  ", False: "FAIL", None: "warn"}[ok]
+    click.echo(f"[{mark}] {what}" + (f": {detail}" if detail else ""))
+    if fix:
+        click.echo(f"       fix: {fix}")
+
+
+def run_doctor(config_path: str | None) -> int:
+    """Print one line per check with a fix for each failure; return the exit code (0 when all passed)."""
+    from .config import load_config
+    from .plugins import create_plugin_manager
+
+    failures = 0
+    try:
+        config = load_config(config_path)
+        _line(True, "config", config.origin)
+    except CrawlkeeperError as exc:
+        _line(False, "config", str(exc), "correct the file or key named above")
+        return 1
+    try:
+        pm = create_plugin_manager(config.disabled_plugins)
+        from .app import App
+
+        app = App(config, pm)
+        app.configure()
+        loaded = [i.name for i in pm.describe() if not i.disabled]
+        disabled = [i.name for i in pm.describe() if i.disabled]
+        _line(True, "plugins", ", ".join(loaded) + (f" (disabled: {', '.join(disabled)})" if disabled else ""))
+    except CrawlkeeperError as exc:
+        _line(False, "plugins", str(exc), "disable the plugin with CRAWLKEEPER_DISABLE_PLUGINS=<name> or fix it")
+        return 1
+    broken = [p for p in app.profiles.all() if p.error]
+    _line(not broken if app.profiles.all() else None, "profiles",
+          f"{len(app.profiles.all())} in {config.profiles_dir}" + (f", {len(broken)} broken" if broken else ""),
+          "run `crawlkeeper profiles` to see what is wrong" if broken else "")
+    failures += bool(broken)
+    candidate = getattr(app.backend, "candidate", None)
+    if candidate is None or candidate.problem:
+        _line(False, "browser", candidate.problem if candidate else "unknown backend",
+              "install Chromium (`sudo apt-get install chromium`) or set [browser] executable_path")
+        return 1
+    _line(True, "browser found", f"{candidate.path} (from {candidate.source})")
+
+    async def launch() -> float:
+        started = time.perf_counter()
+        try:
+            await app.startup()
+            await app._ensure_browser(app.policy)
+            context = await app.backend.new_context(app.context_options(_blank_request()))
+            await context.close()
+        finally:
+            await app.shutdown()
+        return time.perf_counter() - started
+
+    try:
+        seconds = asyncio.run(launch())
+        _line(True, "browser launches", f"in {seconds:.1f} s, headless={config.settings.browser.headless}")
+    except Exception as exc:
+        _line(False, "browser launches", str(exc).splitlines()[0][:300],
+              "check the binary runs: `<path> --headless --no-sandbox --dump-dom about:blank`; on a server without "
+              "a display keep headless = true")
+        failures += 1
+    return 1 if failures else 0
+
+
+def _blank_request():  # type: ignore[no-untyped-def]
+    from .models import CrawlRequest
+
+    return CrawlRequest(url=None, profile=None, session=None, arguments={})
+
+
+__all__ = ["asyncio", "run_doctor"]

@@ -1,0 +1,181 @@
+"""The plugin author's manual: every hook crawlkeeper calls, when, with what, and what it does with the answer.
+
+Implement a hook by defining a function (or method) with the same name, decorated with
+``crawlkeeper.hookimpl``; take only the arguments you need. Hooks marked *async ok* may be ``async def``:
+the core awaits them one after another (never concurrently) and cuts each off after
+``[plugins] hook_timeout_s`` seconds. Async hooks are collect-all: no hook here uses ``firstresult``.
+
+An exception raised by a hook is reported with the plugin's name. Where it lands depends on the phase:
+at start-up it stops the server with a clear error; inside a session's lifecycle it fails only that one
+call (and, during ``create_session``, removes the half-made session); in a closing hook it is logged
+and the close goes on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .app import App
+    from .config import Config
+    from .models import AuthMethod, ConfigLayer, CrawlRequest, Profile, Session, SessionRequest
+    from .tools import ToolRegistry
+
+PROJECT = "crawlkeeper"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --------------------------------------------------------------------------------------------
+# Start-up and shutdown
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def crawlkeeper_configure(config: Config) -> None:
+    """Read your settings, once, after the config file is loaded and validated.
+
+    Validate your own table with ``config.plugin_settings("<name>", YourModel)``: a bad value then
+    becomes a start-up error naming the file, the key and your plugin. Historic: a plugin registered
+    after start-up (e.g. by the ``crawlkeeper_register`` test fixture) is called at registration.
+
+    :param config: the validated server configuration.
+    """
+
+
+@hookspec
+def crawlkeeper_startup(app: App) -> None:
+    """The server is starting (*async ok*). Start background tasks here (the TTL reaper does).
+
+    Called once per server (once per MCP connection over stdio). An exception aborts start-up.
+
+    :param app: the running application: ``app.sessions`` (the registry), ``app.config``, ``app.clock``.
+    """
+
+
+@hookspec
+def crawlkeeper_shutdown(app: App) -> None:
+    """The server is stopping (*async ok*); stop what ``crawlkeeper_startup`` started.
+
+    Called after every session was closed with reason ``"shutdown"``. Keep it short: an MCP client
+    kills the server about 2 seconds after closing its stdin. Exceptions are logged and ignored.
+
+    :param app: the running application.
+    """
+
+
+@hookspec
+def crawlkeeper_register_tools(registry: ToolRegistry) -> None:
+    """Add your own MCP tools, at start-up.
+
+    Call ``registry.add(fn, name=..., description=...)`` with an ``async def`` taking typed arguments
+    (pydantic ``Field`` annotations work) and optionally ``app: App``; raise ``CrawlkeeperError`` for an
+    error the caller should read. A name that clashes with an existing tool is a start-up error.
+
+    :param registry: where tools are added.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles and config merging
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def crawlkeeper_load_profiles(config: Config) -> list[Profile]:
+    """Return the profiles you provide.
+
+    Called at start-up and again when profiles are looked up (at most about once a second), so cache and
+    re-read only what changed. Return broken profiles too, with ``Profile.error`` set: using one is then a
+    clear error naming its file while other profiles keep working. Two plugins returning the same name
+    make that name unusable with an error naming both sources.
+
+    :param config: the server configuration (``config.profiles_dir`` is where TOML profiles live).
+    :return: a list of :class:`~crawlkeeper.Profile`.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def crawlkeeper_config_layers(request: CrawlRequest) -> list[ConfigLayer]:
+    """Return config layers to merge for one crawl or session.
+
+    Layers are merged over the core defaults and the config file, in ascending ``priority`` (the
+    profile's layer uses ``PROFILE_LAYER_PRIORITY``, plugin layers default to 0); per-call arguments
+    always win. The merged result is validated once, and an error names the layer that set the bad value.
+
+    :param request: the URL, the chosen profile (or None), the session (or None) and the per-call arguments.
+    :return: a list of :class:`~crawlkeeper.ConfigLayer` (empty when you have nothing to add).
+    """
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Sessions
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def crawlkeeper_auth_methods() -> list[AuthMethod]:
+    """Return the auth methods you provide, at start-up.
+
+    Each :class:`~crawlkeeper.AuthMethod` has a ``name`` (what ``create_session(auth=...)`` and a profile's
+    ``[auth] method`` say), a ``description``, a pydantic ``params_model`` validated from the profile's
+    ``[auth]`` table, and ``async def login(session, params)`` that drives ``session.page``. ``login``
+    runs after ``crawlkeeper_session_created`` and before the session's first navigation; raising fails
+    ``create_session`` with your plugin's name. Two plugins offering one name is a start-up error.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def crawlkeeper_session_created(session: Session, request: SessionRequest) -> None:
+    """A session's isolated browser context exists; nothing has been loaded in it yet (*async ok*).
+
+    Inject cookies, set headers, add init scripts here. If you apply ``request.cookies``, call
+    ``request.mark_handled("cookies")`` (cookies nobody applies are an error). Raising fails
+    ``create_session``: the context is closed and the error names your plugin.
+
+    :param session: the new session (``session.context``, ``session.page``).
+    :param request: what the caller asked for: ``url``, ``cookies``, ``profile``, ``auth``, ``ttl_s``.
+    """
+
+
+@hookspec
+def crawlkeeper_session_acquire(session: Session) -> None:
+    """A session is about to be used by a crawl. Synchronous and cheap; called with the session held.
+
+    Raise :class:`~crawlkeeper.SessionExpired` to refuse the use: the core closes the session with
+    reason ``"expired"`` and the caller is told to create a new one. Otherwise update your bookkeeping
+    (the TTL plugin moves ``session.expires_at`` here).
+
+    :param session: the session; ``session.last_used_at`` still holds the previous use.
+    """
+
+
+@hookspec
+def crawlkeeper_session_closing(session: Session, reason: str) -> None:
+    """A session's context is about to be closed (*async ok*). Save state or log out here.
+
+    Every implementation runs even if an earlier one raised; exceptions are logged with the plugin's name.
+    With reason ``"crashed"`` the browser is gone and ``session.page`` can no longer be used.
+
+    :param session: the session being closed.
+    :param reason: ``"closed"``, ``"expired"``, ``"evicted"``, ``"shutdown"`` or ``"crashed"``.
+    """
+
+
+#: Hook names with their "async ok" status, for the plugin guide and the meta-tests.
+ASYNC_HOOKS = frozenset(
+    {"crawlkeeper_startup", "crawlkeeper_shutdown", "crawlkeeper_session_created", "crawlkeeper_session_closing"}
+)
+
+
+def hook_names() -> list[str]:
+    """Every hook name, in the order they are declared here."""
+    return [name for name in globals() if name.startswith("crawlkeeper_")]
+
+
+__all__ = ["ASYNC_HOOKS", "PROJECT", "hook_names", "hookimpl", "hookspec"]

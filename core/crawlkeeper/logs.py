@@ -1,0 +1,94 @@
+"""Logging to stderr, with a redaction filter so no secret can reach a log line.
+
+stdout is the MCP channel: nothing here ever writes to it. Secrets are redacted twice: every value
+handed to :func:`register_secret` (cookie values, passwords, tokens, as they are resolved) is replaced
+wherever it appears, and header/cookie-looking patterns are masked even for values never registered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import threading
+
+REDACTED = "***"
+_MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
+_secrets: set[str] = set()
+_lock = threading.Lock()
+_pattern: re.Pattern[str] | None = None
+
+_HEADER_RE = re.compile(
+    r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key)(\s*[:=]\s*)([^\r\n,;]+)"
+)
+_KV_RE = re.compile(r"(?i)(['\"]?(?:value|password|token|secret)['\"]?\s*[:=]\s*)(['\"]?)([^'\",}\s]+)")
+
+
+def register_secret(value: str | None) -> None:
+    """Never log ``value``: every later log line containing it shows ``***`` instead."""
+    global _pattern
+    if not value or len(value) < _MIN_SECRET_LEN:
+        return
+    with _lock:
+        if value in _secrets:
+            return
+        _secrets.add(value)
+        ordered = sorted(_secrets, key=len, reverse=True)
+        _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def scrub(text: str) -> str:
+    """Replace every registered secret in ``text`` (for tool results and errors)."""
+    pattern = _pattern
+    return pattern.sub(REDACTED, text) if pattern is not None else text
+
+
+def redact(text: str) -> str:
+    """Mask registered secrets and secret-looking header or key/value patterns in ``text``."""
+    pattern = _pattern
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    text = _HEADER_RE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+    return _KV_RE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Formats the record's message once, redacts it, and freezes it (``args`` cleared)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not lose the record
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        record.exc_info = None if record.exc_text else record.exc_info
+        return True
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def setup_logging(level: str | int | None = None) -> None:
+    """Send all logging to stderr through the redaction filter. Call before the MCP SDK is created
+    (its constructor calls ``logging.basicConfig``, which is a no-op once a handler exists)."""
+    level = level or os.environ.get("CRAWLKEEPER_LOG_LEVEL", "INFO")
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_crawlkeeper", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._crawlkeeper = True  # type: ignore[attr-defined]
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    for noisy in ("httpx", "httpcore", "asyncio", "mcp.server.lowlevel.server"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

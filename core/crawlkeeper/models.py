@@ -1,0 +1,165 @@
+"""The objects plugins see: ``Session``, ``Profile``, ``ConfigLayer``, ``AuthMethod`` and the requests.
+
+These are plain dataclasses on purpose: plugins get and mutate them inside hooks, and validation happens
+at the edges (config files, tool arguments, plugin settings) with pydantic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from playwright.async_api import BrowserContext, Page
+
+#: Priority of the profile's layer in the merge; plugin layers default to 0 and so override profiles.
+PROFILE_LAYER_PRIORITY = -100
+
+
+@dataclass
+class Profile:
+    """A named set of browser/crawl overrides, cookies and an auth method.
+
+    Secrets are never stored here: cookies and auth params hold references (``value_env``, ``value_file``,
+    ``password_env`` ...) that are resolved with :func:`resolve_secret` at the moment they are used.
+    A profile that failed to load has ``error`` set; using it raises that error, other profiles keep working.
+    """
+
+    name: str
+    description: str = ""
+    source: str = ""  # where it came from, e.g. "profiles/work.toml" or "vault"
+    browser: dict[str, Any] = field(default_factory=dict)
+    crawl: dict[str, Any] = field(default_factory=dict)
+    cookies: list[dict[str, Any]] = field(default_factory=list)
+    auth: dict[str, Any] | None = None  # {"method": "form", ...params}
+    security: dict[str, Any] = field(default_factory=dict)  # allow_private, allowed_domains
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How errors name this profile: ``profile 'work' (profiles/work.toml)``."""
+        return f"profile '{self.name}'" + (f" ({self.source})" if self.source else "")
+
+
+@dataclass
+class ConfigLayer:
+    """One layer of the config merge, as returned by ``crawlkeeper_config_layers``.
+
+    :param source: how an error names this layer, e.g. ``"profile 'slow' (profiles/slow.toml)"``.
+    :param crawl: crawl option overrides (any ``crawl_url`` option, e.g. ``timeout_s``, ``css_selector``).
+    :param browser: browser-context overrides (``user_agent``, ``viewport_width``, ``locale``, ...).
+    :param priority: higher wins; profile layers use ``PROFILE_LAYER_PRIORITY``, plugin layers default to 0.
+    """
+
+    source: str
+    crawl: dict[str, Any] = field(default_factory=dict)
+    browser: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+
+
+LoginFunc = Callable[["Session", Any], Awaitable[None]]
+
+
+@dataclass
+class AuthMethod:
+    """A way to log a session in, returned by ``crawlkeeper_auth_methods``.
+
+    :param name: what ``create_session(auth=...)`` and a profile's ``[auth] method`` name.
+    :param description: one line shown by ``crawlkeeper plugins``.
+    :param params_model: pydantic model validating the profile's ``[auth]`` table (minus ``method``).
+    :param login: ``async def login(session, params)``; drive ``session.page``; raise to fail the login
+        (the message is shown to the caller, so never put a secret in it).
+    """
+
+    name: str
+    description: str
+    params_model: type[BaseModel]
+    login: LoginFunc
+
+
+@dataclass
+class Session:
+    """A logged-in (or not) browser identity with its own isolated browser context.
+
+    ``context`` and ``page`` are Playwright's ``BrowserContext`` and ``Page`` (or the fake browser's
+    stand-ins in tests). ``expires_at`` is maintained by the TTL plugin; ``metadata`` is for plugins.
+    """
+
+    id: str
+    profile: str | None
+    context: BrowserContext | Any
+    page: Page | Any
+    created_at: float = field(default_factory=time.time)
+    last_used_at: float = field(default_factory=time.time)
+    expires_at: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Internal bookkeeping; plugins should treat these as read-only.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    busy: int = field(default=0, repr=False)
+    closed: bool = field(default=False, repr=False)
+    generation: int = field(default=0, repr=False)  # browser generation; a crash invalidates older ones
+
+    def __repr__(self) -> str:  # never dump the context/page (or anything a plugin stored) into logs
+        return f"Session(id={self.id!r}, profile={self.profile!r})"
+
+
+@dataclass
+class SessionRequest:
+    """What ``create_session`` asked for, passed to ``crawlkeeper_session_created``.
+
+    A plugin that applies ``cookies`` calls ``mark_handled("cookies")`` so the core knows they were used:
+    cookies that no plugin applied are an error, never a silent no-op.
+    """
+
+    session_id: str
+    url: str | None
+    cookies: list[dict[str, Any]]
+    profile: Profile | None
+    auth: str | None
+    ttl_s: float | None
+    handled: set[str] = field(default_factory=set)
+
+    def mark_handled(self, what: str) -> None:
+        self.handled.add(what)
+
+
+@dataclass
+class CrawlRequest:
+    """A crawl (or session creation) whose config is being merged; passed to ``crawlkeeper_config_layers``."""
+
+    url: str | None
+    profile: Profile | None
+    session: Session | None
+    arguments: dict[str, Any]  # the per-call arguments that were set
+
+
+def resolve_secret(spec: dict[str, Any], *, what: str, base_dir: Path | None = None) -> str:
+    """Resolve a secret given as ``value``, ``value_env = "VAR"`` or ``value_file = "PATH"``.
+
+    ``what`` names the secret in errors (never its value). Relative files are taken from ``base_dir``.
+    """
+    from .errors import ConfigError
+
+    if spec.get("value_env"):
+        var = spec["value_env"]
+        if var not in os.environ:
+            raise ConfigError(f"{what}: environment variable {var} is not set; export it or change value_env")
+        return os.environ[var]
+    if spec.get("value_file"):
+        path = Path(os.path.expanduser(spec["value_file"]))
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read value_file {path}: {exc.strerror}") from None
+    if "value" in spec and spec["value"] is not None:
+        return str(spec["value"])
+    raise ConfigError(f"{what}: give one of value, value_env or value_file")

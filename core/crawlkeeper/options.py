@@ -1,0 +1,108 @@
+"""The validated shapes of crawl options and browser-context options, and the merge that builds them.
+
+One pipeline builds every crawl: core defaults < config file < profile layer < plugin layers (by priority)
+< per-call arguments. The merged dict is validated once; an error names the layer that set the bad value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+Output = Literal["markdown", "html", "text", "links"]
+WaitUntil = Literal["commit", "domcontentloaded", "load", "networkidle"]
+
+
+class CrawlOptions(BaseModel):
+    """Options of one crawl. Every ``crawl_url`` argument but ``url``/``session_id``/``profile``/``cursor``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output: Output = "markdown"
+    css_selector: str | None = Field(None, description="Only keep content inside this CSS selector.")
+    wait_for: str | None = Field(
+        None, description="Wait for this before reading: a CSS selector, 'css:SEL' or 'js:() => bool'."
+    )
+    js_code: str | list[str] | None = Field(None, description="JavaScript to run in the page after it loads.")
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Give up on the whole crawl after this many seconds.")
+    max_chars: int = Field(20_000, ge=200, le=1_000_000, description="Page the content in chunks of this size.")
+    wait_until: WaitUntil = "domcontentloaded"
+    delay_s: float = Field(0.0, ge=0, le=60, description="Extra wait before reading the page.")
+    max_page_mb: float = Field(20.0, gt=0, le=500, description="Refuse pages whose HTML is larger than this.")
+
+    @field_validator("js_code")
+    @classmethod
+    def _non_empty_js(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and not all(isinstance(s, str) and s.strip() for s in v):
+            raise ValueError("every js_code entry must be a non-empty string")
+        return v
+
+
+class ContextOptions(BaseModel):
+    """Options of one isolated browser context (a session, or a session-less crawl's context)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_agent: str | None = None
+    viewport_width: int = Field(1280, ge=200, le=8000)
+    viewport_height: int = Field(800, ge=200, le=8000)
+    locale: str | None = None
+    timezone_id: str | None = Field(None, description="IANA time zone, e.g. Europe/Paris.")
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    java_script_enabled: bool = True
+    ignore_https_errors: bool = False
+
+    def signature(self) -> str:
+        """A stable key: contexts with equal options can be shared by session-less crawls."""
+        return self.model_dump_json()
+
+
+SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
+
+
+class Layer:
+    """A named dict of overrides, one step of the merge."""
+
+    __slots__ = ("source", "values")
+
+    def __init__(self, source: str, values: dict[str, Any]) -> None:
+        self.source = source
+        self.values = values
+
+
+def merge(model: type[BaseModel], layers: Iterable[Layer], *, what: str) -> Any:
+    """Merge ``layers`` (lowest first) key by key and validate the result with ``model`` once.
+
+    A validation error names the key, the value (unless it could be a secret) and the layer that set it.
+    """
+    merged: dict[str, Any] = {}
+    provenance: dict[str, str] = {}
+    for layer in layers:
+        for key, value in layer.values.items():
+            if value is None:
+                continue
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                value = {**merged[key], **value}  # headers and similar maps merge per entry
+            merged[key] = value
+            provenance[key] = layer.source
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, merged, provenance, what)) from None
+
+
+def _explain(exc: ValidationError, merged: dict[str, Any], provenance: dict[str, str], what: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        source = provenance.get(key, "the defaults")
+        shown = "" if key in {"extra_headers"} else f" = {merged.get(key)!r}"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown {what} option '{key}' set by {source}")
+        else:
+            lines.append(f"{key}{shown} set by {source}: {err['msg']}")
+    return f"invalid {what} options: " + "; ".join(lines)

@@ -1,0 +1,295 @@
+"""The MCP server: thin tool functions that parse arguments, call the :class:`App` and shape results."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from . import __version__
+from .app import App
+from .errors import CrawlkeeperError
+from .logs import scrub
+
+log = logging.getLogger("crawlkeeper.server")
+SHUTDOWN_BUDGET_S = 1.8
+
+INSTRUCTIONS = """crawlkeeper crawls web pages in a real headless browser and returns them as markdown, html, text
+or links. For pages behind a login, call create_session (with cookies, a profile, or an auth method), then pass
+its session_id to crawl_url; calls on one session run in order. Long content is paged: pass next_cursor back as
+cursor to read on."""
+
+
+# -- result models ----------------------------------------------------------------------------------
+
+
+class CrawlResult(BaseModel):
+    url: str
+    final_url: str
+    status: int | None
+    title: str
+    content: str
+    output: str
+    truncated: bool
+    next_cursor: str | None = Field(description="Pass back as cursor (with the same url) for the next chunk.")
+    session_id: str | None
+
+
+class CrawlFailure(BaseModel):
+    url: str
+    error: str
+
+
+class CrawlManyResult(BaseModel):
+    results: list[CrawlResult | CrawlFailure]
+
+
+class CookieRef(BaseModel):
+    name: str
+    domain: str
+
+
+class SessionCreated(BaseModel):
+    session_id: str
+    profile: str | None
+    auth: str | None
+    url: str
+    expires_at: str | None
+    cookies: list[CookieRef]
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    profile: str | None
+    created_at: str | None
+    last_used_at: str | None
+    expires_at: str | None
+    url: str | None
+    cookies: list[CookieRef]
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionInfo]
+
+
+class SessionClosed(BaseModel):
+    session_id: str
+    closed: bool
+
+
+class ProfileInfo(BaseModel):
+    name: str
+    description: str
+
+
+class ProfileList(BaseModel):
+    profiles: list[ProfileInfo]
+
+
+class CookieInput(BaseModel):
+    """A cookie in Playwright's format. Without url/domain it applies to the session's url."""
+
+    model_config = {"extra": "forbid"}
+    name: str = Field(min_length=1)
+    value: str
+    url: str | None = None
+    domain: str | None = None
+    path: str | None = None
+    expires: float | None = None
+    httpOnly: bool | None = None
+    secure: bool | None = None
+    sameSite: Literal["Strict", "Lax", "None"] | None = None
+
+
+# -- argument types ---------------------------------------------------------------------------------
+
+Url = Annotated[str, Field(description="The page to crawl (http or https).", min_length=1, max_length=8192)]
+SessionId = Annotated[str | None, Field(description="Crawl inside this session (see create_session).")]
+ProfileName = Annotated[str | None, Field(description="Use this profile (see list_profiles).")]
+OutputArg = Annotated[
+    Literal["markdown", "html", "text", "links"] | None, Field(description="Content format; markdown by default.")
+]
+CssSelector = Annotated[str | None, Field(description="Only keep content inside this CSS selector.")]
+WaitFor = Annotated[str | None, Field(description="Wait for a CSS selector ('css:SEL') or a JS predicate ('js:...').")]
+JsCode = Annotated[str | list[str] | None, Field(description="JavaScript to run in the page after it loads.")]
+TimeoutS = Annotated[float | None, Field(gt=0, le=600, description="Give up after this many seconds.")]
+MaxChars = Annotated[int | None, Field(ge=200, le=1_000_000, description="Chunk size of the returned content.")]
+Cursor = Annotated[str | None, Field(description="next_cursor of an earlier call with the same url.")]
+
+
+def _errors_as_tool_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn our errors into MCP tool errors the model can read; hide nothing but secrets and tracebacks."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except ToolError:
+            raise
+        except CrawlkeeperError as exc:
+            raise ToolError(scrub(str(exc))) from None
+        except Exception as exc:
+            log.exception("tool %s failed", fn.__name__)
+            raise ToolError(
+                f"internal error in {fn.__name__} ({type(exc).__name__}); the server log has the details"
+            ) from None
+
+    return wrapper
+
+
+def _app(ctx: Context) -> App:
+    return ctx.request_context.lifespan_context
+
+
+def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
+    """The MCP server for ``app``. With ``owns_app`` the server's lifespan starts and shuts the app down."""
+
+    @asynccontextmanager
+    async def lifespan(_server: MCPServer) -> AsyncIterator[App]:
+        if owns_app:
+            await app.startup()
+        try:
+            yield app
+        finally:
+            if owns_app:
+                # Shielded: on SIGTERM the serving task is cancelled, but sessions must still close in order
+                # (the MCP client kills the process group about 2 s after closing stdin).
+                with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_BUDGET_S):
+                    await app.shutdown()
+
+    server: MCPServer = MCPServer(
+        "crawlkeeper", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan
+    )
+    read_only = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
+
+    @server.tool(title="Crawl a URL", annotations=read_only)
+    @_errors_as_tool_errors
+    async def crawl_url(
+        ctx: Context,
+        url: Url,
+        session_id: SessionId = None,
+        profile: ProfileName = None,
+        output: OutputArg = None,
+        css_selector: CssSelector = None,
+        wait_for: WaitFor = None,
+        js_code: JsCode = None,
+        timeout_s: TimeoutS = None,
+        max_chars: MaxChars = None,
+        cursor: Cursor = None,
+    ) -> CrawlResult:
+        """Load a page in a real browser and return its content (markdown by default, or html, text, links).
+
+        Long content comes in chunks of max_chars: when truncated is true, call again with the same url and
+        cursor=next_cursor. Pass session_id to crawl as a logged-in session created with create_session."""
+        result = await _app(ctx).crawl(
+            url, session_id=session_id, profile=profile, cursor=cursor, output=output, css_selector=css_selector,
+            wait_for=wait_for, js_code=js_code, timeout_s=timeout_s, max_chars=max_chars,
+        )
+        return CrawlResult.model_validate(result)
+
+    @server.tool(title="Crawl many URLs", annotations=read_only)
+    @_errors_as_tool_errors
+    async def crawl_many(
+        ctx: Context,
+        urls: Annotated[list[Url], Field(min_length=1, max_length=500, description="Pages to crawl.")],
+        session_id: SessionId = None,
+        profile: ProfileName = None,
+        output: OutputArg = None,
+        css_selector: CssSelector = None,
+        wait_for: WaitFor = None,
+        js_code: JsCode = None,
+        timeout_s: TimeoutS = None,
+        max_chars: MaxChars = None,
+        concurrency: Annotated[int, Field(ge=1, le=32, description="Pages loaded at once.")] = 4,
+    ) -> CrawlManyResult:
+        """Crawl several pages in parallel. Results come in input order; a page that fails gets {url, error}
+        in its slot and the others still succeed. Progress notifications are sent as pages complete."""
+
+        async def progress(done: int, total: int, message: str) -> None:
+            await ctx.report_progress(done, total, message)
+
+        results = await _app(ctx).crawl_many(
+            urls, concurrency=concurrency, progress=progress, session_id=session_id, profile=profile,
+            output=output, css_selector=css_selector, wait_for=wait_for, js_code=js_code, timeout_s=timeout_s,
+            max_chars=max_chars,
+        )
+        return CrawlManyResult(
+            results=[CrawlFailure(**r) if "error" in r else CrawlResult.model_validate(r) for r in results]
+        )
+
+    @server.tool(title="Create a browser session", annotations=ToolAnnotations(openWorldHint=True))
+    @_errors_as_tool_errors
+    async def create_session(
+        ctx: Context,
+        session_id: Annotated[str | None, Field(description="Id to use; generated if absent.")] = None,
+        url: Annotated[str | None, Field(description="Open this page after logging in; none: about:blank.")] = None,
+        cookies: Annotated[list[CookieInput] | None, Field(description="Cookies to set (values never echoed).")] = None,
+        profile: ProfileName = None,
+        auth: Annotated[str | None, Field(description="Auth method to log in with (params from the profile).")] = None,
+        ttl_s: Annotated[float | None, Field(gt=0, description="Idle time before the session expires.")] = None,
+    ) -> SessionCreated:
+        """Create an isolated, optionally logged-in browser session: its own cookies, invisible to others.
+
+        Then pass its session_id to crawl_url / crawl_many. Cookie values are never returned."""
+        result = await _app(ctx).create_session(
+            session_id=session_id, url=url, profile=profile, auth=auth, ttl_s=ttl_s,
+            cookies=[c.model_dump(exclude_none=True) for c in cookies or []],
+        )
+        return SessionCreated.model_validate(result)
+
+    @server.tool(title="List sessions", annotations=ToolAnnotations(readOnlyHint=True))
+    @_errors_as_tool_errors
+    async def list_sessions(ctx: Context) -> SessionList:
+        """List live sessions: ids, profile, times, current URL and cookie names/domains (never values)."""
+        return SessionList.model_validate({"sessions": await _app(ctx).list_sessions()})
+
+    @server.tool(title="Close a session", annotations=ToolAnnotations(destructiveHint=True))
+    @_errors_as_tool_errors
+    async def close_session(
+        ctx: Context, session_id: Annotated[str, Field(description="The session to close.")]
+    ) -> SessionClosed:
+        """Close a session and its browser context (it waits for a call in progress on it to finish)."""
+        return SessionClosed.model_validate(await _app(ctx).close_session(session_id))
+
+    @server.tool(title="List profiles", annotations=ToolAnnotations(readOnlyHint=True))
+    @_errors_as_tool_errors
+    async def list_profiles(ctx: Context) -> ProfileList:
+        """List the profiles usable with the profile argument: names and descriptions."""
+        return ProfileList.model_validate({"profiles": _app(ctx).list_profiles()})
+
+    for spec in app.tools.tools.values():
+        server.add_tool(
+            _plugin_tool(spec.fn, app), name=spec.name, description=spec.description,
+            annotations=ToolAnnotations(readOnlyHint=spec.read_only),
+        )
+    return server
+
+
+def _plugin_tool(fn: Callable[..., Any], app: App) -> Callable[..., Any]:
+    """Wrap a plugin's tool: inject ``app`` if it asks for it, and report its errors like ours."""
+    signature = inspect.signature(fn)
+    wants_app = "app" in signature.parameters
+
+    @functools.wraps(fn)
+    async def call(**kwargs: Any) -> Any:
+        if wants_app:
+            kwargs["app"] = app
+        result = fn(**kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    if wants_app:
+        call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[p for p in signature.parameters.values() if p.name != "app"]
+        )
+        call.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k != "app"}
+    del call.__wrapped__  # MCP must see the signature above, not the plugin's
+    return _errors_as_tool_errors(call)

@@ -1,0 +1,217 @@
+"""The session registry: one isolated browser context per session, serialized use, limits, closing.
+
+Calls on one session run one at a time in arrival order (an ``asyncio.Lock`` is FIFO); calls on different
+sessions run in parallel. A session that ended is remembered (closed, expired, crashed...) so a later call
+can say which, instead of a bare "unknown session".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from .errors import CrawlkeeperError, SessionError, SessionExpired
+from .models import Session
+
+if TYPE_CHECKING:
+    from .plugins import Hooks
+
+log = logging.getLogger("crawlkeeper.sessions")
+
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+REASONS = ("closed", "expired", "evicted", "shutdown", "crashed")
+_MAX_TOMBSTONES = 10_000
+_CLOSE_CONTEXT_TIMEOUT_S = 3.0
+
+_ENDED = {
+    "closed": "session '{id}' was closed{detail}; call create_session to start a new one",
+    "expired": "session '{id}' expired{detail}; call create_session again",
+    "evicted": "session '{id}' was evicted{detail}; call create_session again",
+    "shutdown": "session '{id}' ended when the server shut down; call create_session again",
+    "crashed": "session '{id}' was lost because the browser crashed; create it again with create_session",
+}
+
+
+class SessionRegistry:
+    """Live sessions by id, plus a memory of how ended ones ended."""
+
+    def __init__(self, hooks: Hooks, *, max_sessions: int, clock: Callable[[], float] = time.time) -> None:
+        self.hooks = hooks
+        self.max_sessions = max_sessions
+        self.clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._reserved: set[str] = set()
+        self._ended: OrderedDict[str, str] = OrderedDict()
+        self._closing_tasks: set[asyncio.Task[None]] = set()
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def all(self) -> list[Session]:
+        """Live sessions, oldest first."""
+        return list(self._sessions.values())
+
+    def get(self, session_id: str) -> Session:
+        """The live session, or a :class:`SessionError` saying whether it never existed, was closed or expired."""
+        session = self._sessions.get(session_id)
+        if session is not None and not session.metadata.get("_closing"):
+            return session
+        if session_id in self._ended:
+            raise SessionError(self._ended[session_id])
+        if session is not None:
+            raise SessionError(_ENDED["closed"].format(id=session_id, detail=""))
+        raise SessionError(
+            f"unknown session '{session_id}': no session with this id was ever created on this server; "
+            "call create_session first (list_sessions shows the live ones)"
+        )
+
+    # -- creation -------------------------------------------------------------------------------
+
+    def reserve(self, session_id: str | None) -> str:
+        """Claim an id (generated, unguessable, if None) and a slot under ``max_sessions``."""
+        if session_id is None:
+            session_id = "s_" + secrets.token_urlsafe(12)
+        elif not SESSION_ID_RE.match(session_id):
+            raise SessionError(
+                f"invalid session_id {session_id!r}: use 1-64 letters, digits, '_', '.', ':' or '-'"
+            )
+        if session_id in self._sessions or session_id in self._reserved:
+            raise SessionError(
+                f"session '{session_id}' already exists; use it, close it with close_session, or pick another id"
+            )
+        if len(self._sessions) + len(self._reserved) >= self.max_sessions:
+            raise SessionError(
+                f"too many sessions: the limit is max_sessions = {self.max_sessions}; close one with "
+                "close_session (list_sessions shows them) or raise [sessions] max_sessions in the config"
+            )
+        self._ended.pop(session_id, None)
+        self._reserved.add(session_id)
+        return session_id
+
+    def release(self, session_id: str) -> None:
+        self._reserved.discard(session_id)
+
+    def add(self, session: Session) -> None:
+        self._reserved.discard(session.id)
+        self._sessions[session.id] = session
+
+    # -- use ------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def use(self, session: Session) -> AsyncIterator[Session]:
+        """Hold the session for one call: in arrival order, after the acquire hooks agreed."""
+        async with session.lock:
+            if session.closed or session.metadata.get("_closing"):
+                self.get(session.id)  # raises the precise ended/closed message
+            try:
+                self.hooks.call("crawlkeeper_session_acquire", session=session)
+            except SessionExpired as exc:
+                detail = str(exc).strip()
+                self._remember(session.id, "expired", detail)
+                self._sessions.pop(session.id, None)
+                self._spawn_close(session, "expired")
+                raise SessionError(self._ended[session.id]) from None
+            session.busy += 1
+            try:
+                yield session
+            finally:
+                session.busy -= 1
+                session.last_used_at = self.clock()
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def _remember(self, session_id: str, reason: str, detail: str = "") -> None:
+        if detail and not detail.startswith(("(", " ")):
+            detail = f" ({detail.rstrip('.')})" if reason != "expired" else f": {detail.rstrip('.')}"
+        self._ended[session_id] = _ENDED[reason].format(id=session_id, detail=detail)
+        self._ended.move_to_end(session_id)
+        while len(self._ended) > _MAX_TOMBSTONES:
+            self._ended.popitem(last=False)
+
+    async def close(self, session_id: str, reason: str = "closed", detail: str = "", *, wait: bool = True) -> bool:
+        """End a session: wait for its running call, run closing hooks, close its context.
+
+        Returns False if it was not live. Queued calls on it are refused with the reason.
+        """
+        if reason not in REASONS:
+            raise ValueError(f"unknown close reason {reason!r}")
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        self._remember(session_id, reason, detail)
+        session.metadata["_closing"] = True
+        await self._finish(session, reason, wait=wait)
+        return True
+
+    def _spawn_close(self, session: Session, reason: str) -> None:
+        session.metadata["_closing"] = True
+        task = asyncio.get_running_loop().create_task(self._finish(session, reason, wait=False))
+        self._closing_tasks.add(task)
+        task.add_done_callback(self._closing_tasks.discard)
+
+    async def _finish(self, session: Session, reason: str, *, wait: bool) -> None:
+        if wait and reason not in ("crashed", "shutdown"):
+            async with session.lock:  # a call in progress finishes first
+                pass
+        session.closed = True
+        await self.hooks.acall("crawlkeeper_session_closing", keep_going=True, session=session, reason=reason)
+        try:
+            await asyncio.wait_for(session.context.close(), _CLOSE_CONTEXT_TIMEOUT_S)
+        except Exception as exc:  # a crashed browser, a hung context: the session is gone either way
+            log.debug("closing the context of session %s failed: %s", session.id, exc)
+        log.info("session %s closed (%s)", session.id, reason)
+
+    def crashed(self, generation: int) -> None:
+        """The browser of ``generation`` died: every session on it is lost (reason ``crashed``)."""
+        for session in list(self._sessions.values()):
+            if session.generation <= generation:
+                self._sessions.pop(session.id, None)
+                self._remember(session.id, "crashed")
+                self._spawn_close(session, "crashed")
+
+    async def close_all(self, reason: str = "shutdown") -> None:
+        """Close every session concurrently; one failure never stops the others."""
+        ids = list(self._sessions)
+        results = await asyncio.gather(*(self.close(i, reason) for i in ids), return_exceptions=True)
+        for session_id, result in zip(ids, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("closing session %s failed: %s", session_id, result)
+        if self._closing_tasks:
+            await asyncio.gather(*self._closing_tasks, return_exceptions=True)
+
+    def describe(self, session: Session, cookies: list[dict[str, Any]]) -> dict[str, Any]:
+        """A listing entry: never a cookie value."""
+        return {
+            "session_id": session.id,
+            "profile": session.profile,
+            "created_at": iso(session.created_at),
+            "last_used_at": iso(session.last_used_at),
+            "expires_at": iso(session.expires_at),
+            "url": _page_url(session),
+            "cookies": [{"name": c.get("name", ""), "domain": c.get("domain", "")} for c in cookies],
+        }
+
+
+def _page_url(session: Session) -> str | None:
+    try:
+        return session.page.url
+    except Exception:
+        return None
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+__all__ = ["REASONS", "CrawlkeeperError", "SessionRegistry", "iso"]

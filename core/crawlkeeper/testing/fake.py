@@ -1,0 +1,307 @@
+"""A fake browser for plugin tests: canned pages, recorded navigations and cookies, no Chromium.
+
+It implements the core's ``BrowserBackend`` and the small part of Playwright's ``BrowserContext``/``Page`` API
+that auth plugins use (``goto``, ``fill``, ``click``, ``wait_for_url``, ``wait_for_selector``, ``content``,
+``title``, ``evaluate``, ``add_cookies``, ``cookies``). Each page is a :class:`FakePage` spec added with
+:meth:`FakeBrowser.add_page`; a form submission is modelled by ``on_click={"#submit": handler}``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from ..browser import PageResult, html_to_text
+from ..errors import CrawlError
+from ..options import ContextOptions, CrawlOptions
+
+Handler = Callable[["FakePageHandle"], Any]
+
+
+@dataclass
+class CannedPage:
+    """One canned response. ``set_cookies`` are set on the visiting context; ``redirect`` sends it elsewhere."""
+
+    url: str
+    html: str = "<html><head><title>Fake page</title></head><body><p>Fake content.</p></body></html>"
+    status: int = 200
+    set_cookies: dict[str, str] = field(default_factory=dict)
+    redirect: str | None = None
+    requires_cookie: str | None = None  # without this cookie: redirect to ``login_url`` (or 401)
+    login_url: str | None = None
+    on_click: dict[str, Handler] = field(default_factory=dict)
+
+
+class FakeResponse:
+    def __init__(self, status: int, url: str) -> None:
+        self.status = status
+        self.url = url
+        self.ok = 200 <= status < 400
+
+
+class FakeContext:
+    """A browser context: its own cookie jar and pages."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, browser: FakeBrowser, options: ContextOptions) -> None:
+        self.id = next(self._ids)
+        self.browser = browser
+        self.options = options
+        self.jar: list[dict[str, Any]] = []
+        self.pages: list[FakePageHandle] = []
+        self.closed = False
+        self.init_scripts: list[str] = []
+        self.extra_headers: dict[str, str] = {}
+
+    async def add_cookies(self, cookies: list[dict[str, Any]]) -> None:
+        for cookie in cookies:
+            if not cookie.get("name"):
+                raise ValueError("Cookie should have a name")
+            if "url" in cookie:
+                host = urlsplit(cookie["url"]).hostname
+                if not host:
+                    raise ValueError("Cookie should have a valid url")
+                cookie = {k: v for k, v in cookie.items() if k != "url"} | {"domain": host, "path": "/"}
+            elif not cookie.get("domain") or not cookie.get("path"):
+                raise ValueError("Cookie should have a url or a domain/path pair")
+            self.jar = [c for c in self.jar if (c["name"], c["domain"]) != (cookie["name"], cookie["domain"])]
+            self.jar.append(dict(cookie))
+
+    async def cookies(self, urls: Any = None) -> list[dict[str, Any]]:
+        return [dict(c) for c in self.jar]
+
+    async def clear_cookies(self) -> None:
+        self.jar.clear()
+
+    async def new_page(self) -> FakePageHandle:
+        page = FakePageHandle(self)
+        self.pages.append(page)
+        return page
+
+    async def add_init_script(self, script: str) -> None:
+        self.init_scripts.append(script)
+
+    async def set_extra_http_headers(self, headers: dict[str, str]) -> None:
+        self.extra_headers.update(headers)
+
+    async def close(self) -> None:
+        self.closed = True
+        for page in self.pages:
+            page.closed = True
+
+    def cookie_names(self) -> list[str]:
+        return sorted(c["name"] for c in self.jar)
+
+
+class FakePageHandle:
+    """A page in a :class:`FakeContext`, with the Playwright calls auth plugins make."""
+
+    def __init__(self, context: FakeContext) -> None:
+        self.context = context
+        self.url = "about:blank"
+        self.closed = False
+        self.filled: dict[str, str] = {}
+        self.clicks: list[str] = []
+        self.evaluated: list[str] = []
+        self._html = "<html><body></body></html>"
+
+    @property
+    def browser(self) -> FakeBrowser:
+        return self.context.browser
+
+    def _check(self) -> None:
+        if self.closed or self.context.closed:
+            raise RuntimeError("Target page, context or browser has been closed")
+
+    async def goto(self, url: str, **_: Any) -> FakeResponse:
+        self._check()
+        status = 200
+        for _hop in range(10):
+            self.browser.navigations.append((self.context.id, url))
+            spec = self.browser.find(url)
+            if spec is None:
+                self.url, self._html, status = url, "<html><head><title>Not found</title></head></html>", 404
+                break
+            if spec.requires_cookie and spec.requires_cookie not in self.context.cookie_names():
+                if spec.login_url:
+                    url = urljoin(url, spec.login_url)
+                    continue
+                self.url, self._html, status = url, "<html><title>Unauthorized</title></html>", 401
+                break
+            if spec.set_cookies:
+                host = urlsplit(url).hostname or ""
+                await self.context.add_cookies(
+                    [{"name": k, "value": v, "domain": host, "path": "/"} for k, v in spec.set_cookies.items()]
+                )
+            if spec.redirect:
+                url = urljoin(url, spec.redirect)
+                continue
+            self.url, self._html, status = url, spec.html, spec.status
+            break
+        return FakeResponse(status, self.url)
+
+    async def content(self) -> str:
+        self._check()
+        return self._html
+
+    async def title(self) -> str:
+        match = re.search(r"<title>(.*?)</title>", self._html, re.S | re.I)
+        return match.group(1).strip() if match else ""
+
+    async def fill(self, selector: str, value: str, **_: Any) -> None:
+        self._check()
+        if not _has_selector(self._html, selector):
+            raise TimeoutError(f"fake page {self.url}: no element matches {selector!r}")
+        self.filled[selector] = value
+
+    async def type(self, selector: str, text: str, **kw: Any) -> None:
+        await self.fill(selector, text, **kw)
+
+    async def click(self, selector: str, **_: Any) -> None:
+        self._check()
+        if not _has_selector(self._html, selector):
+            raise TimeoutError(f"fake page {self.url}: no element matches {selector!r}")
+        self.clicks.append(selector)
+        spec = self.browser.find(self.url)
+        handler = spec.on_click.get(selector) if spec else None
+        if handler is not None:
+            result = handler(self)
+            if hasattr(result, "__await__"):
+                await result
+
+    async def press(self, selector: str, key: str, **_: Any) -> None:
+        if key == "Enter":
+            await self.click(selector)
+
+    async def wait_for_selector(self, selector: str, **_: Any) -> Any:
+        if not _has_selector(self._html, selector):
+            raise TimeoutError(f"fake page {self.url}: timed out waiting for {selector!r}")
+        return True
+
+    async def wait_for_url(self, pattern: Any, **_: Any) -> None:
+        if not _url_matches(self.url, pattern):
+            raise TimeoutError(f"fake page is at {self.url}, which does not match {pattern!r}")
+
+    async def wait_for_load_state(self, *_: Any, **__: Any) -> None:
+        return None
+
+    async def evaluate(self, script: str, *_: Any) -> Any:
+        self.evaluated.append(script)
+        return None
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    async def close(self, **_: Any) -> None:
+        self.closed = True
+
+
+def _has_selector(html: str, selector: str) -> bool:
+    """A rough CSS match for canned pages: ``#id``, ``.class``, ``tag``, ``[name=x]``, ``tag[name=x]``."""
+    for part in (p.strip() for p in selector.split(",")):
+        if part.startswith("#") and re.search(rf'id=["\']?{re.escape(part[1:])}\b', html):
+            return True
+        if part.startswith(".") and re.search(rf'class=["\'][^"\']*\b{re.escape(part[1:])}\b', html):
+            return True
+        attr = re.match(r"^(\w*)\[(\w+)=['\"]?([^'\"\]]+)['\"]?\]$", part)
+        if attr and re.search(rf'{attr.group(2)}=["\']?{re.escape(attr.group(3))}\b', html):
+            return True
+        if re.fullmatch(r"\w+", part) and re.search(rf"<{part}\b", html, re.I):
+            return True
+    return False
+
+
+def _url_matches(url: str, pattern: Any) -> bool:
+    if callable(pattern):
+        return bool(pattern(url))
+    if isinstance(pattern, re.Pattern):
+        return bool(pattern.search(url))
+    return fnmatch.fnmatch(url, str(pattern)) or url == str(pattern)
+
+
+class FakeBrowser:
+    """A ``BrowserBackend`` serving canned pages. Records every navigation as ``(context_id, url)``."""
+
+    needs_proxy = False
+    description = "fake browser (crawlkeeper.testing)"
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.pages: dict[str, CannedPage] = {}
+        self.navigations: list[tuple[int, str]] = []
+        self.contexts: list[FakeContext] = []
+        self.started = False
+        self._crash_callbacks: list[Callable[[int], None]] = []
+
+    def add_page(self, url: str, html: str | None = None, **kwargs: Any) -> CannedPage:
+        """Serve ``html`` at ``url`` (glob patterns allowed). See :class:`CannedPage` for the options."""
+        page = CannedPage(url=url, **kwargs) if html is None else CannedPage(url=url, html=html, **kwargs)
+        self.pages[url] = page
+        return page
+
+    def find(self, url: str) -> CannedPage | None:
+        if url in self.pages:
+            return self.pages[url]
+        for pattern, page in self.pages.items():
+            if fnmatch.fnmatch(url, pattern):
+                return page
+        return None
+
+    def visited(self, context: Any = None) -> list[str]:
+        """URLs navigated to, for one context (a session's ``context``) or all."""
+        cid = getattr(context, "id", None)
+        return [url for c, url in self.navigations if cid is None or c == cid]
+
+    def crash(self) -> None:
+        """Simulate a browser crash: every session on it is lost."""
+        for context in self.contexts:
+            context.closed = True
+        self.started = False
+        for callback in self._crash_callbacks:
+            callback(self.generation)
+
+    # -- BrowserBackend -----------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self.started
+
+    def on_crash(self, callback: Callable[[int], None]) -> None:
+        self._crash_callbacks.append(callback)
+
+    async def start(self) -> None:
+        if not self.started:
+            self.started = True
+            self.generation += 1
+
+    async def close(self) -> None:
+        for context in self.contexts:
+            await context.close()
+        self.started = False
+
+    async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> FakeContext:
+        await self.start()
+        context = FakeContext(self, options)
+        self.contexts.append(context)
+        return context
+
+    async def new_page(self, context: FakeContext) -> FakePageHandle:
+        return await context.new_page()
+
+    async def crawl(self, page: FakePageHandle, url: str, options: CrawlOptions) -> PageResult:
+        try:
+            response = await page.goto(url)
+        except RuntimeError as exc:
+            raise CrawlError(f"could not load {url}: {exc}") from None
+        html = await page.content()
+        text = html_to_text(html)
+        links = [{"href": urljoin(page.url, h), "text": t.strip()}
+                 for h, t in re.findall(r'<a[^>]+href="([^"]+)"[^>]*>(.*?)</a>', html, re.S | re.I)]
+        return PageResult(url=url, final_url=page.url, status=response.status, title=await page.title(),
+                          html=html, markdown=text, text=text, links=links)

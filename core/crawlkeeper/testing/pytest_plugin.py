@@ -1,0 +1,97 @@
+"""pytest fixtures for crawlkeeper plugin authors (loaded through the ``pytest11`` entry point).
+
+- ``crawlkeeper_browser``: a :class:`~crawlkeeper.testing.FakeBrowser` (canned pages, no Chromium).
+- ``crawlkeeper_config``: a config in a temporary folder (``crawlkeeper_config.profiles_dir`` for profiles);
+  override this fixture, or use ``crawlkeeper_config_toml``, to change settings.
+- ``crawlkeeper_app``: the application wired to the fake browser, built-in and installed plugins loaded.
+- ``crawlkeeper_register``: ``crawlkeeper_register(plugin, name=None)`` registers a plugin for one test.
+- ``crawlkeeper_client``: ``async with crawlkeeper_client() as client:`` an in-memory MCP client
+  (``mcp.Client``) connected to the app; tool calls go through the real MCP layer.
+
+Async tests run with anyio's pytest plugin (installed with mcp): mark them ``@pytest.mark.anyio``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..config import Config, load_config
+from .fake import FakeBrowser
+
+
+async def _fake_resolver(host: str, port: int) -> list[str]:
+    """Every name resolves to a public documentation-range address: the fake never connects anywhere."""
+    return ["93.184.215.14"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def crawlkeeper_config_toml() -> str:
+    """Extra TOML appended to the test config (override to change settings)."""
+    return ""
+
+
+@pytest.fixture
+def crawlkeeper_config(tmp_path: Path, crawlkeeper_config_toml: str, monkeypatch: pytest.MonkeyPatch) -> Config:
+    folder = tmp_path / "crawlkeeper"
+    (folder / "profiles").mkdir(parents=True)
+    path = folder / "crawlkeeper.toml"
+    path.write_text(crawlkeeper_config_toml, encoding="utf-8")
+    return load_config(path)
+
+
+@pytest.fixture
+def crawlkeeper_browser() -> FakeBrowser:
+    return FakeBrowser()
+
+
+@pytest.fixture
+def crawlkeeper_app(crawlkeeper_config: Config, crawlkeeper_browser: FakeBrowser) -> Iterator[Any]:
+    from ..app import App
+    from ..plugins import create_plugin_manager
+
+    pm = create_plugin_manager(crawlkeeper_config.disabled_plugins)
+    app = App(crawlkeeper_config, pm, backend=crawlkeeper_browser, resolver=_fake_resolver)
+    app.configure()
+    yield app
+
+
+@pytest.fixture
+def crawlkeeper_register(crawlkeeper_app: Any) -> Iterator[Callable[..., Any]]:
+    from ..plugins import register
+
+    added: list[object] = []
+
+    def add(plugin: object, name: str | None = None) -> object:
+        register(crawlkeeper_app.pm, plugin, name or getattr(plugin, "__name__", type(plugin).__name__))
+        added.append(plugin)
+        crawlkeeper_app.configure_plugins()
+        return plugin
+
+    yield add
+    for plugin in added:
+        if crawlkeeper_app.pm.is_registered(plugin):
+            crawlkeeper_app.pm.unregister(plugin)
+
+
+@pytest.fixture
+def crawlkeeper_client(crawlkeeper_app: Any) -> Callable[[], Any]:
+    from mcp import Client
+
+    from ..server import build_server
+
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[Any]:
+        async with Client(build_server(crawlkeeper_app)) as client:
+            yield client
+
+    return connect

@@ -1,0 +1,213 @@
+"""Built-in ``profiles`` plugin: named TOML profiles in ``[profiles] dir``, re-read when they change.
+
+A profile file ``<dir>/<name>.toml`` holds ``description``, ``[browser]`` and ``[crawl]`` overrides,
+``[[cookies]]`` (values by ``value_env``/``value_file`` so no secret sits in the file), ``[auth]`` (``method``
+and that method's params) and ``[security]`` (``allow_private``, ``allowed_domains``: narrowing only).
+A broken file becomes a profile with ``error`` set (the server keeps running); a bad edit of a file that
+was good keeps the last good version in use, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crawlkeeper import PROFILE_LAYER_PRIORITY, ConfigLayer, CrawlRequest, Profile, hookimpl
+from crawlkeeper.options import ContextOptions, CrawlOptions
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+log = logging.getLogger("crawlkeeper.plugins.profiles")
+
+LAUNCH_KEYS = {"executable_path", "headless", "extra_args", "cdp_url"}
+
+
+class CookieEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_env: str | None = None
+    value_file: str | None = None
+    url: str | None = None
+    domain: str | None = None
+    path: str | None = None
+    expires: float | None = None
+    httpOnly: bool | None = None
+    secure: bool | None = None
+    sameSite: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CookieEntry:
+        given = [k for k in ("value", "value_env", "value_file") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of value, value_env or value_file")
+        return self
+
+
+class SecurityTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    allow_private: list[str] | None = None
+    allowed_domains: list[str] | None = None
+
+
+class AuthTable(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    method: str = Field(min_length=1)
+
+
+class ProfileFile(BaseModel):
+    """The format of one profile file."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    browser: dict[str, Any] = Field(default_factory=dict)
+    crawl: dict[str, Any] = Field(default_factory=dict)
+    cookies: list[CookieEntry] = Field(default_factory=list)
+    auth: AuthTable | None = None
+    security: SecurityTable | None = None
+
+
+@dataclass
+class _Cached:
+    stamp: tuple[int, int]
+    profile: Profile
+    good: Profile | None  # the last version that loaded without error
+
+
+def _check_overrides(model: type[BaseModel], table: dict[str, Any], section: str) -> list[str]:
+    """Validate a partial override table against the full options model; problems as 'key: message'."""
+    problems = []
+    if section == "browser":
+        for key in sorted(LAUNCH_KEYS & table.keys()):
+            problems.append(f"[browser] {key}: can only be set in the server config, not in a profile")
+        table = {k: v for k, v in table.items() if k not in LAUNCH_KEYS}
+    try:
+        model.model_validate(table)
+    except ValidationError as exc:
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"[{section}] {key}: {msg}")
+    return problems
+
+
+def load_profile_file(path: Path, display: str) -> Profile:
+    """Parse and validate one file; any problem becomes ``Profile.error`` naming the file and the key."""
+    name = path.stem
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        return Profile(name=name, source=display, error=f"{display}: not valid TOML: {exc}")
+    except (OSError, UnicodeDecodeError) as exc:
+        return Profile(name=name, source=display, error=f"{display}: cannot read: {exc}")
+    try:
+        parsed = ProfileFile.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = err["loc"]
+            key = ".".join(str(p) for p in loc)
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{key}: {msg}")
+        return Profile(name=name, source=display, error=f"{display}: " + "; ".join(problems))
+    problems = _check_overrides(ContextOptions, parsed.browser, "browser")
+    problems += _check_overrides(CrawlOptions, parsed.crawl, "crawl")
+    cookies = []
+    for index, cookie in enumerate(parsed.cookies):
+        entry = cookie.model_dump(exclude_none=True)
+        if cookie.value_env and cookie.value_env not in os.environ:
+            problems.append(
+                f"cookies[{index}] ('{cookie.name}').value_env: environment variable {cookie.value_env} is not set"
+            )
+        if cookie.value_file:
+            file = Path(os.path.expanduser(cookie.value_file))
+            entry["value_file"] = str(file if file.is_absolute() else path.parent / file)
+            if not Path(entry["value_file"]).is_file():
+                problems.append(f"cookies[{index}] ('{cookie.name}').value_file: {entry['value_file']} does not exist")
+        cookies.append(entry)
+    auth = parsed.auth.model_dump() if parsed.auth else None
+    if auth:
+        for key, value in list(auth.items()):
+            if key.endswith("_env") and isinstance(value, str) and value not in os.environ:
+                problems.append(f"[auth] {key}: environment variable {value} is not set")
+            if key.endswith("_file") and isinstance(value, str):
+                file = Path(os.path.expanduser(value))
+                auth[key] = str(file if file.is_absolute() else path.parent / file)
+    if problems:
+        return Profile(name=name, source=display, error=f"{display}: " + "; ".join(problems))
+    return Profile(
+        name=name,
+        description=parsed.description,
+        source=display,
+        browser=parsed.browser,
+        crawl=parsed.crawl,
+        cookies=cookies,
+        auth=auth,
+        security=parsed.security.model_dump(exclude_none=True) if parsed.security else {},
+    )
+
+
+class ProfilesPlugin:
+    """Reads ``<profiles dir>/*.toml``; only files whose mtime or size changed are parsed again."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, _Cached] = {}
+
+    @hookimpl
+    def crawlkeeper_load_profiles(self, config: Any) -> list[Profile]:
+        directory: Path = config.profiles_dir
+        try:
+            files = sorted(p for p in directory.glob("*.toml") if p.is_file())
+        except OSError:
+            files = []
+        seen = set()
+        out = []
+        for path in files:
+            seen.add(path)
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            stamp = (st.st_mtime_ns, st.st_size)
+            cached = self._cache.get(path)
+            if cached is None or cached.stamp != stamp:
+                cached = self._reload(path, stamp, cached, config)
+            out.append(cached.profile)
+        for gone in set(self._cache) - seen:
+            del self._cache[gone]
+        return out
+
+    def _reload(self, path: Path, stamp: tuple[int, int], previous: _Cached | None, config: Any) -> _Cached:
+        try:
+            display = str(path.relative_to(config.base_dir))
+        except ValueError:
+            display = str(path)
+        profile = load_profile_file(path, display)
+        if profile.error is None:
+            if previous is not None:
+                log.info("profile %s reloaded from %s", profile.name, display)
+            cached = _Cached(stamp, profile, profile)
+        elif previous is not None and previous.good is not None:
+            log.warning("%s; keeping the last good version of profile '%s' in use", profile.error, profile.name)
+            cached = _Cached(stamp, previous.good, previous.good)
+        else:
+            log.warning("%s", profile.error)
+            cached = _Cached(stamp, profile, None)
+        self._cache[path] = cached
+        return cached
+
+    @hookimpl
+    def crawlkeeper_config_layers(self, request: CrawlRequest) -> list[ConfigLayer]:
+        profile = request.profile
+        if profile is None or not (profile.crawl or profile.browser):
+            return []
+        return [ConfigLayer(source=profile.label, crawl=profile.crawl, browser=profile.browser,
+                            priority=PROFILE_LAYER_PRIORITY)]

@@ -1,0 +1,352 @@
+"""Unit tests for crawlkeeper/testing/site.py (the loopback test website and the HitCounter sentinel)."""
+
+from __future__ import annotations
+
+import http.client
+import http.cookiejar
+import importlib.util
+import json
+import re
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from email.message import Message
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+_SITE_PATH = Path(__file__).resolve().parents[2] / "core" / "crawlkeeper" / "testing" / "site.py"
+
+
+def _load() -> ModuleType:
+    name = "ck_site_under_test"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, _SITE_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ck_site = _load()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _opener(
+    *, follow: bool = True, jar: http.cookiejar.CookieJar | None = None
+) -> urllib.request.OpenerDirector:
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]  # never use env proxies
+    if jar is not None:
+        handlers.append(urllib.request.HTTPCookieProcessor(jar))
+    if not follow:
+        handlers.append(_NoRedirect())
+    return urllib.request.build_opener(*handlers)
+
+
+def _fetch(
+    url: str,
+    *,
+    opener: urllib.request.OpenerDirector | None = None,
+    data: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    follow: bool = False,
+    timeout: float = 5.0,
+) -> tuple[int, Message, str, str]:
+    """(status, headers, body, final url); HTTP errors and unfollowed redirects are returned, not raised."""
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    request = urllib.request.Request(url, data=body, headers=headers or {})
+    opener = opener or _opener(follow=follow)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status, response.headers, response.read().decode(), response.geturl()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.headers, exc.read().decode(), exc.geturl()
+
+
+@pytest.fixture
+def site() -> Iterator[Any]:
+    with ck_site.TestSite() as running:
+        yield running
+
+
+def test_index_and_pages_have_title_h1_and_text(site: Any) -> None:
+    status, _, body, _ = _fetch(site.url("/"))
+    assert status == 200
+    assert "<title>Crawlkeeper test site</title>" in body
+    for link in ("/login", "/private", "/cookies", "/long", "/links"):
+        assert f'href="{link}"' in body
+    for path in ("/", "/login", "/cookies", "/links", "/js", "/loop", "/status/500", "/nope"):
+        _, _, page, _ = _fetch(site.url(path))
+        assert "<title>" in page and "<h1>" in page, path
+        visible = re.sub(r"<script.*?</script>|<[^>]+>", "", page, flags=re.S)
+        assert len(" ".join(visible.split())) >= 200, path
+    assert site.base_url.startswith("http://127.0.0.1:")
+
+
+def test_login_success_sets_httponly_cookie_and_private_shows_welcome(site: Any) -> None:
+    status, headers, _, _ = _fetch(site.url("/login"), data={"username": "alice", "password": "wonderland"})
+    assert status == 303
+    assert headers["Location"] == "/private"
+    cookie = headers["Set-Cookie"]
+    assert cookie.startswith("ck_session=")
+    for attribute in ("HttpOnly", "Path=/", "SameSite=Lax"):
+        assert attribute in cookie
+
+    jar = http.cookiejar.CookieJar()
+    opener = _opener(jar=jar)
+    status, _, body, final = _fetch(
+        site.url("/login"), opener=opener, data={"username": "alice", "password": "wonderland"}
+    )
+    assert status == 200 and final == site.url("/private")
+    assert '<p id="welcome">Welcome, alice!</p>' in body
+    assert "secret-page-for-alice" in body
+    assert "<title>Private area</title>" in body
+    (jar_cookie,) = list(jar)
+    assert jar_cookie.name == "ck_session" and jar_cookie.has_nonstandard_attr("HttpOnly")
+
+    # Logging out clears the cookie and invalidates the session.
+    token = jar_cookie.value
+    status, headers, _, _ = _fetch(site.url("/logout"), headers={"Cookie": f"ck_session={token}"})
+    assert status == 303 and headers["Location"] == "/login" and "Max-Age=0" in headers["Set-Cookie"]
+    status, _, _, _ = _fetch(site.url("/private"), headers={"Cookie": f"ck_session={token}"})
+    assert status == 303
+
+
+def test_login_next_parameter_only_allows_local_paths(site: Any) -> None:
+    creds = {"username": "bob", "password": "builder"}
+    status, headers, _, _ = _fetch(site.url("/login?next=/cookies"), data=creds)
+    assert status == 303 and headers["Location"] == "/cookies"
+    status, headers, _, _ = _fetch(site.url("/login"), data={**creds, "next": "//evil.example/"})
+    assert status == 303 and headers["Location"] == "/private"
+    _, _, body, _ = _fetch(site.url("/login?next=/private"))
+    assert '<input type="hidden" name="next" value="/private">' in body
+
+
+def test_login_wrong_password_shows_error(site: Any) -> None:
+    status, headers, body, _ = _fetch(site.url("/login"), data={"username": "alice", "password": "nope"})
+    assert status == 200
+    assert '<p class="error">Invalid username or password</p>' in body
+    assert '<form id="login" method="post" action="/login">' in body
+    assert headers["Set-Cookie"] is None
+    _, _, body, _ = _fetch(site.url("/login"), data={"username": "mallory", "password": "x"})
+    assert "Invalid username or password" in body
+
+
+def test_private_without_cookie_redirects_to_login(site: Any) -> None:
+    status, headers, _, _ = _fetch(site.url("/private"))
+    assert status == 303
+    assert headers["Location"] == "/login?next=/private"
+    status, _, _, _ = _fetch(site.url("/private"), headers={"Cookie": "ck_session=forged"})
+    assert status == 303
+
+
+def test_session_token_injection(site: Any) -> None:
+    token = site.session_token("bob")
+    status, _, body, _ = _fetch(site.url("/private"), headers={"Cookie": f"{site.SESSION_COOKIE}={token}"})
+    assert status == 200
+    assert "Welcome, bob!" in body and "secret-page-for-bob" in body
+    with pytest.raises(KeyError):
+        site.session_token("nobody")
+
+
+def test_cookies_echoes_names_never_values(site: Any) -> None:
+    status, _, body, _ = _fetch(
+        site.url("/cookies"), headers={"Cookie": "zeta=value-one-secret; alpha=value-two-secret"}
+    )
+    assert status == 200
+    assert "<title>Cookie echo</title>" in body
+    assert '<ul id="cookie-names"><li>alpha</li><li>zeta</li></ul>' in body
+    assert "secret" not in body
+
+    status, headers, body, _ = _fetch(site.url("/set-cookie?name=flavour&value=hidden-choc"))
+    assert status == 200 and "Cookie flavour set" in body and "hidden-choc" not in body
+    assert headers["Set-Cookie"] == "flavour=hidden-choc; Path=/"
+    assert _fetch(site.url("/set-cookie?name=bad;name&value=x"))[0] == 400
+
+    # Records keep cookie names, never values.
+    entry = next(r for r in site.requests if r["path"] == "/cookies")
+    assert entry["method"] == "GET" and entry["cookie_names"] == ["alpha", "zeta"]
+    assert "cookie" not in entry["headers"] and "host" in entry["headers"]
+    assert "secret" not in json.dumps(site.requests)
+
+
+def test_long_page_has_n_paragraphs(site: Any) -> None:
+    status, _, body, _ = _fetch(site.url("/long?n=2000"))
+    assert status == 200 and "<title>Long page</title>" in body
+    paragraphs = re.findall(r"<p>Paragraph (\d+): [^<]*</p>", body)
+    assert [int(p) for p in paragraphs] == list(range(1, 2001))
+    assert _fetch(site.url("/long?n=2000"))[2] == body  # deterministic
+
+
+def test_redirects(site: Any) -> None:
+    status, headers, _, _ = _fetch(site.url("/redirect?to=/tiny"))
+    assert status == 302 and headers["Location"] == "/tiny"
+    elsewhere = "http://127.0.0.3:9/x?y=1"
+    status, headers, _, _ = _fetch(
+        site.url(f"/redirect?to={urllib.parse.quote(elsewhere, safe='')}&status=307")
+    )
+    assert status == 307 and headers["Location"] == elsewhere
+    assert _fetch(site.url("/redirect?to=/&status=200"))[0] == 400
+    status, _, body, final = _fetch(site.url("/redirect?to=/tiny&status=301"), follow=True)
+    assert status == 200 and body == "<html><body>ok</body></html>" and final == site.url("/tiny")
+
+    status, _, _, final = _fetch(site.url("/redirect-chain?n=3"), follow=True)
+    assert status == 200 and final == site.url("/")
+    assert site.hits["/redirect-chain"] == 3
+
+
+def test_status_pages_and_not_found(site: Any) -> None:
+    status, _, body, _ = _fetch(site.url("/status/404"))
+    assert status == 404 and "<title>Status 404</title>" in body
+    assert _fetch(site.url("/status/500"))[0] == 500
+    assert _fetch(site.url("/status/204"))[0] == 204
+    status, _, body, _ = _fetch(site.url("/does/not/exist?x=1"))
+    assert status == 404 and "<title>Not found</title>" in body
+    assert site.hits["/does/not/exist"] == 1
+
+
+def test_form_echo_names_only(site: Any) -> None:
+    status, _, body, _ = _fetch(site.url("/form-echo"), data={"first": "v-secret-1", "second": "v-secret-2"})
+    assert status == 200
+    assert '<ul id="field-names"><li>first</li><li>second</li></ul>' in body
+    assert "v-secret" not in body
+
+
+def test_subresources_and_service_worker(site: Any) -> None:
+    target = "http://127.0.0.3:9/probe"
+    status, _, body, _ = _fetch(site.url("/subresources?target=" + urllib.parse.quote(target, safe="")))
+    assert status == 200
+    assert (
+        f'<img id="probe-img" src="{target}"' in body and f'<iframe id="probe-frame" src="{target}"' in body
+    )
+    assert "fetch(target" in body and '"ws://127.0.0.3:9/probe"' in body and "serviceWorker" in body
+    status, headers, body, _ = _fetch(site.url("/sw.js?target=" + urllib.parse.quote(target, safe="")))
+    assert status == 200 and headers["Content-Type"].startswith("application/javascript")
+    assert json.dumps(target) in body and "install" in body
+    assert _fetch(site.url("/subresources?target=file:///etc/passwd"))[0] == 400
+
+
+def test_websocket_handshake(site: Any) -> None:
+    key = "dGhlIHNhbXBsZSBub25jZQ=="  # the example from RFC 6455, section 1.3
+    with socket.create_connection(("127.0.0.1", site.port), timeout=3) as sock:
+        sock.sendall(
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096)
+    assert data.startswith(b"HTTP/1.1 101")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in data
+    assert site.hits["/ws"] == 1
+    assert _fetch(site.url("/ws"))[0] == 426
+
+
+def test_big_tiny_and_head(site: Any) -> None:
+    status, headers, body, _ = _fetch(site.url("/big?mb=0.5"))
+    assert status == 200 and "<title>Big page</title>" in body
+    assert int(headers["Content-Length"]) == len(body.encode())
+    assert abs(len(body) - 512 * 1024) < 200
+    assert _fetch(site.url("/tiny"))[2] == "<html><body>ok</body></html>"
+    conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=3)
+    try:
+        conn.request("HEAD", "/big?mb=5")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == b""
+        assert int(response.headers["Content-Length"]) > 5 * 1024 * 1024 - 200
+        conn.request("GET", "/tiny")  # keep-alive: same connection is reused
+        assert conn.getresponse().read() == b"<html><body>ok</body></html>"
+    finally:
+        conn.close()
+
+
+def test_slow_does_not_block_other_requests(site: Any) -> None:
+    result: dict[str, Any] = {}
+
+    def slow() -> None:
+        result["status"] = _fetch(site.url("/slow?s=0.2"))[0]
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    deadline = time.monotonic() + 2
+    while site.hits["/slow"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    started = time.monotonic()
+    assert _fetch(site.url("/tiny"))[0] == 200
+    assert time.monotonic() - started < 0.15
+    assert thread.is_alive()  # the slow request is still in flight
+    thread.join(timeout=3)
+    assert result["status"] == 200
+
+
+def test_stop_is_prompt_with_slow_request_in_flight() -> None:
+    site = ck_site.TestSite().start()
+    idle = http.client.HTTPConnection("127.0.0.1", site.port, timeout=5)  # an idle keep-alive connection
+    idle.request("GET", "/tiny")
+    idle.getresponse().read()
+    errors: list[BaseException] = []
+
+    def slow() -> None:
+        try:
+            _fetch(site.url("/slow?s=30"))
+        except Exception as exc:  # the connection is dropped when the server stops
+            errors.append(exc)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    deadline = time.monotonic() + 2
+    while site.hits["/slow"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    started = time.monotonic()
+    site.stop()
+    assert time.monotonic() - started < 2
+    thread.join(timeout=2)
+    assert not thread.is_alive() and errors
+    idle.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", site.port), timeout=1).close()
+    site.stop()  # idempotent
+
+
+def test_hit_counter_counts_connections() -> None:
+    with ck_site.HitCounter() as sentinel:
+        assert sentinel.base_url.startswith("http://127.0.0.3:")
+        assert sentinel.hits == 0
+        socket.create_connection((sentinel.host, sentinel.port), timeout=2).close()  # raw connection
+        assert sentinel.wait_for_hits(1)
+        status, _, body, _ = _fetch(sentinel.url("/anything"))
+        assert status == 200 and body == "ok"
+        assert sentinel.hits == 2
+        assert "GET /anything HTTP/1.1" in sentinel.request_lines
+
+
+def test_only_loopback_hosts() -> None:
+    with pytest.raises(ValueError):
+        ck_site.TestSite(host="0.0.0.0")
+    with pytest.raises(ValueError):
+        ck_site.HitCounter(host="example.com")
+
+
+def test_server_never_prints(capfd: pytest.CaptureFixture[str]) -> None:
+    with ck_site.TestSite() as running:
+        for path in ("/", "/nope", "/status/500", "/redirect?to=/&status=1", "/slow?s=x"):
+            _fetch(running.url(path))
+        with socket.create_connection(("127.0.0.1", running.port), timeout=2) as sock:
+            sock.sendall(b"garbage\r\n\r\n")
+            sock.recv(4096)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
