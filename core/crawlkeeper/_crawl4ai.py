@@ -117,3 +117,16 @@ def run_config(options: CrawlOptions, key: str) -> CrawlerRunConfig:
         delay_before_return_html=options.delay_s,
         word_count_threshold=1,
     )
+
+
+def process_config(options: CrawlOptions, base_url: str) -> CrawlerRunConfig:
+    """Config to process HTML we already hold (``raw:`` URL, no browser): same content options."""
+    from crawl4ai import CacheMode, CrawlerRunConfig
+
+    return CrawlerRunConfig(
+        cache_mode=CacheMode.BYPASS,
+        verbose=False,
+        css_selector=options.css_selector,
+        base_url=base_url,
+        word_count_threshold=1,
+    )

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import sys
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,7 +256,19 @@ class ChromiumBackend:
         return await self._browser.new_context(**kwargs)
 
     async def new_page(self, context: Any) -> Any:
-        return await context.new_page()
+        page = await context.new_page()
+        state = _PageState()
+        _PAGE_STATE[page] = state
+
+        def on_response(response: Any) -> None:
+            try:
+                if response.request.is_navigation_request() and response.frame == page.main_frame:
+                    state.status = response.status
+            except Exception:
+                pass
+
+        page.on("response", on_response)
+        return page
 
     async def crawl(self, page: Any, url: str, options: CrawlOptions) -> PageResult:
         from . import _crawl4ai
@@ -269,6 +282,18 @@ class ChromiumBackend:
             result = await crawler.arun(url, config=_crawl4ai.run_config(options, key))
         finally:
             _crawl4ai.detach(crawler, key)
+        status = result.status_code
+        if not result.html and not result.success and options.js_code and page.url != "about:blank":
+            # js_code that submits a form navigates away while crawl4ai reads the page: wait for the page
+            # the script led to and process that one (multi-step logins depend on this).
+            try:
+                await page.wait_for_load_state("load", timeout=options.timeout_s * 1000)
+                html = await page.content()
+            except Exception:
+                raise CrawlError(_navigation_message(url, result.error_message or "no content")) from None
+            result = await crawler.arun("raw:" + html, config=_crawl4ai.process_config(options, page.url))
+            result.redirected_url = page.url
+            status = _PAGE_STATE.get(page, _PageState()).status or status
         html = result.html or ""
         if not html and not result.success:
             raise CrawlError(_navigation_message(url, result.error_message or "no content"))
@@ -282,13 +307,21 @@ class ChromiumBackend:
         return PageResult(
             url=url,
             final_url=result.redirected_url or page.url or url,
-            status=result.status_code,
+            status=status,
             title=(metadata.get("title") or "").strip(),
             html=result.cleaned_html if options.css_selector else html,
             markdown=markdown,
             text=html_to_text(result.cleaned_html or html),
             links=links,
         )
+
+
+@dataclass
+class _PageState:
+    status: int | None = None
+
+
+_PAGE_STATE: weakref.WeakKeyDictionary[Any, _PageState] = weakref.WeakKeyDictionary()
 
 
 def _navigation_message(url: str, error: str) -> str:
