@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
@@ -34,6 +34,14 @@ class BrowserSettings(ContextOptions):
     headless: bool = True
     extra_args: list[str] = Field(default_factory=list)
     cdp_url: str | None = Field(None, description="Connect to a running browser instead of launching one.")
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_policy_bypass(cls, args: list[str]) -> list[str]:
+        from .egress import check_browser_args
+
+        check_browser_args(args)
+        return args
 
     def context_options(self) -> dict[str, Any]:
         """The keys of this section that are per-context defaults (the config file's merge layer)."""

@@ -20,6 +20,7 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import unquote_to_bytes
 
 try:  # `idna` (UTS #46, IDNA 2008) ships with httpx; the stdlib codec (IDNA 2003) is the fallback.
@@ -39,6 +40,7 @@ logger = logging.getLogger("crawlkeeper.egress")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_T = TypeVar("_T")
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """An async callable ``(host, port) -> list of IP address strings``."""
 
@@ -433,8 +435,8 @@ class EgressPolicy:
             scheme = str(s).strip().lower().rstrip(":")
             if scheme not in _SUPPORTED_SCHEMES:
                 raise ValueError(
-                    f"invalid allowed_schemes entry {s!r}: only {', '.join(sorted(_SUPPORTED_SCHEMES))} "
-                    "can be allowed"
+                    f"invalid allowed_schemes entry {s!r}: "
+                    f"only {', '.join(sorted(_SUPPORTED_SCHEMES))} can be allowed"
                 )
             if scheme not in schemes:
                 schemes.append(scheme)
@@ -712,8 +714,27 @@ _LINGER_S = 5.0
 _HOP_BY_HOP = frozenset({"proxy-connection", "proxy-authorization", "keep-alive", "connection"})
 
 
+_timeout = getattr(asyncio, "timeout", None)  # Python >= 3.11: no extra task per timed await
+
+
+async def _within(awaitable: Awaitable[_T], seconds: float) -> _T:
+    """``await`` with a deadline (raises asyncio.TimeoutError), as cheaply as the Python version allows."""
+    if _timeout is None:  # pragma: no cover - Python 3.10
+        return await asyncio.wait_for(awaitable, seconds)
+    async with _timeout(seconds):
+        return await awaitable
+
+
 class _BadRequest(Exception):
     pass
+
+
+class _Reply(Exception):
+    """An error response to send the client before closing the connection."""
+
+    def __init__(self, status: str, message: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(status)
+        self.data = _response(status, message + "\n", headers)
 
 
 def _response(status: str, body: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
@@ -764,6 +785,25 @@ def _status_of(head: bytes) -> int:
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit() or len(parts[1]) != 3:
         raise _BadRequest("malformed upstream response")
     return int(parts[1])
+
+
+async def _lingering_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """After an error response: half-close and discard what the client still sends (bounded), so closing
+    with unread input does not reset the connection before the client has read the response."""
+    with contextlib.suppress(OSError, RuntimeError):
+        if writer.can_write_eof():
+            writer.write_eof()
+    deadline = asyncio.get_running_loop().time() + 1.0
+    budget = 1 << 20
+    with contextlib.suppress(OSError, asyncio.TimeoutError, asyncio.LimitOverrunError):
+        while budget > 0:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            data = await asyncio.wait_for(reader.read(_READ_SIZE), remaining)
+            if not data:
+                break
+            budget -= len(data)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, eof: bool) -> None:
@@ -864,9 +904,13 @@ class EgressProxy:
         self._transports.add(writer.transport)
         upstream: list[asyncio.StreamWriter] = []
         try:
-            await self._serve(reader, writer, upstream)
+            try:
+                await self._serve(reader, writer, upstream)
+            except _Reply as reply:
+                writer.write(reply.data)
+                await _lingering_close(reader, writer)
         except asyncio.CancelledError:
-            pass  # close(): asyncio's callback on this task must not see a cancelled task
+            pass  # close(): asyncio's done-callback on this task must not see a cancelled task
         except Exception:  # one bad connection must never take the proxy down
             self.stats["errors"] += 1
             logger.debug("egress proxy connection failed", exc_info=True)
@@ -881,67 +925,56 @@ class EgressProxy:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: list[asyncio.StreamWriter]
     ) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._header_timeout)
+            head = await _within(reader.readuntil(b"\r\n\r\n"), self._header_timeout)
         except asyncio.IncompleteReadError:
             return
         except asyncio.LimitOverrunError:
-            writer.write(
-                _response("431 Request Header Fields Too Large", "Request header block too large.\n")
-            )
-            return
+            raise _Reply("431 Request Header Fields Too Large", "Request header block too large.") from None
         except asyncio.TimeoutError:
-            writer.write(_response("408 Request Timeout", "Timed out reading the request headers.\n"))
-            return
+            raise _Reply("408 Request Timeout", "Timed out reading the request headers.") from None
         try:
             method, target, version, headers = _parse_request_head(head)
         except _BadRequest as exc:
-            writer.write(_response("400 Bad Request", f"Bad request: {exc}.\n"))
-            return
+            raise _Reply("400 Bad Request", f"Bad request: {exc}.") from None
         if method == "CONNECT":
             await self._connect(target, reader, writer, upstream)
         elif "://" in target[:16]:
             await self._forward(method, target, version, headers, reader, writer, upstream)
         else:
-            writer.write(
-                _response(
-                    "400 Bad Request",
-                    "Bad request: this is a forward proxy; absolute URI or CONNECT required.\n",
-                )
+            raise _Reply(
+                "400 Bad Request", "Bad request: this is a forward proxy; absolute URI or CONNECT needed."
             )
 
     async def _open(
-        self, host: str, port: int, writer: asyncio.StreamWriter
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        """Resolve-and-check, then connect to a checked address; on failure answer the client, return None."""
+        self, host: str, port: int, upstream: list[asyncio.StreamWriter]
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Resolve-and-check, then connect to a checked address (raises _Reply on failure)."""
         try:
             addresses = await self.policy.resolve_and_check(host, port, self._resolver)
         except EgressRefused as exc:
             self.stats["refused"] += 1
             logger.debug("egress refused %s:%d (%s)", exc.host or "?", port, exc.reason)
-            writer.write(_response("403 Forbidden", str(exc) + "\n", [("X-Crawlkeeper-Refused", exc.reason)]))
-            return None
+            raise _Reply("403 Forbidden", str(exc), [("X-Crawlkeeper-Refused", exc.reason)]) from None
         except OSError:
             self.stats["errors"] += 1
             logger.debug("egress could not resolve %s", host)
-            writer.write(_response("502 Bad Gateway", "Bad gateway: could not resolve the host.\n"))
-            return None
+            raise _Reply("502 Bad Gateway", "Bad gateway: could not resolve the host.") from None
         # Only checked addresses are ever contacted; the name is never resolved again.
         for address in addresses:
             try:
-                conn = await asyncio.wait_for(
+                ureader, uwriter = await _within(
                     asyncio.open_connection(address, port, limit=_MAX_HEAD), self._connect_timeout
                 )
             except (OSError, asyncio.TimeoutError):
                 continue
+            upstream.append(uwriter)
+            self._transports.add(uwriter.transport)
             self.stats["allowed"] += 1
             logger.debug("egress allowed %s:%d", host, port)
-            return conn
+            return ureader, uwriter
         self.stats["errors"] += 1
         logger.debug("egress could not connect to %s:%d", host, port)
-        writer.write(
-            _response("502 Bad Gateway", f"Bad gateway: could not connect to port {port} of the host.\n")
-        )
-        return None
+        raise _Reply("502 Bad Gateway", f"Bad gateway: could not connect to port {port} of the host.")
 
     async def _connect(
         self,
@@ -958,14 +991,8 @@ class EgressProxy:
             if port == 0:
                 raise _bad_host("port 0 is not valid")
         except EgressRefused as exc:
-            writer.write(_response("400 Bad Request", f"Bad request: {exc}\n"))
-            return
-        conn = await self._open(raw_host, port, writer)
-        if conn is None:
-            return
-        ureader, uwriter = conn
-        upstream.append(uwriter)
-        self._transports.add(uwriter.transport)
+            raise _Reply("400 Bad Request", f"Bad request: {exc}") from None
+        ureader, uwriter = await self._open(raw_host, port, upstream)
         writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         await self._tunnel(reader, writer, ureader, uwriter)
 
@@ -995,11 +1022,10 @@ class EgressProxy:
         if scheme != "http" or not scheme_ok:
             self.stats["refused"] += 1
             msg = (
-                f"Refused: the URL scheme {scheme!r} is not allowed through the proxy "
-                "(see [security] allowed_schemes in the server config).\n"
+                f"Refused: the URL scheme {scheme[:32]!r} is not allowed through the proxy "
+                "(see [security] allowed_schemes in the server config)."
             )
-            writer.write(_response("403 Forbidden", msg, [("X-Crawlkeeper-Refused", "scheme")]))
-            return
+            raise _Reply("403 Forbidden", msg, [("X-Crawlkeeper-Refused", "scheme")])
         authority, path = _authority_of(rest)
         path = path.partition("#")[0]
         if not path.startswith("/"):
@@ -1010,14 +1036,8 @@ class EgressProxy:
                 raise _bad_host("the URL has no host")
             port = _parse_port(port_text, 80)
         except EgressRefused as exc:
-            writer.write(_response("400 Bad Request", f"Bad request: {exc}\n"))
-            return
-        conn = await self._open(raw_host, port, writer)
-        if conn is None:
-            return
-        ureader, uwriter = conn
-        upstream.append(uwriter)
-        self._transports.add(uwriter.transport)
+            raise _Reply("400 Bad Request", f"Bad request: {exc}") from None
+        ureader, uwriter = await self._open(raw_host, port, upstream)
 
         drop = set(_HOP_BY_HOP)
         if upgrade:
@@ -1044,10 +1064,7 @@ class EgressProxy:
                     rhead = await ureader.readuntil(b"\r\n\r\n")
                     status = _status_of(rhead)
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, _BadRequest, OSError):
-                    writer.write(
-                        _response("502 Bad Gateway", "Bad gateway: invalid response from upstream.\n")
-                    )
-                    return
+                    raise _Reply("502 Bad Gateway", "Bad gateway: invalid response from upstream.") from None
                 if status == 101:
                     writer.write(rhead)
                     await self._tunnel(reader, writer, ureader, uwriter, c2u)
@@ -1084,3 +1101,51 @@ class EgressProxy:
         finally:
             c2u.cancel()
             u2c.cancel()
+
+
+# Browser launch flags that would route around the egress proxy, weaken TLS or isolation, or run a program.
+FORBIDDEN_BROWSER_FLAGS = (
+    "--proxy-server",
+    "--proxy-bypass-list",
+    "--proxy-pac-url",
+    "--no-proxy-server",
+    "--proxy-auto-detect",
+    "--host-resolver-rules",
+    "--host-rules",
+    "--dns-over-https-templates",
+    "--ignore-certificate-errors",
+    "--ignore-certificate-errors-spki-list",
+    "--ignore-urlfetcher-cert-requests",
+    "--allow-insecure-localhost",
+    "--disable-web-security",
+    "--allow-file-access-from-files",
+    "--allow-file-access",
+    "--remote-debugging-port",
+    "--remote-debugging-pipe",
+    "--remote-debugging-address",
+    "--remote-allow-origins",
+    "--user-data-dir",
+    "--load-extension",
+    "--disable-extensions-except",
+    "--renderer-cmd-prefix",
+    "--gpu-launcher",
+    "--utility-cmd-prefix",
+    "--browser-subprocess-path",
+    "--enable-features=NetworkServiceInProcess",
+    "--unsafely-treat-insecure-origin-as-secure",
+    "--disable-site-isolation-trials",
+)
+
+
+def check_browser_args(args: Iterable[str]) -> None:
+    """Raise ValueError naming the first launch flag that would switch the egress policy (or isolation) off."""
+    for arg in args:
+        flag = arg.strip().split("=", 1)[0].lower()
+        flag = "--" + flag.lstrip("-")
+        for forbidden in FORBIDDEN_BROWSER_FLAGS:
+            name = forbidden.split("=", 1)[0]
+            if flag == name and (forbidden == name or arg.strip().lower().startswith(forbidden.lower())):
+                raise ValueError(
+                    f"browser flag {arg.split('=', 1)[0]!r} is not allowed: it would bypass crawlkeeper's egress "
+                    "policy or weaken the browser's isolation (use [security] allow_private to reach private hosts)"
+                )
