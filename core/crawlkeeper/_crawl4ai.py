@@ -59,12 +59,20 @@ def check_compatible() -> None:
 
 
 def make_crawler(
-    *, executable_path: str | None, headless: bool, args: list[str], proxy_url: str | None
+    *,
+    executable_path: str | None,
+    headless: bool,
+    args: list[str],
+    proxy_url: str | None,
+    after_goto: Any = None,
+    cdp_url: str | None = None,
 ) -> AsyncWebCrawler:
-    """An ``AsyncWebCrawler`` whose browser is launched from ``executable_path`` with ``args``."""
+    """An ``AsyncWebCrawler`` whose browser is launched from ``executable_path`` with ``args``
+    (or, with ``cdp_url``, a running browser it connects to)."""
     from crawl4ai import AsyncWebCrawler, BrowserConfig
 
-    config = BrowserConfig(headless=headless, verbose=False, extra_args=list(args), browser_type="chromium")
+    config = BrowserConfig(headless=headless, verbose=False, extra_args=list(args), browser_type="chromium",
+                           cdp_url=cdp_url, cache_cdp_connection=False)
     crawler = AsyncWebCrawler(config=config)
     manager = crawler.crawler_strategy.browser_manager
     original = manager._build_browser_args
@@ -80,6 +88,8 @@ def make_crawler(
 
     manager._build_browser_args = build_browser_args
     manager.session_ttl = NEVER
+    if after_goto is not None:
+        crawler.crawler_strategy.set_hook("after_goto", after_goto)
     return crawler
 
 

@@ -93,6 +93,7 @@ class App:
             headless=settings.browser.headless,
             extra_args=settings.browser.extra_args,
             cache_dir=cache_dir(),
+            cdp_url=settings.browser.cdp_url,
         )
         self.backend.on_crash(self._on_crash)
         self.sessions = SessionRegistry(self.hooks, max_sessions=settings.sessions.max_sessions, clock=clock)

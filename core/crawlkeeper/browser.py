@@ -126,6 +126,55 @@ def find_browser(configured: Path | str | None = None) -> BrowserCandidate:
     )
 
 
+PROFILE_DIR_PREFIXES = ("playwright_chromiumdev_profile-", "playwright-artifacts-")
+
+
+def cleanup_stale(tmp_dir: str | None = None) -> tuple[int, int]:
+    """Remove what a previous run killed with SIGKILL left behind: orphaned Chromium processes (Linux) and
+    Playwright's temporary profile folders whose browser is gone. Returns (processes killed, folders removed)."""
+    import signal
+    import tempfile
+    import time
+
+    tmp = Path(tmp_dir or tempfile.gettempdir())
+    killed = 0
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            marker = f"--user-data-dir={tmp}/{PROFILE_DIR_PREFIXES[0]}".encode()
+            if ppid == 1 and any(arg.startswith(marker) for arg in cmdline):
+                try:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    killed += 1
+                except OSError:
+                    pass
+    removed = 0
+    for folder in tmp.glob("playwright*"):
+        if not folder.name.startswith(PROFILE_DIR_PREFIXES) or not folder.is_dir():
+            continue
+        lock = folder / "SingletonLock"
+        try:
+            owner = os.readlink(lock).rsplit("-", 1)[-1]
+            alive = owner.isdigit() and Path(f"/proc/{owner}").exists()
+        except OSError:
+            alive = time.time() - folder.stat().st_mtime < 600  # no lock yet: maybe starting right now
+        if not alive:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    if killed or removed:
+        log.info("cleaned up after a previous run: %d orphaned browser processes, %d temporary profiles",
+                 killed, removed)
+    return killed, removed
+
+
 def launch_args(extra: list[str]) -> list[str]:
     args = list(BASE_ARGS)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -147,8 +196,12 @@ class ChromiumBackend:
         extra_args: list[str] | None = None,
         proxy_url: str | None = None,
         cache_dir: Path | None = None,
+        cdp_url: str | None = None,
     ) -> None:
-        self.candidate = find_browser(executable_path)
+        self.cdp_url = cdp_url
+        self.candidate = (
+            BrowserCandidate(cdp_url, "[browser] cdp_url") if cdp_url else find_browser(executable_path)
+        )
         self.headless = headless
         self.extra_args = list(extra_args or [])
         self.proxy_url = proxy_url
@@ -185,11 +238,15 @@ class ChromiumBackend:
 
             if self.cache_dir is not None:
                 _crawl4ai.prepare_environment(self.cache_dir)
+            if self.generation == 0:
+                await asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
             crawler = _crawl4ai.make_crawler(
-                executable_path=self.candidate.path,
+                cdp_url=self.cdp_url,
+                executable_path=None if self.cdp_url else self.candidate.path,
                 headless=self.headless,
                 args=launch_args(self.extra_args),
                 proxy_url=self.proxy_url,
+                after_goto=_check_page_size,
             )
             try:
                 await crawler.start()
@@ -262,8 +319,15 @@ class ChromiumBackend:
 
         def on_response(response: Any) -> None:
             try:
-                if response.request.is_navigation_request() and response.frame == page.main_frame:
-                    state.status = response.status
+                if not (response.request.is_navigation_request() and response.frame == page.main_frame):
+                    return
+                state.status = response.status
+                declared = response.headers.get("content-length", "")
+                if state.max_bytes and declared.isdigit() and int(declared) > state.max_bytes:
+                    # Stop before Chromium parses it all: a new navigation cancels the oversized one.
+                    state.too_large = int(declared)
+                    task = asyncio.get_running_loop().create_task(page.goto("about:blank"))
+                    task.add_done_callback(lambda t: t.exception())
             except Exception:
                 pass
 
@@ -277,11 +341,18 @@ class ChromiumBackend:
         if crawler is None:
             raise BrowserUnavailable("the browser is not running; retry the call to relaunch it")
         key = f"ck-{id(page):x}"
+        state = _PAGE_STATE.setdefault(page, _PageState())
+        state.max_bytes, state.too_large = int(options.max_page_mb * 1024 * 1024), None
         _crawl4ai.attach(crawler, key, page.context, page)
         try:
             result = await crawler.arun(url, config=_crawl4ai.run_config(options, key))
         finally:
             _crawl4ai.detach(crawler, key)
+        if state.too_large:
+            raise CrawlError(
+                f"{url} is too large: about {state.too_large / 1_048_576:.1f} MB of HTML, above max_page_mb = "
+                f"{options.max_page_mb:g}; use css_selector on a smaller part, or raise [crawl] max_page_mb"
+            )
         status = result.status_code
         if not result.html and not result.success and options.js_code and page.url != "about:blank":
             # js_code that submits a form navigates away while crawl4ai reads the page: wait for the page
@@ -319,6 +390,28 @@ class ChromiumBackend:
 @dataclass
 class _PageState:
     status: int | None = None
+    max_bytes: int | None = None
+    too_large: int | None = None
+
+
+async def _check_page_size(page: Any, context: Any = None, url: str | None = None, response: Any = None,
+                           **_: Any) -> Any:
+    """crawl4ai ``after_goto`` hook: refuse pages above ``max_page_mb`` before they are processed."""
+    state = _PAGE_STATE.get(page)
+    if state is None or not state.max_bytes:
+        return page
+    size = 0
+    try:
+        declared = (response.headers or {}).get("content-length") if response is not None else None
+        size = int(declared) if declared and declared.isdigit() else 0
+        if size <= state.max_bytes:
+            size = await page.evaluate("document.documentElement ? document.documentElement.outerHTML.length : 0")
+    except Exception:
+        return page
+    if size > state.max_bytes:
+        state.too_large = size
+        raise CrawlError("page too large")
+    return page
 
 
 _PAGE_STATE: weakref.WeakKeyDictionary[Any, _PageState] = weakref.WeakKeyDictionary()

@@ -72,7 +72,14 @@ def crawlkeeper_register(crawlkeeper_app: Any) -> Iterator[Callable[..., Any]]:
     added: list[object] = []
 
     def add(plugin: object, name: str | None = None) -> object:
-        register(crawlkeeper_app.pm, plugin, name or getattr(plugin, "__name__", type(plugin).__name__))
+        name = name or getattr(plugin, "__name__", type(plugin).__name__)
+        pm = crawlkeeper_app.pm
+        # The plugin under test is often installed (pip install -e .) and so already loaded from its entry
+        # point: the test's registration replaces it instead of failing with pluggy's "already registered".
+        for old in (pm.get_plugin(name), plugin if pm.is_registered(plugin) else None):
+            if old is not None and pm.is_registered(old):
+                pm.unregister(old)
+        register(pm, plugin, name)
         added.append(plugin)
         crawlkeeper_app.configure_plugins()
         return plugin
