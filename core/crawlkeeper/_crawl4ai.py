@@ -12,6 +12,8 @@ moves them fails loudly instead of leaking cookies:
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import time
 from pathlib import Path
@@ -111,16 +113,29 @@ def detach(crawler: AsyncWebCrawler, key: str) -> None:
 
 
 def run_config(options: CrawlOptions, key: str) -> CrawlerRunConfig:
-    """The ``CrawlerRunConfig`` for one crawl: always bypassing the cache and never verbose."""
+    """The ``CrawlerRunConfig`` for one crawl: always bypassing the cache and never verbose.
+
+    Building a ``CrawlerRunConfig`` costs ~100 ms in crawl4ai 0.9 (its ``__setattr__`` inspects ``__init__``'s
+    signature for every attribute), so one template per distinct set of options is built and shallow-copied.
+    """
+    config = copy.copy(_template(options.model_dump_json()))
+    object.__setattr__(config, "session_id", key)  # plain setattr: the copy is ours alone
+    return config
+
+
+@functools.lru_cache(maxsize=64)
+def _template(options_json: str) -> CrawlerRunConfig:
     from crawl4ai import CacheMode, CrawlerRunConfig
 
-    wait_for = options.wait_for
+    from .options import CrawlOptions
+
+    options = CrawlOptions.model_validate_json(options_json)
     return CrawlerRunConfig(
-        session_id=key,
+        session_id=None,
         cache_mode=CacheMode.BYPASS,
         verbose=False,
         css_selector=options.css_selector,
-        wait_for=wait_for,
+        wait_for=options.wait_for,
         js_code=options.js_code,
         page_timeout=int(options.timeout_s * 1000),
         wait_until=options.wait_until,

@@ -354,7 +354,9 @@ class ChromiumBackend:
                 f"{options.max_page_mb:g}; use css_selector on a smaller part, or raise [crawl] max_page_mb"
             )
         status = result.status_code
-        if not result.html and not result.success and options.js_code and page.url != "about:blank":
+        failed_before_js = any(m in (result.error_message or "") for m in _FAILED_BEFORE_JS)
+        if (not result.html and not result.success and options.js_code and page.url != "about:blank"
+                and not failed_before_js):
             # js_code that submits a form navigates away while crawl4ai reads the page: wait for the page
             # the script led to and process that one (multi-step logins depend on this).
             try:
@@ -385,6 +387,10 @@ class ChromiumBackend:
             text=html_to_text(result.cleaned_html or html),
             links=links,
         )
+
+
+#: crawl4ai errors raised before js_code ran (navigation, then wait_for): no script navigated, nothing to recover.
+_FAILED_BEFORE_JS = ("Failed on navigating ACS-GOTO", "Wait condition failed")
 
 
 @dataclass

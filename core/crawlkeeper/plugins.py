@@ -214,6 +214,9 @@ class Hooks:
             return getattr(self.pm.hook, hook_name)(**kwargs)
         except CrawlkeeperError as exc:
             if exc.__class__ is PluginError:
+                culprit = None if exc.plugin else _plugin_of(self.pm, hook_name, exc.__traceback__)
+                if culprit:  # raised by the core on a plugin's behalf (a tool name clash): name the plugin
+                    raise PluginError(f"plugin '{culprit}' failed in {hook_name}: {exc}", plugin=culprit) from None
                 raise
             plugin = _plugin_of(self.pm, hook_name, exc.__traceback__)
             if plugin and not getattr(exc, "plugin", None):

@@ -276,7 +276,10 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
 
 def _plugin_tool(fn: Callable[..., Any], app: App) -> Callable[..., Any]:
     """Wrap a plugin's tool: inject ``app`` if it asks for it, and report its errors like ours."""
-    signature = inspect.signature(fn)
+    try:  # resolve string annotations (``from __future__ import annotations``) in the plugin's module
+        signature = inspect.signature(fn, eval_str=True)
+    except Exception:
+        signature = inspect.signature(fn)
     wants_app = "app" in signature.parameters
 
     @functools.wraps(fn)
@@ -286,10 +289,10 @@ def _plugin_tool(fn: Callable[..., Any], app: App) -> Callable[..., Any]:
         result = fn(**kwargs)
         return await result if inspect.isawaitable(result) else result
 
-    if wants_app:
-        call.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=[p for p in signature.parameters.values() if p.name != "app"]
-        )
-        call.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k != "app"}
+    # Always: with ``__wrapped__`` gone, MCP would otherwise see ``call(**kwargs)`` and not the tool's arguments.
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.name != "app"]
+    )
+    call.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k != "app"}
     del call.__wrapped__  # MCP must see the signature above, not the plugin's
     return _errors_as_tool_errors(call)

@@ -1,0 +1,85 @@
+"""Shared helpers for the benchmarks: timing stats, process-tree memory, MCP server params, a local site."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+@dataclass
+class Stats:
+    name: str
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    def row(self, baseline: Stats | None = None, unit: str = "ms", scale: float = 1000.0) -> str:
+        lo, med, hi = min(self.samples) * scale, self.median * scale, max(self.samples) * scale
+        ratio = f"{self.median / baseline.median:6.2f}x {baseline.name}" if baseline else "  (baseline)"
+        return f"  {self.name:<44} min {lo:8.1f} {unit}  median {med:8.1f} {unit}  max {hi:8.1f} {unit}  {ratio}"
+
+
+async def timed(n: int, fn: Callable[[], Awaitable[object]], name: str, warmup: int = 1) -> Stats:
+    for _ in range(warmup):
+        await fn()
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await fn()
+        samples.append(time.perf_counter() - started)
+    return Stats(name, samples)
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MB (PSS where available)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for proc in procs:
+        try:
+            info = proc.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 1_048_576
+
+
+def chromium_count(pid: int) -> int:
+    try:
+        return sum(1 for p in psutil.Process(pid).children(recursive=True) if "chrom" in p.name().lower())
+    except psutil.NoSuchProcess:
+        return 0
+
+
+def write_config(folder: Path, extra: str = "") -> Path:
+    path = folder / "crawlkeeper.toml"
+    path.write_text('[security]\nallow_private = ["127.0.0.1"]\n[sessions]\nmax_sessions = 200\n' + extra)
+    (folder / "profiles").mkdir(exist_ok=True)
+    return path
+
+
+def server_params(config: Path):  # type: ignore[no-untyped-def]
+    from mcp import StdioServerParameters
+
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "crawlkeeper", "serve", "--config", str(config)],
+        env={**os.environ, "CRAWLKEEPER_LOG_LEVEL": "WARNING"},
+    )
+
+
+def temp_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="crawlkeeper-bench-"))

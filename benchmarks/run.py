@@ -1,0 +1,292 @@
+"""crawlkeeper benchmarks: every figure is a ratio against a baseline measured in the same run.
+
+    ./run bench            # full run (a few minutes)
+    ./run bench --quick    # tiny settings (the smoke test uses this)
+
+Sections: (1) MCP overhead: crawl_url over stdio vs direct crawl4ai arun vs raw Playwright goto+content;
+(2) throughput: crawl_many vs arun_many at the same concurrency; (3) sessions: create_session vs a fresh
+browser per session, and memory per idle session; (4) start-up: initialize/tools-list vs `import mcp`;
+(5) the egress policy's cost: the same in-process crawl with and without the proxy.
+Prints a table (min/median/max) and writes benchmarks/results/bench.png when matplotlib is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import Stats, server_params, temp_dir, timed, tree_rss_mb, write_config
+
+from crawlkeeper.browser import find_browser, launch_args
+from crawlkeeper.testing.site import TestSite
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def header(title: str) -> None:
+    print(f"\n{title}\n" + "-" * len(title), flush=True)
+
+
+def direct_run_config():  # type: ignore[no-untyped-def]
+    """The same CrawlerRunConfig crawlkeeper builds, without a session (what a crawl4ai user writes)."""
+    from crawl4ai import CacheMode, CrawlerRunConfig
+
+    return CrawlerRunConfig(cache_mode=CacheMode.BYPASS, verbose=False, wait_until="domcontentloaded",
+                            page_timeout=30_000, delay_before_return_html=0.0, word_count_threshold=1)
+
+
+async def direct_crawler():  # type: ignore[no-untyped-def]
+    from crawlkeeper import _crawl4ai
+
+    crawler = _crawl4ai.make_crawler(executable_path=find_browser().path, headless=True, args=launch_args([]),
+                                     proxy_url=None)
+    await crawler.start()
+    return crawler
+
+
+async def interleaved(n: int, fns: dict[str, object]) -> dict[str, Stats]:
+    """Round-robin sampling so machine noise hits every contender alike."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        await fn()  # type: ignore[operator]
+    for _ in range(n):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            await fn()  # type: ignore[operator]
+            samples[name].append(time.perf_counter() - started)
+    return {name: Stats(name, s) for name, s in samples.items()}
+
+
+async def bench_overhead(site: TestSite, client, repeats: int) -> list[tuple[str, Stats, Stats | None]]:  # type: ignore[no-untyped-def]
+    from playwright.async_api import async_playwright
+
+    url = site.url("/")
+    pw = await async_playwright().start()
+    browser = await pw.chromium.launch(executable_path=find_browser().path, args=launch_args([]))
+    context = await browser.new_context()
+    crawler = await direct_crawler()
+    config = direct_run_config()
+
+    async def raw() -> None:
+        page = await context.new_page()
+        await page.goto(url, wait_until="domcontentloaded")
+        await page.content()
+        await page.close()
+
+    async def direct() -> None:
+        result = await crawler.arun(url, config=config)
+        assert result.html
+
+    async def mcp() -> None:
+        result = await client.call_tool("crawl_url", {"url": url})
+        assert not result.is_error, result.content[0].text
+
+    stats = await interleaved(repeats, {"raw Playwright goto+content": raw, "crawl4ai arun (direct)": direct,
+                                        "crawlkeeper crawl_url (MCP stdio)": mcp})
+    await crawler.close()
+    await browser.close()
+    await pw.stop()
+    raw_s, direct_s, mcp_s = stats.values()
+    return [("floor", raw_s, None), ("crawl4ai", direct_s, raw_s), ("overhead", mcp_s, direct_s),
+            ("overhead-floor", Stats(mcp_s.name + " ", mcp_s.samples), raw_s)]
+
+
+async def bench_throughput(site: TestSite, client, pages: int, repeats: int) -> list[tuple[str, Stats, Stats | None]]:  # type: ignore[no-untyped-def]
+    from crawl4ai.async_dispatcher import SemaphoreDispatcher
+
+    urls = [site.url(f"/long?n=20&page={i}") for i in range(pages)]
+    crawler = await direct_crawler()
+    config = direct_run_config()
+
+    async def direct() -> None:
+        results = await crawler.arun_many(urls, config=config, dispatcher=SemaphoreDispatcher(semaphore_count=8))
+        assert sum(1 for r in results if r.html) == len(urls)
+
+    async def mcp() -> None:
+        result = await client.call_tool("crawl_many", {"urls": urls, "concurrency": 8})
+        assert not result.is_error
+        assert all("error" not in r for r in result.structured_content["results"])
+
+    stats = await interleaved(repeats, {f"arun_many {pages} pages, concurrency 8": direct,
+                                        f"crawl_many {pages} pages, concurrency 8": mcp})
+    await crawler.close()
+    direct_s, mcp_s = stats.values()
+    return [("throughput", direct_s, None), ("throughput", mcp_s, direct_s)]
+
+
+async def bench_sessions(site: TestSite, client, pid: int, repeats: int, counts: list[int]) -> tuple[list, list[str]]:  # type: ignore[no-untyped-def]
+    from playwright.async_api import async_playwright
+
+    url = site.url("/")
+    ids: list[str] = []
+
+    async def cookie_only() -> None:
+        r = await client.call_tool("create_session", {"cookies": [{"name": "k", "value": "v", "url": url}]})
+        assert not r.is_error, r.content[0].text
+        ids.append(r.structured_content["session_id"])
+
+    async def with_url() -> None:
+        r = await client.call_tool("create_session", {"url": url})
+        assert not r.is_error, r.content[0].text
+        ids.append(r.structured_content["session_id"])
+
+    pw = await async_playwright().start()
+
+    async def fresh_browser() -> None:
+        browser = await pw.chromium.launch(executable_path=find_browser().path, args=launch_args([]))
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(url, wait_until="domcontentloaded")
+        await browser.close()
+
+    stats = await interleaved(repeats, {"fresh browser per session (launch+goto)": fresh_browser,
+                                        "create_session, cookie-only": cookie_only,
+                                        "create_session, with url": with_url})
+    await pw.stop()
+    for sid in ids:
+        await client.call_tool("close_session", {"session_id": sid})
+    fresh, cookie, with_u = stats.values()
+    rows = [("sessions", fresh, None), ("sessions", cookie, fresh), ("sessions", with_u, fresh)]
+
+    memory = []
+    await asyncio.sleep(1.0)
+    base = tree_rss_mb(pid)
+    made: list[str] = []
+    for count in counts:
+        while len(made) < count:
+            r = await client.call_tool("create_session", {"url": url})
+            assert not r.is_error, r.content[0].text
+            made.append(r.structured_content["session_id"])
+        await asyncio.sleep(1.0)
+        rss = tree_rss_mb(pid)
+        memory.append(f"  {count:3d} idle sessions: process tree {rss:7.1f} MB, +{rss - base:6.1f} MB over "
+                      f"{base:.1f} MB with none = {(rss - base) / count:5.1f} MB per session")
+    for sid in made:
+        await client.call_tool("close_session", {"session_id": sid})
+    return rows, memory
+
+
+async def bench_startup(config: Path, repeats: int) -> list[tuple[str, Stats, Stats | None]]:
+    from mcp import Client
+
+    floor, init, tools = [], [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import mcp"], check=True)
+        floor.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        async with Client(server_params(config)) as client:
+            init.append(time.perf_counter() - started)
+            await client.list_tools()
+            tools.append(time.perf_counter() - started)
+    floor_s = Stats("python -c 'import mcp'", floor)
+    return [("startup", floor_s, None), ("startup", Stats("serve: initialize answered", init), floor_s),
+            ("startup", Stats("serve: tools/list answered", tools), floor_s)]
+
+
+async def bench_egress(site: TestSite, config: Path, repeats: int) -> list[tuple[str, Stats, Stats | None]]:
+    from crawlkeeper.runtime import build_app
+
+    url = site.url("/")
+    with_policy = build_app(config)
+    without = build_app(config)
+    without.backend.needs_proxy = False  # type: ignore[attr-defined]
+    await with_policy.startup()
+    await without.startup()
+    try:
+        stats = await interleaved(repeats, {
+            "in-process crawl, no egress proxy": lambda: without.crawl(url),
+            "in-process crawl, egress policy on": lambda: with_policy.crawl(url),
+        })
+    finally:
+        await with_policy.shutdown()
+        await without.shutdown()
+    off, on = stats.values()
+    return [("egress", off, None), ("egress", on, off)]
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    parser.add_argument("--no-chart", action="store_true")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 15
+    pages = 8 if args.quick else 50
+    counts = [1, 3] if args.quick else [1, 10, 50]
+    from mcp import Client
+
+    folder = temp_dir()
+    config = write_config(folder)
+    table: list[tuple[str, Stats, Stats | None]] = []
+    memory: list[str] = []
+    with TestSite() as site:
+        print(f"crawlkeeper benchmarks ({'quick' if args.quick else 'full'}); site {site.base_url}; "
+              f"browser {find_browser().path}", flush=True)
+        header("4. start-up")
+        table += await bench_startup(config, 3 if args.quick else 8)
+        for _, s, b in table[-3:]:
+            print(s.row(b), flush=True)
+        async with Client(server_params(config)) as client:
+            import psutil
+
+            server_pid = max((p for p in psutil.Process().children(recursive=False)
+                              if "crawlkeeper" in " ".join(p.cmdline())), key=lambda p: p.create_time()).pid
+            header("1. MCP overhead (warm, small local page)")
+            rows = await bench_overhead(site, client, repeats)
+            table += rows[:3]
+            for _, s, b in rows:
+                print(s.row(b), flush=True)
+            header("2. throughput")
+            rows = await bench_throughput(site, client, pages, max(2, repeats // 5))
+            table += rows
+            for _, s, b in rows:
+                print(s.row(b, unit="s ", scale=1.0), flush=True)
+            header("3. sessions")
+            rows, memory = await bench_sessions(site, client, server_pid, max(3, repeats // 2), counts)
+            table += rows
+            for _, s, b in rows:
+                print(s.row(b), flush=True)
+            print("\n".join(memory), flush=True)
+        header("5. egress policy cost (in-process, same warm browser each)")
+        rows = await bench_egress(site, config, repeats)
+        table += rows
+        for _, s, b in rows:
+            print(s.row(b), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    data = [{"section": sec, "name": s.name, "samples": s.samples, "baseline": b.name if b else None,
+             "ratio": (s.median / b.median) if b else None} for sec, s, b in table]
+    (RESULTS / "bench.json").write_text(json.dumps({"rows": data, "memory": memory}, indent=2))
+    if not args.no_chart:
+        chart(data)
+    return 0
+
+
+def chart(data: list[dict]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("\n(matplotlib not installed: no chart; `pip install crawlkeeper[bench]`)")
+        return
+    rows = [d for d in data if d["ratio"] is not None]
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(rows) + 1.5))
+    labels = [f"{d['name']}\n÷ {d['baseline']}" for d in rows]
+    ax.barh(labels, [d["ratio"] for d in rows], color="#3b7dd8")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("median ratio (lower is faster; 1.0 = baseline)")
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "bench.png", dpi=110)
+    print(f"\nchart: {RESULTS / 'bench.png'}")
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
