@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psutil
 
+os.environ.setdefault("CRAWL4AI_NO_CLOUD_NOTICE", "1")  # crawl4ai prints a banner to stdout otherwise
+
 
 @dataclass
 class Stats:

@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import Stats, server_params, temp_dir, timed, tree_rss_mb, write_config
-
+from common import Stats, server_params, temp_dir, tree_rss_mb, write_config
 from crawlkeeper.browser import find_browser, launch_args
 from crawlkeeper.testing.site import TestSite
 
@@ -177,7 +175,8 @@ async def bench_startup(config: Path, repeats: int) -> list[tuple[str, Stats, St
     floor, init, tools = [], [], []
     for _ in range(repeats):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import mcp"], check=True)
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "import mcp")
+        assert await proc.wait() == 0
         floor.append(time.perf_counter() - started)
         started = time.perf_counter()
         async with Client(server_params(config)) as client:
