@@ -24,6 +24,9 @@ from .options import ContextOptions, CrawlOptions
 
 log = logging.getLogger("crawlkeeper.browser")
 
+# crawl4ai prints a promotional banner to stdout on import unless this is set; stdout is the MCP channel.
+os.environ.setdefault("CRAWL4AI_NO_CLOUD_NOTICE", "1")
+
 #: Flags Chromium needs in a closed network and as root; harmless elsewhere.
 BASE_ARGS = (
     "--disable-gpu",

@@ -95,7 +95,11 @@ def _check_overrides(model: type[BaseModel], table: dict[str, Any], section: str
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"[{section}] {key}: {msg}")
+            # show the bad value like the merge does (never for headers: they may hold a secret)
+            top = str(err["loc"][0]) if err["loc"] else ""
+            hidden = err["type"] == "extra_forbidden" or top in {"", "extra_headers"}
+            shown = "" if hidden else f" = {table.get(top)!r}"
+            problems.append(f"[{section}] {key}{shown}: {msg}")
     return problems
 
 
