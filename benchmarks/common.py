@@ -42,8 +42,13 @@ async def timed(n: int, fn: Callable[[], Awaitable[object]], name: str, warmup: 
     return Stats(name, samples)
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, in MB (PSS where available)."""
+def tree_rss_mb(pid: int, kind: str = "rss") -> float:
+    """Memory of a process and all its descendants, in MB.
+
+    ``rss`` (what the issue asks for; shared pages counted once per process), ``uss`` (memory unique to the
+    tree's processes: what closing them would free, and stable when other browsers run on the machine) or
+    ``pss``. Per-session costs use USS deltas: RSS would count shared libraries again for every renderer.
+    """
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
@@ -52,8 +57,8 @@ def tree_rss_mb(pid: int) -> float:
     total = 0
     for proc in procs:
         try:
-            info = proc.memory_full_info()
-            total += getattr(info, "pss", info.rss)
+            info = proc.memory_full_info() if kind != "rss" else proc.memory_info()
+            total += getattr(info, kind)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total / 1_048_576

@@ -19,9 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from common import Stats, server_params, temp_dir, tree_rss_mb, write_config
 from crawlkeeper.browser import find_browser, launch_args
 from crawlkeeper.testing.site import TestSite
+
+from common import Stats, server_params, temp_dir, tree_rss_mb, write_config
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -153,7 +154,7 @@ async def bench_sessions(site: TestSite, client, pid: int, repeats: int, counts:
 
     memory = []
     await asyncio.sleep(1.0)
-    base = tree_rss_mb(pid)
+    base = tree_rss_mb(pid, "uss")
     made: list[str] = []
     for count in counts:
         while len(made) < count:
@@ -161,8 +162,8 @@ async def bench_sessions(site: TestSite, client, pid: int, repeats: int, counts:
             assert not r.is_error, r.content[0].text
             made.append(r.structured_content["session_id"])
         await asyncio.sleep(1.0)
-        rss = tree_rss_mb(pid)
-        memory.append(f"  {count:3d} idle sessions: process tree {rss:7.1f} MB, +{rss - base:6.1f} MB over "
+        rss = tree_rss_mb(pid, "uss")
+        memory.append(f"  {count:3d} idle sessions: process tree USS {rss:7.1f} MB, +{rss - base:6.1f} MB over "
                       f"{base:.1f} MB with none = {(rss - base) / count:5.1f} MB per session")
     for sid in made:
         await client.call_tool("close_session", {"session_id": sid})

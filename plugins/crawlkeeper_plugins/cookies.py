@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from crawlkeeper import (
     AuthMethod,
     CrawlError,
@@ -21,7 +23,6 @@ from crawlkeeper import (
     register_secret,
     resolve_secret,
 )
-from pydantic import BaseModel, ConfigDict, Field
 
 _PLAYWRIGHT_KEYS = ("name", "value", "url", "domain", "path", "expires", "httpOnly", "secure", "sameSite")
 _SAME_SITE = {"strict": "Strict", "lax": "Lax", "none": "None", "no_restriction": "None"}

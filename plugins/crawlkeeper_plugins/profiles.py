@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from crawlkeeper import PROFILE_LAYER_PRIORITY, ConfigLayer, CrawlRequest, Profile, hookimpl
 from crawlkeeper.options import ContextOptions, CrawlOptions
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from crawlkeeper import CrawlError, Session, SessionExpired, SessionRequest, hookimpl
 from pydantic import BaseModel, ConfigDict, Field
+
+from crawlkeeper import CrawlError, Session, SessionExpired, SessionRequest, hookimpl
 
 log = logging.getLogger("crawlkeeper.plugins.ttl")
 
