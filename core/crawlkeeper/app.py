@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from .browser import BrowserBackend, ChromiumBackend, PageResult
 from .config import Config
 from .egress import EgressPolicy, EgressProxy, EgressRefused
-from .errors import BusyError, ConfigError, CrawlError, CrawlkeeperError, PluginError, SessionError
+from .errors import BusyError, ConfigError, CrawlError, CrawlkeeperError, PageTimeout, PluginError, SessionError
 from .models import (
     AuthMethod,
     ConfigLayer,
@@ -290,13 +290,15 @@ class App:
             return await asyncio.wait_for(
                 self.backend.crawl(session.page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
             )
-        except asyncio.TimeoutError:
-            await _close_quietly(session.page)
+        except (asyncio.TimeoutError, PageTimeout):
+            # The page may still be loading or running a script: a late navigation would interrupt the
+            # session's next call, so the page is replaced (the context, and so the login, stays).
+            await self._abandon(session.page)
             try:
                 session.page = await self.backend.new_page(session.context)
             except Exception:
                 log.warning("could not open a new page for session %s", session.id)
-            raise CrawlError(
+            raise PageTimeout(
                 f"timed out after {options.timeout_s:g} s crawling {_safe_url(url)}; the page was closed "
                 f"(session '{session.id}' keeps its cookies). Raise timeout_s or try a lighter page"
             ) from None
@@ -310,12 +312,20 @@ class App:
             return await asyncio.wait_for(
                 self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
             )
-        except asyncio.TimeoutError:
-            raise CrawlError(
+        except (asyncio.TimeoutError, PageTimeout):
+            await self._abandon(page)
+            raise PageTimeout(
                 f"timed out after {options.timeout_s:g} s crawling {_safe_url(url)}; the page was closed. "
                 "Raise timeout_s or try a lighter page"
             ) from None
         finally:
+            await _close_quietly(page)
+
+    async def _abandon(self, page: Any) -> None:
+        abandon = getattr(self.backend, "abandon_page", None)
+        if abandon is not None:
+            await abandon(page)
+        else:
             await _close_quietly(page)
 
     async def _pooled_context(self, options: ContextOptions, policy: EgressPolicy) -> Any:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import BrowserUnavailable, CrawlError
+from .errors import BrowserUnavailable, CrawlError, PageTimeout
 from .options import ContextOptions, CrawlOptions
 
 log = logging.getLogger("crawlkeeper.browser")
@@ -337,6 +337,19 @@ class ChromiumBackend:
         page.on("response", on_response)
         return page
 
+    async def abandon_page(self, page: Any) -> None:
+        """Close a page that hangs (an endless script, a load that never ends) without blocking its context:
+        stop its JavaScript first, or the renderer stays busy for every other page of the same site."""
+        try:
+            cdp = await asyncio.wait_for(page.context.new_cdp_session(page), 2)
+            await asyncio.wait_for(cdp.send("Runtime.terminateExecution"), 2)
+        except Exception as exc:
+            log.debug("could not stop the page's scripts: %s", exc)
+        try:
+            await asyncio.wait_for(page.close(run_before_unload=False), 3)
+        except Exception as exc:
+            log.debug("could not close a hung page: %s", exc)
+
     async def crawl(self, page: Any, url: str, options: CrawlOptions) -> PageResult:
         from . import _crawl4ai
 
@@ -372,7 +385,10 @@ class ChromiumBackend:
             status = _PAGE_STATE.get(page, _PageState()).status or status
         html = result.html or ""
         if not html and not result.success:
-            raise CrawlError(_navigation_message(url, result.error_message or "no content"))
+            error = result.error_message or "no content"
+            if "Timeout" in error and "exceeded" in error:
+                raise PageTimeout(f"timed out after {options.timeout_s:g} s loading {url}")
+            raise CrawlError(_navigation_message(url, error))
         markdown = getattr(result.markdown, "raw_markdown", None) or str(result.markdown or "")
         metadata = result.metadata or {}
         links = [

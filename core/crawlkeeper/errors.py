@@ -39,6 +39,10 @@ class CrawlError(CrawlkeeperError):
     """A crawl failed: bad URL, refused address, navigation error, HTTP error, timeout or size limit."""
 
 
+class PageTimeout(CrawlError):
+    """A page did not load (or its scripts did not finish) within ``timeout_s``."""
+
+
 class BusyError(CrawlkeeperError):
     """Too many calls are queued; the caller should retry shortly."""
 

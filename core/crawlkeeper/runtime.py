@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -32,22 +33,41 @@ def build_app(
 
 def serve_stdio(app: App) -> None:
     """Serve MCP on stdin/stdout until stdin closes or SIGTERM/SIGINT/SIGHUP; then shut down in order."""
-    from .server import build_server
+    from .server import SHUTDOWN_BUDGET_S, build_server
 
-    server = build_server(app)
+    # The app is started and shut down here, not in the server's lifespan: after a signal the SDK's stdin
+    # reader stays blocked in a thread until the client writes or closes stdin, so the serving task may
+    # never finish, and the shutdown must not wait for it.
+    server = build_server(app, owns_app=False)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
+        signalled = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             try:
-                loop.add_signal_handler(sig, task.cancel)
+                loop.add_signal_handler(sig, signalled.set)
             except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
                 pass
+        await app.startup()
+        serving = asyncio.ensure_future(server.run_stdio_async())
+        waiting = asyncio.ensure_future(signalled.wait())
         try:
-            await server.run_stdio_async()
-        except asyncio.CancelledError:
-            log.info("signal received: shut down")
+            await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if not serving.done():
+                log.info("signal received: shut down")
+                serving.cancel()  # in-flight calls end before their sessions close
+                await asyncio.wait({serving}, timeout=0.2)
+        finally:
+            waiting.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(app.shutdown()), SHUTDOWN_BUDGET_S)
+            except asyncio.TimeoutError:
+                log.error("shutdown took longer than %.1f s; exiting anyway", SHUTDOWN_BUDGET_S)
+        if not serving.done():
+            # Only the SDK's stdin reader is left, blocked in its thread; asyncio.run would wait for it forever.
+            logging.shutdown()
+            os._exit(0)
+        if not serving.cancelled():
+            serving.result()  # an error while serving is not swallowed
 
     asyncio.run(main())
