@@ -535,12 +535,12 @@ def _unhandled(what: str) -> str:
 def _creation_error(sid: str, step: str, exc: BaseException, method: AuthMethod | None) -> CrawlkeeperError:
     plugin = getattr(exc, "plugin", None)
     if isinstance(exc, asyncio.TimeoutError):
-        detail = "timed out"
+        detail = "timed out ([plugins] hook_timeout_s)"
     else:
         detail = str(exc) or type(exc).__name__
     who = f" (plugin '{plugin}')" if plugin and f"'{plugin}'" not in detail else ""
-    if step.startswith("login") and not plugin and method is not None:
-        who = f" (auth method '{method.name}')"
+    if step.startswith("login"):
+        who = f" (plugin '{plugin}')" if plugin and f"'{plugin}'" not in detail else ""
     if step.startswith("login") and not isinstance(exc, CrawlkeeperError | asyncio.TimeoutError):
         detail = f"{type(exc).__name__}: {detail}"
     cls = type(exc) if isinstance(exc, CrawlkeeperError) else CrawlError

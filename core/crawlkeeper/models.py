@@ -149,6 +149,8 @@ def resolve_secret(spec: dict[str, Any], *, what: str, base_dir: Path | None = N
 
     if spec.get("value_env"):
         var = spec["value_env"]
+        if not var.replace("_", "a").isalnum() or var[0].isdigit():
+            raise ConfigError(f"{what}: value_env is not an environment variable name (give the name, not the secret)")
         if var not in os.environ:
             raise ConfigError(f"{what}: environment variable {var} is not set; export it or change value_env")
         return os.environ[var]

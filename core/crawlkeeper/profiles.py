@@ -66,6 +66,9 @@ class ProfileStore:
         """The profile, or a :class:`ConfigError` that names its file or lists the available names."""
         profiles = self.refresh()
         profile = profiles.get(name)
+        if profile is None:  # maybe written a moment ago: look again now rather than after refresh_s
+            profiles = self.refresh(force=True)
+            profile = profiles.get(name)
         if profile is None:
             available = ", ".join(sorted(profiles)) or f"none (add TOML files to {self.config.profiles_dir})"
             raise ConfigError(f"unknown profile '{name}'; available profiles: {available}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,19 @@ else:  # pragma: no cover
 log = logging.getLogger("crawlkeeper.plugins.profiles")
 
 LAUNCH_KEYS = {"executable_path", "headless", "extra_args", "cdp_url"}
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def env_problem(name: str) -> str | None:
+    """What is wrong with an ``*_env`` reference, never echoing it unless it looks like a variable name
+    (someone may have pasted the secret itself where the variable's name belongs)."""
+    if not _ENV_NAME.match(name):
+        return "is not an environment variable name (give the variable's name, not the secret itself)"
+    if name not in os.environ:
+        return f"environment variable {name} is not set"
+    return None
 
 
 class CookieEntry(BaseModel):
@@ -128,10 +142,10 @@ def load_profile_file(path: Path, display: str) -> Profile:
     cookies = []
     for index, cookie in enumerate(parsed.cookies):
         entry = cookie.model_dump(exclude_none=True)
-        if cookie.value_env and cookie.value_env not in os.environ:
-            problems.append(
-                f"cookies[{index}] ('{cookie.name}').value_env: environment variable {cookie.value_env} is not set"
-            )
+        if cookie.value_env:
+            problem = env_problem(cookie.value_env)
+            if problem:
+                problems.append(f"cookies[{index}] ('{cookie.name}').value_env: {problem}")
         if cookie.value_file:
             file = Path(os.path.expanduser(cookie.value_file))
             entry["value_file"] = str(file if file.is_absolute() else path.parent / file)
@@ -141,8 +155,8 @@ def load_profile_file(path: Path, display: str) -> Profile:
     auth = parsed.auth.model_dump() if parsed.auth else None
     if auth:
         for key, value in list(auth.items()):
-            if key.endswith("_env") and isinstance(value, str) and value not in os.environ:
-                problems.append(f"[auth] {key}: environment variable {value} is not set")
+            if key.endswith("_env") and isinstance(value, str) and env_problem(value):
+                problems.append(f"[auth] {key}: {env_problem(value)}")
             if key.endswith("_file") and isinstance(value, str):
                 file = Path(os.path.expanduser(value))
                 auth[key] = str(file if file.is_absolute() else path.parent / file)

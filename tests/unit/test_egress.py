@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import pytest
+
 from crawlkeeper.egress import EgressPolicy, EgressProxy, EgressRefused, classify_address
 
 ALLOW_LOOPBACK = EgressPolicy.from_lists(allow_private=["127.0.0.1"])
