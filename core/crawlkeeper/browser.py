@@ -449,6 +449,7 @@ def _navigation_message(url: str, error: str) -> str:
         ("ERR_CONNECTION_REFUSED", "the server refused the connection"),
         ("ERR_TUNNEL_CONNECTION_FAILED", "the address was refused by the egress policy or is unreachable"),
         ("ERR_CERT", "the TLS certificate is not valid"),
+        ("Wait condition failed", "the wait_for condition was not met in time (check it, or raise timeout_s)"),
         ("Timeout", "the page did not load in time"),
     ):
         if marker in error:

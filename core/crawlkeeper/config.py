@@ -159,8 +159,10 @@ def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     """The config file to use, or None for built-in defaults. An explicit path must exist."""
     if explicit:
         path = Path(explicit).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"config file {path} does not exist; create it or drop --config")
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a directory; pass the path of a .toml file")
         return path
     env = os.environ.get("CRAWLKEEPER_CONFIG")
     if env:
