@@ -68,8 +68,12 @@ async def soak(crawls: int, seed: int = 7) -> dict[str, object]:
             for sid in live:
                 await app.close_session(sid)
             elapsed = time.perf_counter() - started
-            await asyncio.sleep(1.0)
-            end = snapshot(app)
+            # Closed pages' renderers take a moment to exit: let counts settle (up to 5 s) before reading them.
+            for _ in range(20):
+                await asyncio.sleep(0.25)
+                end = snapshot(app)
+                if end["chromium_processes"] <= start["chromium_processes"] and end["pages"] <= start["pages"]:
+                    break
         finally:
             await app.shutdown()
     growth = (end["rss_mb"] - start["rss_mb"]) / start["rss_mb"] * 100
