@@ -10,6 +10,7 @@ from .errors import ConfigError, CrawlError, CrawlkeeperError, PluginError, Sess
 from .hookspecs import hookimpl, hookspec
 from .logs import register_secret
 from .models import (
+    ENV_NAME,
     PROFILE_LAYER_PRIORITY,
     AuthMethod,
     ConfigLayer,
@@ -19,15 +20,19 @@ from .models import (
     SessionRequest,
     resolve_secret,
 )
+from .options import ContextOptions, CrawlOptions
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ENV_NAME",
     "PROFILE_LAYER_PRIORITY",
     "AuthMethod",
     "ConfigError",
     "ConfigLayer",
+    "ContextOptions",
     "CrawlError",
+    "CrawlOptions",
     "CrawlRequest",
     "CrawlkeeperError",
     "PluginError",

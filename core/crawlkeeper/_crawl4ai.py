@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.metadata
 import os
 import time
 from pathlib import Path
@@ -29,8 +30,8 @@ SUPPORTED = ("0.9.",)
 
 
 def prepare_environment(cache_dir: Path) -> None:
-    """Keep crawl4ai quiet and out of ``~`` (must run before crawl4ai is imported)."""
-    os.environ.setdefault("CRAWL4AI_NO_CLOUD_NOTICE", "1")
+    """Keep crawl4ai's files out of ``~`` (must run before crawl4ai is imported; the banner is switched off
+    in :mod:`crawlkeeper.browser`)."""
     os.environ.setdefault("CRAWL4_AI_BASE_DIRECTORY", str(cache_dir))
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -40,7 +41,10 @@ def check_compatible() -> None:
     import crawl4ai
     from crawl4ai.browser_manager import BrowserManager
 
-    version = getattr(crawl4ai, "__version__", "?")
+    try:
+        version = importlib.metadata.version("crawl4ai")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
+        version = "?"
     problems = []
     if not str(version).startswith(SUPPORTED):
         problems.append(f"version {version} (supported: {', '.join(SUPPORTED)}x)")
@@ -57,7 +61,12 @@ def check_compatible() -> None:
         if not hasattr(probe, "session_ttl"):
             problems.append("BrowserManager.session_ttl is gone")
     if problems:
-        raise RuntimeError("crawl4ai is not compatible with this crawlkeeper: " + "; ".join(problems))
+        from .errors import BrowserUnavailable
+
+        raise BrowserUnavailable(
+            "the installed crawl4ai is not compatible with this crawlkeeper (" + "; ".join(problems)
+            + "); install a supported version: pip install 'crawl4ai>=0.9.5,<0.10'"
+        )
 
 
 def make_crawler(
@@ -102,9 +111,7 @@ def browser_of(crawler: AsyncWebCrawler) -> Any:
 
 def attach(crawler: AsyncWebCrawler, key: str, context: Any, page: Any) -> None:
     """Make ``arun(config=CrawlerRunConfig(session_id=key))`` use our ``page`` in our ``context``."""
-    manager = crawler.crawler_strategy.browser_manager
-    manager.session_ttl = NEVER
-    manager.sessions[key] = (context, page, time.time())
+    crawler.crawler_strategy.browser_manager.sessions[key] = (context, page, time.time())
 
 
 def detach(crawler: AsyncWebCrawler, key: str) -> None:

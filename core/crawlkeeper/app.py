@@ -10,14 +10,24 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from .browser import BrowserBackend, ChromiumBackend, PageResult
+from .browser import BrowserBackend, ChromiumBackend, PageResult, html_to_text
 from .config import Config
 from .egress import EgressPolicy, EgressProxy, EgressRefused
-from .errors import BusyError, ConfigError, CrawlError, CrawlkeeperError, PageTimeout, PluginError, SessionError
+from .errors import (
+    BusyError,
+    ConfigError,
+    CrawlError,
+    CrawlkeeperError,
+    PageTimeout,
+    PluginError,
+    SessionError,
+    first_line,
+)
+from .logs import safe_url
 from .models import (
     AuthMethod,
     ConfigLayer,
@@ -28,9 +38,9 @@ from .models import (
 )
 from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
-from .plugins import Hooks, PluginManager, _plugin_of
+from .plugins import Hooks, PluginManager, _plugin_of, within
 from .profiles import ProfileStore
-from .sessions import SessionRegistry
+from .sessions import SessionRegistry, iso, page_url
 from .tools import ToolRegistry
 
 log = logging.getLogger("crawlkeeper.app")
@@ -38,6 +48,14 @@ log = logging.getLogger("crawlkeeper.app")
 ProgressCallback = Callable[[int, int, str], Awaitable[None]]
 _TIMEOUT_GRACE_S = 2.0
 _MAX_POOLED_CONTEXTS = 4
+
+
+@dataclass
+class _PoolEntry:
+    key: str
+    generation: int
+    context: Any
+    users: int = 0
 
 
 class Limiter:
@@ -102,7 +120,7 @@ class App:
         self.pager = ContentPager()
         self.tools = ToolRegistry()
         self.auth_methods: dict[str, tuple[str, AuthMethod]] = {}
-        self._pool: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._pool: OrderedDict[str, _PoolEntry] = OrderedDict()
         self._pool_lock = asyncio.Lock()
         self._started = False
 
@@ -151,6 +169,8 @@ class App:
                 await self.hooks.acall("crawlkeeper_shutdown", keep_going=True, app=self)
         finally:
             self._started = False
+            for entry in list(self._pool.values()):
+                await _close_quietly(entry.context)  # matters with cdp_url: the remote browser lives on
             self._pool.clear()
             try:
                 await asyncio.wait_for(self.backend.close(), 5)
@@ -221,9 +241,9 @@ class App:
             host, port = policy.check_url(url)
             await policy.resolve_and_check(host, port, self._resolver)
         except EgressRefused as exc:
-            raise CrawlError(f"refused to crawl {_safe_url(url)}: {exc}") from None
+            raise CrawlError(f"refused to crawl {safe_url(url)}: {exc}") from None
         except OSError:
-            raise CrawlError(f"could not load {_safe_url(url)}: the host name does not resolve") from None
+            raise CrawlError(f"could not load {safe_url(url)}: the host name does not resolve") from None
 
     # -- profiles ---------------------------------------------------------------------------------
 
@@ -258,9 +278,13 @@ class App:
             prof = self.profile(session.profile)
             request = CrawlRequest(url=url, profile=prof, session=session, arguments=arguments)
             options = self.crawl_options(request)
-            await self.check_url(url, self.policy_for(prof))
-            async with self.limiter, self.sessions.use(session):
-                page_result = await self._crawl_page(session, url, options)
+            policy = self.policy_for(prof)
+            # The session first (arrival order, nothing awaited before it), then a global slot: calls queued
+            # on one session must not hold slots other sessions need.
+            async with self.sessions.use(session):
+                await self.check_url(url, policy)
+                async with self.limiter:
+                    page_result = await self._crawl_page(session, url, options)
         else:
             prof = self.profile(profile)
             if prof is not None and (prof.cookies or prof.auth):
@@ -272,7 +296,7 @@ class App:
             await self.check_url(url, policy)
             async with self.limiter:
                 page_result = await self._crawl_pooled(url, options, self.context_options(request, layers), policy)
-        return self._shape(page_result, options, session_id)
+        return await self._shape(page_result, options, session_id)
 
     async def _crawl_in_temporary_session(self, url: str, prof: Profile, arguments: dict[str, Any]) -> dict[str, Any]:
         """A session-less crawl with a profile that logs in: a session that lives for this one call."""
@@ -299,27 +323,35 @@ class App:
             except Exception:
                 log.warning("could not open a new page for session %s", session.id)
             raise PageTimeout(
-                f"timed out after {options.timeout_s:g} s crawling {_safe_url(url)}; the page was closed "
+                f"timed out after {options.timeout_s:g} s crawling {safe_url(url)}; the page was closed "
                 f"(session '{session.id}' keeps its cookies). Raise timeout_s or try a lighter page"
             ) from None
 
     async def _crawl_pooled(
         self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy
     ) -> PageResult:
-        context = await self._pooled_context(context_options, policy)
-        page = await self.backend.new_page(context)
+        entry = await self._pooled_context(context_options, policy)
         try:
-            return await asyncio.wait_for(
-                self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
-            )
-        except (asyncio.TimeoutError, PageTimeout):
-            await self._abandon(page)
-            raise PageTimeout(
-                f"timed out after {options.timeout_s:g} s crawling {_safe_url(url)}; the page was closed. "
-                "Raise timeout_s or try a lighter page"
-            ) from None
+            try:
+                page = await self.backend.new_page(entry.context)
+            except Exception as exc:  # the context died (browser crash): forget it, let the caller retry
+                self._pool.pop(entry.key, None)
+                raise CrawlError(f"could not open a page ({first_line(exc)}); retry the call") from None
+            try:
+                return await asyncio.wait_for(
+                    self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
+                )
+            except (asyncio.TimeoutError, PageTimeout):
+                await self._abandon(page)
+                raise PageTimeout(
+                    f"timed out after {options.timeout_s:g} s crawling {safe_url(url)}; the page was closed. "
+                    "Raise timeout_s or try a lighter page"
+                ) from None
+            finally:
+                await _close_quietly(page)
         finally:
-            await _close_quietly(page)
+            entry.users -= 1
+            await self._trim_pool()
 
     async def _abandon(self, page: Any) -> None:
         abandon = getattr(self.backend, "abandon_page", None)
@@ -328,29 +360,36 @@ class App:
         else:
             await _close_quietly(page)
 
-    async def _pooled_context(self, options: ContextOptions, policy: EgressPolicy) -> Any:
-        """A shared context for session-less crawls with these options (never a session's context)."""
+    async def _pooled_context(self, options: ContextOptions, policy: EgressPolicy) -> _PoolEntry:
+        """A shared context for session-less crawls with these options (never a session's context).
+        The caller holds it (``users``) until its crawl ends, so eviction never closes it under a crawl."""
         key = options.signature() + repr(policy)
         async with self._pool_lock:
             proxy = await self._ensure_browser(policy)
             entry = self._pool.get(key)
-            if entry is not None and entry[0] == self.backend.generation:
-                self._pool.move_to_end(key)
-                return entry[1]
-            context = await self.backend.new_context(options, proxy_url=proxy)
-            self._pool[key] = (self.backend.generation, context)
-            while len(self._pool) > _MAX_POOLED_CONTEXTS:
-                _, (_, old) = self._pool.popitem(last=False)
-                await _close_quietly(old)
-            return context
+            if entry is None or entry.generation != self.backend.generation:
+                context = await self.backend.new_context(options, proxy_url=proxy)
+                entry = self._pool[key] = _PoolEntry(key, self.backend.generation, context)
+            self._pool.move_to_end(key)
+            entry.users += 1
+        await self._trim_pool()
+        return entry
 
-    def _shape(self, result: PageResult, options: CrawlOptions, session_id: str | None) -> dict[str, Any]:
+    async def _trim_pool(self) -> None:
+        """Close the least recently used idle contexts beyond the pool's size."""
+        idle = [e for e in self._pool.values() if e.users == 0]
+        while len(self._pool) > _MAX_POOLED_CONTEXTS and idle:
+            entry = idle.pop(0)
+            self._pool.pop(entry.key, None)
+            await _close_quietly(entry.context)
+
+    async def _shape(self, result: PageResult, options: CrawlOptions, session_id: str | None) -> dict[str, Any]:
         if options.output == "markdown":
             content = result.markdown
         elif options.output == "html":
             content = result.html
         elif options.output == "text":
-            content = result.text
+            content = await asyncio.to_thread(html_to_text, result.cleaned_html)  # big pages take a while
         else:
             content = "\n".join(f"- [{link['text'] or link['href']}]({link['href']})" for link in result.links)
         meta = {
@@ -385,12 +424,12 @@ class App:
                 except CrawlkeeperError as exc:
                     results[index] = {"url": url, "error": str(exc)}
                 except Exception as exc:
-                    log.exception("crawl of %s failed", _safe_url(url))
+                    log.exception("crawl of %s failed", safe_url(url))
                     results[index] = {"url": url, "error": f"internal error: {type(exc).__name__}"}
             done += 1
             if progress is not None:
                 try:
-                    await progress(done, len(urls), f"{done}/{len(urls)} {_safe_url(url)}")
+                    await progress(done, len(urls), f"{done}/{len(urls)} {safe_url(url)}")
                 except Exception:
                     log.debug("progress notification failed", exc_info=True)
 
@@ -440,10 +479,13 @@ class App:
                         raise CrawlError(_unhandled(what))
                 if method is not None:
                     step = f"login with auth method '{method.name}'"
-                    await asyncio.wait_for(method.login(session, params), self.hooks.timeout_s)
+                    plugin = self.auth_methods[method.name][0]
+                    await within(method.login(session, params), self.hooks.timeout_s, "its login", plugin)
                 if url:
-                    step = f"loading {_safe_url(url)}"
+                    step = f"loading {safe_url(url)}"
                     await self._navigate(session, url, self.crawl_options(crawl_request))
+            if generation != self.backend.generation or not self.backend.alive:
+                raise CrawlError("the browser crashed while the session was being created; call create_session again")
         except BaseException as exc:
             self.sessions.release(sid)
             if context is not None:
@@ -456,8 +498,8 @@ class App:
             "session_id": sid,
             "profile": session.profile,
             "auth": auth_name,
-            "url": _page_url(session) or "about:blank",
-            "expires_at": _iso(session.expires_at),
+            "url": safe_url(page_url(session) or "about:blank"),
+            "expires_at": iso(session.expires_at),
             "cookies": await self.cookie_names(session),
         }
 
@@ -475,7 +517,7 @@ class App:
         try:
             await session.page.goto(url, wait_until=options.wait_until, timeout=options.timeout_s * 1000)
         except Exception as exc:
-            raise CrawlError(f"could not load {_safe_url(url)}: {str(exc).splitlines()[0][:200]}") from None
+            raise CrawlError(f"could not load {safe_url(url)}: {first_line(exc, 200)}") from None
 
     def _auth_method(self, name: str) -> AuthMethod:
         entry = self.auth_methods.get(name)
@@ -490,7 +532,9 @@ class App:
     def _auth_params(self, method: AuthMethod, prof: Profile | None) -> Any:
         from pydantic import ValidationError
 
-        table = {k: v for k, v in ((prof.auth or {}) if prof else {}).items() if k != "method"}
+        auth = (prof.auth or {}) if prof else {}
+        # The profile's [auth] table holds the params of the method it names, not of another one.
+        table = {k: v for k, v in auth.items() if k != "method"} if auth.get("method") == method.name else {}
         try:
             return method.params_model.model_validate(table)
         except ValidationError as exc:
@@ -533,21 +577,19 @@ def _unhandled(what: str) -> str:
 
 
 def _creation_error(sid: str, step: str, exc: BaseException, method: AuthMethod | None) -> CrawlkeeperError:
+    """One message for a failed ``create_session``: which step, which plugin, what went wrong."""
     plugin = getattr(exc, "plugin", None)
-    if isinstance(exc, asyncio.TimeoutError):
-        detail = "timed out ([plugins] hook_timeout_s)"
-    else:
+    if isinstance(exc, CrawlkeeperError):
         detail = str(exc) or type(exc).__name__
+    else:
+        detail = f"{type(exc).__name__}: {first_line(exc)}"
     who = f" (plugin '{plugin}')" if plugin and f"'{plugin}'" not in detail else ""
-    if step.startswith("login"):
-        who = f" (plugin '{plugin}')" if plugin and f"'{plugin}'" not in detail else ""
-    if step.startswith("login") and not isinstance(exc, CrawlkeeperError | asyncio.TimeoutError):
-        detail = f"{type(exc).__name__}: {detail}"
     cls = type(exc) if isinstance(exc, CrawlkeeperError) else CrawlError
     err = cls.__new__(cls)
     CrawlkeeperError.__init__(
         err, f"create_session '{sid}' failed during {step}{who}: {detail}. No session was created."
     )
+    err.plugin = plugin  # type: ignore[attr-defined]
     return err
 
 
@@ -556,34 +598,6 @@ async def _close_quietly(obj: Any) -> None:
         await asyncio.wait_for(obj.close(), 3)
     except Exception:
         pass
-
-
-def _page_url(session: Session) -> str | None:
-    try:
-        return session.page.url
-    except Exception:
-        return None
-
-
-def _iso(ts: float | None) -> str | None:
-    from .sessions import iso
-
-    return iso(ts)
-
-
-def _safe_url(url: str) -> str:
-    """A URL for messages: no userinfo, no query string (either may hold a token)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparseable URL)"
-    host = parts.hostname or ""
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = host + (f":{port}" if port else "") if parts.netloc else ""
-    return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else url[:200]
 
 
 def cache_dir() -> Path:

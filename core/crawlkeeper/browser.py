@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import BrowserUnavailable, CrawlError, PageTimeout
+from .errors import BrowserUnavailable, CrawlError, PageTimeout, first_line
 from .options import ContextOptions, CrawlOptions
 
 log = logging.getLogger("crawlkeeper.browser")
@@ -65,7 +65,7 @@ class PageResult:
     title: str
     html: str
     markdown: str
-    text: str
+    cleaned_html: str  # the (selected) content as HTML; ``text`` output is derived from it on demand
     links: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -242,6 +242,7 @@ class ChromiumBackend:
             if self.cache_dir is not None:
                 _crawl4ai.prepare_environment(self.cache_dir)
             if self.generation == 0:
+                _crawl4ai.check_compatible()  # an incompatible crawl4ai must fail loudly, not leak cookies
                 await asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
             crawler = _crawl4ai.make_crawler(
                 cdp_url=self.cdp_url,
@@ -259,7 +260,7 @@ class ChromiumBackend:
                 except Exception:
                     pass
                 raise BrowserUnavailable(
-                    f"the browser {self.description} failed to launch: {str(exc).splitlines()[0]}. "
+                    f"the browser {self.description} failed to launch: {first_line(exc)}. "
                     "Run `crawlkeeper doctor` for details"
                 ) from exc
             self._crawler = crawler
@@ -400,10 +401,10 @@ class ChromiumBackend:
             url=url,
             final_url=result.redirected_url or page.url or url,
             status=status,
-            title=(metadata.get("title") or "").strip(),
+            title=(metadata.get("title") or "").strip() or await _page_title(page),
             html=result.cleaned_html if options.css_selector else html,
             markdown=markdown,
-            text=html_to_text(result.cleaned_html or html),
+            cleaned_html=result.cleaned_html or html,
             links=links,
         )
 
@@ -442,6 +443,14 @@ async def _check_page_size(page: Any, context: Any = None, url: str | None = Non
 _PAGE_STATE: weakref.WeakKeyDictionary[Any, _PageState] = weakref.WeakKeyDictionary()
 
 
+async def _page_title(page: Any) -> str:
+    """The document's title (crawl4ai reads it from the selected fragment, so css_selector loses it)."""
+    try:
+        return (await asyncio.wait_for(page.title(), 2)).strip()
+    except Exception:
+        return ""
+
+
 def _navigation_message(url: str, error: str) -> str:
     first = error.strip().splitlines()[0] if error.strip() else error
     for marker, meaning in (
@@ -457,8 +466,16 @@ def _navigation_message(url: str, error: str) -> str:
     return f"could not load {url}: {first[:300]}"
 
 
+_BLOCKS = ("p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article", "header",
+           "footer", "pre", "blockquote", "dt", "dd", "table", "ul", "ol")
+
+
 def html_to_text(html: str) -> str:
-    """Visible text of an HTML fragment, one block per line (lxml is a crawl4ai dependency)."""
+    """Visible text of an HTML fragment, one block per line (lxml is a crawl4ai dependency).
+
+    Linear in the page size (tree iteration, not an XPath union, which is quadratic on large pages); callers
+    on the event loop run it in a thread.
+    """
     if not html.strip():
         return ""
     import lxml.html
@@ -467,11 +484,9 @@ def html_to_text(html: str) -> str:
         root = lxml.html.fromstring(html)
     except Exception:
         return ""
-    for bad in root.xpath("//script|//style|//noscript|//template"):
+    for bad in list(root.iter("script", "style", "noscript", "template")):
         bad.drop_tree()
-    for block in root.xpath(
-        "//p|//div|//br|//li|//h1|//h2|//h3|//h4|//h5|//h6|//tr|//section|//article|//header|//footer|//pre"
-    ):
+    for block in root.iter(*_BLOCKS):
         block.tail = "\n" + (block.tail or "")
     lines = (" ".join(line.split()) for line in root.text_content().splitlines())
     return "\n".join(line for line in lines if line)

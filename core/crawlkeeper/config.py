@@ -143,10 +143,12 @@ class Config:
         try:
             return model.model_validate(table)
         except ValidationError as exc:
-            raise ConfigError(
-                f"{self.origin}: invalid settings for plugin '{plugin}': "
-                + "; ".join(_describe(err, f"plugins.{plugin}") for err in exc.errors())
-            ) from None
+            problems = []
+            for err in exc.errors():
+                env_var = f"{ENV_PREFIX}PLUGINS__{plugin.upper()}__" + "__".join(str(p).upper() for p in err["loc"])
+                origin = f"environment variable {env_var}" if env_var in os.environ else self.origin
+                problems.append(f"{origin}: {_describe(err, f'plugins.{plugin}')}")
+            raise ConfigError(f"invalid settings for plugin '{plugin}': " + "; ".join(problems)) from None
 
 
 def user_config_dir() -> Path:

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from .errors import CrawlkeeperError
+from .errors import CrawlkeeperError, first_line
 
 
 def _line(ok: bool | None, what: str, detail: str = "", fix: str = "") -> None:
@@ -68,7 +68,7 @@ def run_doctor(config_path: str | None) -> int:
         seconds = asyncio.run(launch())
         _line(True, "browser launches", f"in {seconds:.1f} s, headless={config.settings.browser.headless}")
     except Exception as exc:
-        _line(False, "browser launches", str(exc).splitlines()[0][:300],
+        _line(False, "browser launches", first_line(exc),
               "check the binary runs: `<path> --headless --no-sandbox --dump-dom about:blank`; on a server without "
               "a display keep headless = true")
         failures += 1

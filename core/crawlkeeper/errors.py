@@ -7,6 +7,12 @@ it into a tool error verbatim, and the CLI prints it without a traceback.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (Playwright appends multi-line call logs), never empty."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 class CrawlkeeperError(Exception):
     """Base class: a problem the caller can act on. ``str(exc)`` is shown to users as is."""
 

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import threading
+from urllib.parse import urlsplit
 
 REDACTED = "***"
 _MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
@@ -38,10 +39,33 @@ def register_secret(value: str | None) -> None:
         _pattern = re.compile("|".join(re.escape(s) for s in ordered))
 
 
+_URL_RE = re.compile(r"\b(?:https?|wss?)://[^\s'\"<>()]+", re.I)
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for messages and listings: no user:password, no query string, no fragment (any may hold a
+    token). ``https://u:p@host:8443/a?token=x#y`` becomes ``https://host:8443/a``."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(unparseable URL)"
+    if not parts.scheme or not parts.netloc:
+        return url.split("?", 1)[0].split("#", 1)[0][:300]
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
+
+
 def scrub(text: str) -> str:
-    """Replace every registered secret in ``text`` (for tool results and errors)."""
+    """Make ``text`` safe to return to a client: registered secrets masked, URLs stripped of credentials,
+    query strings and fragments, secret headers masked (for tool results and errors)."""
     pattern = _pattern
-    return pattern.sub(REDACTED, text) if pattern is not None else text
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    text = _URL_RE.sub(lambda m: safe_url(m.group(0)), text)
+    return _HEADER_RE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
 
 
 def redact(text: str) -> str:

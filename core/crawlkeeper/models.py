@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
+
+#: What an environment variable name looks like (``value_env``/``*_env`` must hold a name, not a secret).
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 #: Priority of the profile's layer in the merge; plugin layers default to 0 and so override profiles.
 PROFILE_LAYER_PRIORITY = -100
@@ -105,6 +109,7 @@ class Session:
     busy: int = field(default=0, repr=False)
     closed: bool = field(default=False, repr=False)
     generation: int = field(default=0, repr=False)  # browser generation; a crash invalidates older ones
+    ended: str | None = field(default=None, repr=False)  # why it ended, once closed/expired/crashed
 
     def __repr__(self) -> str:  # never dump the context/page (or anything a plugin stored) into logs
         return f"Session(id={self.id!r}, profile={self.profile!r})"
@@ -146,10 +151,18 @@ def resolve_secret(spec: dict[str, Any], *, what: str, base_dir: Path | None = N
     ``what`` names the secret in errors (never its value). Relative files are taken from ``base_dir``.
     """
     from .errors import ConfigError
+    from .logs import register_secret
 
+    value = _resolve(spec, what=what, base_dir=base_dir, error=ConfigError)
+    register_secret(value)  # whatever asked for it, it is never logged from now on
+    return value
+
+
+def _resolve(spec: dict[str, Any], *, what: str, base_dir: Path | None, error: type[Exception]) -> str:
+    ConfigError = error
     if spec.get("value_env"):
         var = spec["value_env"]
-        if not var.replace("_", "a").isalnum() or var[0].isdigit():
+        if not ENV_NAME.match(var):
             raise ConfigError(f"{what}: value_env is not an environment variable name (give the name, not the secret)")
         if var not in os.environ:
             raise ConfigError(f"{what}: environment variable {var} is not set; export it or change value_env")

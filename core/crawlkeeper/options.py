@@ -100,7 +100,7 @@ def _explain(exc: ValidationError, merged: dict[str, Any], provenance: dict[str,
     for err in exc.errors():
         key = str(err["loc"][0]) if err["loc"] else "?"
         source = provenance.get(key, "the defaults")
-        shown = "" if key in {"extra_headers"} else f" = {merged.get(key)!r}"
+        shown = "" if key in {"extra_headers", "js_code"} else f" = {merged.get(key)!r}"  # may hold secrets
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown {what} option '{key}' set by {source}")
         else:

@@ -196,6 +196,26 @@ def plugin_name_for(pm: pluggy.PluginManager, plugin: object | ModuleType) -> st
     return pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
 
 
+class HookTimeout(PluginError):
+    """A plugin's hook (or auth login) ran past ``[plugins] hook_timeout_s`` and was cut off."""
+
+
+async def within(awaitable: Any, timeout_s: float, what: str, plugin: str | None) -> Any:
+    """Await ``awaitable`` for at most ``timeout_s``. Only *our* deadline becomes :class:`HookTimeout`; a
+    ``TimeoutError`` the plugin raises itself (a selector that never appeared) stays the plugin's error."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        who = f"plugin '{plugin}'" if plugin else "a plugin"
+        raise HookTimeout(
+            f"{who} did not finish {what} within {timeout_s:g} s ([plugins] hook_timeout_s); it was cut off",
+            plugin=plugin,
+        )
+    return task.result()
+
+
 class Hooks:
     """Calls hooks so that every failure names its plugin.
 
@@ -263,13 +283,7 @@ class Hooks:
                 args = {k: kwargs[k] for k in impl.argnames if k in kwargs}
                 result = impl.function(**args)
                 if inspect.isawaitable(result):
-                    await asyncio.wait_for(result, self.timeout_s)
-            except asyncio.TimeoutError:
-                msg = f"plugin '{name}' did not finish {hook_name} within {self.timeout_s:g} s"
-                if keep_going:
-                    log.error("%s", msg)
-                    continue
-                raise PluginError(msg + "; it was cut off", plugin=name) from None
+                    await within(result, self.timeout_s, hook_name, name)
             except CrawlkeeperError as exc:
                 if keep_going:
                     log.error("plugin %r failed in %s: %s", name, hook_name, exc)

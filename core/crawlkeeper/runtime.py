@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,10 @@ def serve_stdio(app: App) -> None:
                 loop.add_signal_handler(sig, signalled.set)
             except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
                 pass
-        await app.startup()
+        # The SDK diverts fd 1 only while it serves (and finds the wire through sys.stdout, which must stay
+        # untouched then): prints from a plugin's startup or shutdown hook are sent to stderr explicitly.
+        with contextlib.redirect_stdout(sys.stderr):
+            await app.startup()
         serving = asyncio.ensure_future(server.run_stdio_async())
         waiting = asyncio.ensure_future(signalled.wait())
         try:
@@ -60,7 +65,8 @@ def serve_stdio(app: App) -> None:
         finally:
             waiting.cancel()
             try:
-                await asyncio.wait_for(asyncio.shield(app.shutdown()), SHUTDOWN_BUDGET_S)
+                with contextlib.redirect_stdout(sys.stderr):
+                    await asyncio.wait_for(asyncio.shield(app.shutdown()), SHUTDOWN_BUDGET_S)
             except asyncio.TimeoutError:
                 log.error("shutdown took longer than %.1f s; exiting anyway", SHUTDOWN_BUDGET_S)
         if not serving.done():

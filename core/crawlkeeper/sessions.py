@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from .errors import CrawlkeeperError, SessionError, SessionExpired
+from .errors import SessionError, SessionExpired
+from .logs import safe_url
 from .models import Session
 
 if TYPE_CHECKING:
@@ -63,15 +64,15 @@ class SessionRegistry:
     def get(self, session_id: str) -> Session:
         """The live session, or a :class:`SessionError` saying whether it never existed, was closed or expired."""
         session = self._sessions.get(session_id)
-        if session is not None and not session.metadata.get("_closing"):
+        if session is not None:
             return session
         if session_id in self._ended:
             raise SessionError(self._ended[session_id])
-        if session is not None:
-            raise SessionError(_ENDED["closed"].format(id=session_id, detail=""))
+        if session_id in self._reserved:
+            raise SessionError(f"session '{session_id}' is still being created; retry in a moment")
         raise SessionError(
-            f"unknown session '{session_id}': no session with this id was ever created on this server; "
-            "call create_session first (list_sessions shows the live ones)"
+            f"unknown session '{session_id}': no session with this id was created on this server (or it ended "
+            "long ago); call create_session first (list_sessions shows the live ones)"
         )
 
     # -- creation -------------------------------------------------------------------------------
@@ -110,16 +111,14 @@ class SessionRegistry:
     async def use(self, session: Session) -> AsyncIterator[Session]:
         """Hold the session for one call: in arrival order, after the acquire hooks agreed."""
         async with session.lock:
-            if session.closed or session.metadata.get("_closing"):
-                self.get(session.id)  # raises the precise ended/closed message
+            if session.ended or session.closed:
+                raise SessionError(session.ended or _ENDED["closed"].format(id=session.id, detail=""))
             try:
                 self.hooks.call("crawlkeeper_session_acquire", session=session)
             except SessionExpired as exc:
-                detail = str(exc).strip()
-                self._remember(session.id, "expired", detail)
-                self._sessions.pop(session.id, None)
+                self._end(session, "expired", str(exc).strip())
                 self._spawn_close(session, "expired")
-                raise SessionError(self._ended[session.id]) from None
+                raise SessionError(session.ended) from None
             session.busy += 1
             try:
                 yield session
@@ -129,34 +128,41 @@ class SessionRegistry:
 
     # -- closing ---------------------------------------------------------------------------------
 
-    def _remember(self, session_id: str, reason: str, detail: str = "") -> None:
+    def _end(self, session: Session, reason: str, detail: str = "") -> None:
+        """Unregister ``session`` and remember why, on the session and by id (for later lookups)."""
         if detail and not detail.startswith(("(", " ")):
             detail = f" ({detail.rstrip('.')})" if reason != "expired" else f": {detail.rstrip('.')}"
-        self._ended[session_id] = _ENDED[reason].format(id=session_id, detail=detail)
-        self._ended.move_to_end(session_id)
+        session.ended = _ENDED[reason].format(id=session.id, detail=detail)
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+        self._ended[session.id] = session.ended
+        self._ended.move_to_end(session.id)
         while len(self._ended) > _MAX_TOMBSTONES:
             self._ended.popitem(last=False)
 
-    async def close(self, session_id: str, reason: str = "closed", detail: str = "", *, wait: bool = True) -> bool:
+    async def close(
+        self, session_id: str, reason: str = "closed", detail: str = "", *, session: Session | None = None
+    ) -> bool:
         """End a session: wait for its running call, run closing hooks, close its context.
 
-        Returns False if it was not live. Queued calls on it are refused with the reason.
+        Pass ``session`` to close that very object only (not a newer session that reused the id). Returns
+        False if it was not live. Queued calls on it are refused with the reason. Cancelling the caller does
+        not cancel the close: the context is closed and the hooks run regardless.
         """
         if reason not in REASONS:
             raise ValueError(f"unknown close reason {reason!r}")
-        session = self._sessions.pop(session_id, None)
-        if session is None:
+        current = self._sessions.get(session_id)
+        if current is None or (session is not None and current is not session):
             return False
-        self._remember(session_id, reason, detail)
-        session.metadata["_closing"] = True
-        await self._finish(session, reason, wait=wait)
+        self._end(current, reason, detail)
+        await asyncio.shield(self._spawn_close(current, reason, wait=True))
         return True
 
-    def _spawn_close(self, session: Session, reason: str) -> None:
-        session.metadata["_closing"] = True
-        task = asyncio.get_running_loop().create_task(self._finish(session, reason, wait=False))
+    def _spawn_close(self, session: Session, reason: str, *, wait: bool = False) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._finish(session, reason, wait=wait))
         self._closing_tasks.add(task)
         task.add_done_callback(self._closing_tasks.discard)
+        return task
 
     async def _finish(self, session: Session, reason: str, *, wait: bool) -> None:
         if wait and reason not in ("crashed", "shutdown"):
@@ -174,8 +180,7 @@ class SessionRegistry:
         """The browser of ``generation`` died: every session on it is lost (reason ``crashed``)."""
         for session in list(self._sessions.values()):
             if session.generation <= generation:
-                self._sessions.pop(session.id, None)
-                self._remember(session.id, "crashed")
+                self._end(session, "crashed")
                 self._spawn_close(session, "crashed")
 
     async def close_all(self, reason: str = "shutdown") -> None:
@@ -188,20 +193,21 @@ class SessionRegistry:
         if self._closing_tasks:
             await asyncio.gather(*self._closing_tasks, return_exceptions=True)
 
-    def describe(self, session: Session, cookies: list[dict[str, Any]]) -> dict[str, Any]:
-        """A listing entry: never a cookie value."""
+    def describe(self, session: Session, cookies: list[dict[str, str]]) -> dict[str, Any]:
+        """A listing entry: never a cookie value, and the URL without its query string (tokens live there)."""
+        url = page_url(session)
         return {
             "session_id": session.id,
             "profile": session.profile,
             "created_at": iso(session.created_at),
             "last_used_at": iso(session.last_used_at),
             "expires_at": iso(session.expires_at),
-            "url": _page_url(session),
-            "cookies": [{"name": c.get("name", ""), "domain": c.get("domain", "")} for c in cookies],
+            "url": safe_url(url) if url else None,
+            "cookies": cookies,
         }
 
 
-def _page_url(session: Session) -> str | None:
+def page_url(session: Session) -> str | None:
     try:
         return session.page.url
     except Exception:
@@ -214,4 +220,4 @@ def iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-__all__ = ["REASONS", "CrawlkeeperError", "SessionRegistry", "iso"]
+__all__ = ["REASONS", "SessionRegistry", "iso", "page_url"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from crawlkeeper import PROFILE_LAYER_PRIORITY, ConfigLayer, CrawlRequest, Profile, hookimpl
-from crawlkeeper.options import ContextOptions, CrawlOptions
+from crawlkeeper import (
+    ENV_NAME,
+    PROFILE_LAYER_PRIORITY,
+    ConfigLayer,
+    ContextOptions,
+    CrawlOptions,
+    CrawlRequest,
+    Profile,
+    hookimpl,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,16 +36,15 @@ else:  # pragma: no cover
 
 log = logging.getLogger("crawlkeeper.plugins.profiles")
 
+#: Values never echoed in errors: headers carry tokens, js_code often carries credentials.
+SECRET_BEARING_KEYS = {"extra_headers", "js_code"}
 LAUNCH_KEYS = {"executable_path", "headless", "extra_args", "cdp_url"}
-
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def env_problem(name: str) -> str | None:
     """What is wrong with an ``*_env`` reference, never echoing it unless it looks like a variable name
     (someone may have pasted the secret itself where the variable's name belongs)."""
-    if not _ENV_NAME.match(name):
+    if not ENV_NAME.match(name):
         return "is not an environment variable name (give the variable's name, not the secret itself)"
     if name not in os.environ:
         return f"environment variable {name} is not set"
@@ -112,7 +118,7 @@ def _check_overrides(model: type[BaseModel], table: dict[str, Any], section: str
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             # show the bad value like the merge does (never for headers: they may hold a secret)
             top = str(err["loc"][0]) if err["loc"] else ""
-            hidden = err["type"] == "extra_forbidden" or top in {"", "extra_headers"}
+            hidden = err["type"] == "extra_forbidden" or top in SECRET_BEARING_KEYS or not top
             shown = "" if hidden else f" = {table.get(top)!r}"
             problems.append(f"[{section}] {key}{shown}: {msg}")
     return problems

@@ -91,7 +91,7 @@ class TTLPlugin:
             if session.busy or session.lock.locked():
                 continue  # the call finishes first; expiry applies after it
             reason = self.why_expired(session, now)
-            if reason and await app.sessions.close(session.id, "expired", reason):
+            if reason and await app.sessions.close(session.id, "expired", reason, session=session):
                 closed.append(session.id)
         return closed
 

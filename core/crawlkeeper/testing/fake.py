@@ -300,8 +300,7 @@ class FakeBrowser:
         except RuntimeError as exc:
             raise CrawlError(f"could not load {url}: {exc}") from None
         html = await page.content()
-        text = html_to_text(html)
         links = [{"href": urljoin(page.url, h), "text": t.strip()}
                  for h, t in re.findall(r'<a[^>]+href="([^"]+)"[^>]*>(.*?)</a>', html, re.S | re.I)]
         return PageResult(url=url, final_url=page.url, status=response.status, title=await page.title(),
-                          html=html, markdown=text, text=text, links=links)
+                          html=html, markdown=html_to_text(html), cleaned_html=html, links=links)
