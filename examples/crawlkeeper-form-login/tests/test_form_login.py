@@ -6,14 +6,9 @@ Only the fixtures crawlkeeper ships for plugin authors are used: ``crawlkeeper_b
 
 from __future__ import annotations
 
-import sys
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +17,11 @@ import pytest
 from crawlkeeper_form_login import DEFAULT_PASSWORD_SELECTOR, DEFAULT_SUBMIT_SELECTOR, DEFAULT_USERNAME_SELECTOR
 
 from crawlkeeper.testing import FakeBrowser, FakePageHandle
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 ORIGIN = "https://app.example.com"
 LOGIN = f"{ORIGIN}/login"
