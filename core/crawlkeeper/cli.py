@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -162,13 +163,15 @@ def doctor(config_path: str | None) -> None:
 
 
 @main.command()
-@click.option("--keep-open", is_flag=True, hidden=True)
-def demo(keep_open: bool) -> None:
-    """Serve a local site, start `crawlkeeper serve` over stdio, log in and crawl through an MCP client."""
+@config_option
+def demo(config_path: str | None) -> None:
+    """Serve a local site, start `crawlkeeper serve` over stdio, log in and crawl through an MCP client.
+
+    With --config, the server uses your config (127.0.0.1 is allowed on top of it, for the demo site)."""
     from .demo import run_demo
 
     setup_logging("WARNING")
-    sys.exit(asyncio.run(run_demo()))
+    sys.exit(asyncio.run(run_demo(os.path.abspath(config_path) if config_path else None)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,15 +37,27 @@ def _show(title: str, data: Any) -> None:
     click.echo(data if isinstance(data, str) else json.dumps(data, indent=2))
 
 
-async def run_demo() -> int:
+async def run_demo(config_path: str | None = None) -> int:
     from mcp import Client, StdioServerParameters
 
     with TestSite() as site, tempfile.TemporaryDirectory(prefix="crawlkeeper-demo-") as tmp:
-        config = _config(Path(tmp))
+        env = {**os.environ, "CRAWLKEEPER_LOG_LEVEL": os.environ.get("CRAWLKEEPER_LOG_LEVEL", "WARNING")}
+        if config_path:
+            config = Path(config_path)  # made absolute by the CLI
+            allowed = ["127.0.0.1"]
+            try:
+                from .config import load_config
+
+                allowed += load_config(config).settings.security.allow_private
+            except Exception as exc:
+                raise click.ClickException(str(exc)) from None
+            env["CRAWLKEEPER_SECURITY__ALLOW_PRIVATE"] = json.dumps(allowed)  # env beats the file
+        else:
+            config = _config(Path(tmp))
         params = StdioServerParameters(
             command=sys.executable,
             args=["-m", "crawlkeeper", "serve", "--config", str(config)],
-            env={**os.environ, "CRAWLKEEPER_LOG_LEVEL": os.environ.get("CRAWLKEEPER_LOG_LEVEL", "WARNING")},
+            env=env,
         )
         click.echo(f"demo site on {site.base_url}; starting `crawlkeeper serve` over stdio ...")
         started = time.perf_counter()

@@ -41,7 +41,7 @@ def crawlkeeper_config_toml() -> str:
 
 
 @pytest.fixture
-def crawlkeeper_config(tmp_path: Path, crawlkeeper_config_toml: str, monkeypatch: pytest.MonkeyPatch) -> Config:
+def crawlkeeper_config(tmp_path: Path, crawlkeeper_config_toml: str) -> Config:
     folder = tmp_path / "crawlkeeper"
     (folder / "profiles").mkdir(parents=True)
     path = folder / "crawlkeeper.toml"
