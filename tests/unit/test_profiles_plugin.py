@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support import error_text, shown
 
 from crawlkeeper import PROFILE_LAYER_PRIORITY, ConfigError, ConfigLayer, CrawlRequest, Profile, hookimpl
 
@@ -58,15 +58,6 @@ def profiles(write_profile: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
     write_profile("work", WORK)
     write_profile("plain", PLAIN)
     return write_profile
-
-
-def shown(result: Any) -> str:
-    return "\n".join(getattr(b, "text", "") for b in result.content) + json.dumps(result.structured_content or {})
-
-
-def error_text(result: Any) -> str:
-    assert result.is_error, shown(result)
-    return result.content[0].text
 
 
 # -- listing and using ---------------------------------------------------------------------------------------

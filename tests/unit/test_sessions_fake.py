@@ -4,7 +4,6 @@ limits, ordering, plugin failures, plugin tools, shutdown and browser crashes.""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from pydantic import BaseModel, Field
+from support import error_text, shown
 
 from crawlkeeper import AuthMethod, CrawlError, PluginError, hookimpl
 
@@ -26,15 +26,6 @@ def site(crawlkeeper_browser: Any) -> Any:
     crawlkeeper_browser.add_page(f"{SITE}/*", PAGE)
     crawlkeeper_browser.add_page(f"{SITE}/set", PAGE, set_cookies={"visited": "yes-visited"})
     return crawlkeeper_browser
-
-
-def shown(result: Any) -> str:
-    return "\n".join(getattr(b, "text", "") for b in result.content) + json.dumps(result.structured_content or {})
-
-
-def error_text(result: Any) -> str:
-    assert result.is_error, shown(result)
-    return result.content[0].text
 
 
 async def listed_ids(client: Any) -> list[str]:
