@@ -6,6 +6,7 @@ MCP tools and CLI commands are thin layers over :class:`App`; plugins see it in 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -313,17 +314,19 @@ class App:
     async def _crawl_page(self, session: Session, url: str, options: CrawlOptions) -> PageResult:
         """Crawl in a session's page, under the overall deadline; a page that hangs is replaced."""
         try:
+            page = await session.ensure_page()
+        except Exception as exc:
+            raise CrawlError(f"could not open a page for session '{session.id}' ({first_line(exc)})") from None
+        try:
             return await asyncio.wait_for(
-                self.backend.crawl(session.page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
+                self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
             )
         except (asyncio.TimeoutError, PageTimeout):
             # The page may still be loading or running a script: a late navigation would interrupt the
-            # session's next call, so the page is replaced (the context, and so the login, stays).
-            await self._abandon(session.page)
-            try:
-                session.page = await self.backend.new_page(session.context)
-            except Exception:
-                log.warning("could not open a new page for session %s", session.id)
+            # session's next call, so the page is dropped and the next call opens a new one (the context,
+            # and so the login, stays).
+            session.page = None
+            await self._abandon(page)
             raise PageTimeout(
                 f"timed out after {options.timeout_s:g} s crawling {safe_url(url)}; the page was closed "
                 f"(session '{session.id}' keeps its cookies). Raise timeout_s or try a lighter page"
@@ -481,10 +484,12 @@ class App:
                 proxy = await self._ensure_browser(policy)
                 context = await self.backend.new_context(options, proxy_url=proxy)
                 generation = self.backend.generation
-                page = await self.backend.new_page(context)
+                # A cookie-only session opens its page on first use: most of a session's cost is its page.
+                page = await self.backend.new_page(context) if url or method else None
                 now = self.clock()
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
-                                  created_at=now, last_used_at=now, generation=generation)
+                                  created_at=now, last_used_at=now, generation=generation,
+                                  page_factory=functools.partial(self.backend.new_page, context))
                 step = "the session_created hooks"
                 await self.hooks.acall("crawlkeeper_session_created", session=session, request=request)
                 for what in ("cookies", "ttl_s"):
@@ -528,7 +533,8 @@ class App:
 
     async def _navigate(self, session: Session, url: str, options: CrawlOptions) -> None:
         try:
-            await session.page.goto(url, wait_until=options.wait_until, timeout=options.timeout_s * 1000)
+            page = await session.ensure_page()
+            await page.goto(url, wait_until=options.wait_until, timeout=options.timeout_s * 1000)
         except Exception as exc:
             raise CrawlError(f"could not load {safe_url(url)}: {first_line(exc, 200)}") from None
 

@@ -138,7 +138,8 @@ def crawlkeeper_session_created(session: Session, request: SessionRequest) -> No
     ``request.mark_handled("cookies")`` (cookies nobody applies are an error). Raising fails
     ``create_session``: the context is closed and the error names your plugin.
 
-    :param session: the new session (``session.context``, ``session.page``).
+    :param session: the new session (``session.context``; ``session.page`` is None for a session created
+        without ``url`` or ``auth``: ``await session.ensure_page()`` opens it if you need one).
     :param request: what the caller asked for: ``url``, ``cookies``, ``profile``, ``auth``, ``ttl_s``.
     """
 
@@ -160,7 +161,8 @@ def crawlkeeper_session_closing(session: Session, reason: str) -> None:
     """A session's context is about to be closed (*async ok*). Save state or log out here.
 
     Every implementation runs even if an earlier one raised; exceptions are logged with the plugin's name.
-    With reason ``"crashed"`` the browser is gone and ``session.page`` can no longer be used.
+    With reason ``"crashed"`` the browser is gone and ``session.page`` can no longer be used;
+    ``session.page`` is None if the session never opened one.
 
     :param session: the session being closed.
     :param reason: ``"closed"``, ``"expired"``, ``"evicted"``, ``"shutdown"`` or ``"crashed"``.

@@ -93,13 +93,16 @@ class Session:
     """A logged-in (or not) browser identity with its own isolated browser context.
 
     ``context`` and ``page`` are Playwright's ``BrowserContext`` and ``Page`` (or the fake browser's
-    stand-ins in tests). ``expires_at`` is maintained by the TTL plugin; ``metadata`` is for plugins.
+    stand-ins in tests). A session created without ``url`` or ``auth`` opens its page on first use (a page
+    costs a renderer process: ~0.3 s and ~50 MB), so ``page`` may be None until then: call
+    ``await session.ensure_page()`` to get it. ``expires_at`` is maintained by the TTL plugin; ``metadata`` is
+    for plugins.
     """
 
     id: str
     profile: str | None
     context: BrowserContext | Any
-    page: Page | Any
+    page: Page | Any | None
     created_at: float = field(default_factory=time.time)
     last_used_at: float = field(default_factory=time.time)
     expires_at: float | None = None
@@ -110,6 +113,15 @@ class Session:
     closed: bool = field(default=False, repr=False)
     generation: int = field(default=0, repr=False)  # browser generation; a crash invalidates older ones
     ended: str | None = field(default=None, repr=False)  # why it ended, once closed/expired/crashed
+    page_factory: Callable[[], Awaitable[Any]] | None = field(default=None, repr=False)
+
+    async def ensure_page(self) -> Page | Any:
+        """The session's page, opened now if the session has none yet (or lost it to a timeout)."""
+        if self.page is None:
+            if self.page_factory is None:
+                raise RuntimeError(f"session {self.id!r} has no page and no way to open one")
+            self.page = await self.page_factory()
+        return self.page
 
     def __repr__(self) -> str:  # never dump the context/page (or anything a plugin stored) into logs
         return f"Session(id={self.id!r}, profile={self.profile!r})"

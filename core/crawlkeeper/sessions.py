@@ -208,6 +208,9 @@ class SessionRegistry:
 
 
 def page_url(session: Session) -> str | None:
+    """The session's current URL (``about:blank`` before its page is opened)."""
+    if session.page is None:
+        return "about:blank"
     try:
         return session.page.url
     except Exception:
