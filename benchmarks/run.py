@@ -153,20 +153,22 @@ async def bench_sessions(site: TestSite, client, pid: int, repeats: int, counts:
     rows = [("sessions", fresh, None), ("sessions", cookie, fresh), ("sessions", with_u, fresh)]
 
     memory = []
-    await asyncio.sleep(1.0)
-    base = tree_rss_mb(pid, "uss")
-    made: list[str] = []
-    for count in counts:
-        while len(made) < count:
-            r = await client.call_tool("create_session", {"url": url})
-            assert not r.is_error, r.content[0].text
-            made.append(r.structured_content["session_id"])
+    for kind, args in (("cookie-only", {"cookies": [{"name": "k", "value": "v", "url": url}]}),
+                       ("with url (page open)", {"url": url})):
         await asyncio.sleep(1.0)
-        rss = tree_rss_mb(pid, "uss")
-        memory.append(f"  {count:3d} idle sessions: process tree USS {rss:7.1f} MB, +{rss - base:6.1f} MB over "
-                      f"{base:.1f} MB with none = {(rss - base) / count:5.1f} MB per session")
-    for sid in made:
-        await client.call_tool("close_session", {"session_id": sid})
+        base = tree_rss_mb(pid, "uss")
+        made: list[str] = []
+        for count in counts:
+            while len(made) < count:
+                r = await client.call_tool("create_session", args)
+                assert not r.is_error, r.content[0].text
+                made.append(r.structured_content["session_id"])
+            await asyncio.sleep(1.0)
+            uss = tree_rss_mb(pid, "uss")
+            memory.append(f"  {count:3d} idle sessions, {kind:<20}: tree USS {uss:7.1f} MB, +{uss - base:7.1f} MB "
+                          f"over {base:.1f} MB = {(uss - base) / count:5.1f} MB per session")
+        for sid in made:
+            await client.call_tool("close_session", {"session_id": sid})
     return rows, memory
 
 
