@@ -28,7 +28,7 @@ from .errors import (
     SessionError,
     first_line,
 )
-from .logs import safe_url
+from .logs import safe_url, scrub
 from .models import (
     AuthMethod,
     ConfigLayer,
@@ -438,7 +438,7 @@ class App:
                 try:
                     results[index] = await self.crawl(url, **arguments)
                 except CrawlkeeperError as exc:
-                    results[index] = {"url": url, "error": str(exc)}
+                    results[index] = {"url": url, "error": scrub(str(exc))}
                 except Exception as exc:
                     log.exception("crawl of %s failed", safe_url(url))
                     results[index] = {"url": url, "error": f"internal error: {type(exc).__name__}"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import sys
 import weakref
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import BrowserUnavailable, CrawlError, PageTimeout, first_line
+from .logs import safe_url
 from .options import ContextOptions, CrawlOptions
 
 log = logging.getLogger("crawlkeeper.browser")
@@ -41,6 +43,9 @@ BASE_ARGS = (
     "--no-default-browser-check",
     "--password-store=basic",
     "--use-mock-keychain",
+    # WebRTC's STUN/UDP would go around the egress proxy (to private addresses too): no UDP unless proxied.
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--force-webrtc-ip-handling-policy",
 )
 
 SYSTEM_BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -326,6 +331,9 @@ class ChromiumBackend:
                 if not (response.request.is_navigation_request() and response.frame == page.main_frame):
                     return
                 state.status = response.status
+                refused = response.headers.get("x-crawlkeeper-refused")
+                if refused:
+                    state.refused = refused
                 declared = response.headers.get("content-length", "")
                 if state.max_bytes and declared.isdigit() and int(declared) > state.max_bytes:
                     # Stop before Chromium parses it all: a new navigation cancels the oversized one.
@@ -359,16 +367,22 @@ class ChromiumBackend:
             raise BrowserUnavailable("the browser is not running; retry the call to relaunch it")
         key = f"ck-{id(page):x}"
         state = _PAGE_STATE.setdefault(page, _PageState())
-        state.max_bytes, state.too_large = int(options.max_page_mb * 1024 * 1024), None
+        state.max_bytes, state.too_large, state.refused = int(options.max_page_mb * 1024 * 1024), None, None
         _crawl4ai.attach(crawler, key, page.context, page)
         try:
             result = await crawler.arun(url, config=_crawl4ai.run_config(options, key))
         finally:
             _crawl4ai.detach(crawler, key)
+        if state.refused:
+            raise CrawlError(
+                f"refused to crawl {safe_url(url)}: it redirects to an address the egress policy refuses "
+                f"({state.refused}); to allow it, add the host to [security] allow_private"
+            )
         if state.too_large:
             raise CrawlError(
-                f"{url} is too large: about {state.too_large / 1_048_576:.1f} MB of HTML, above max_page_mb = "
-                f"{options.max_page_mb:g}; use css_selector on a smaller part, or raise [crawl] max_page_mb"
+                f"{safe_url(url)} is too large: about {state.too_large / 1_048_576:.1f} MB of HTML, above "
+                f"max_page_mb = {options.max_page_mb:g}; use css_selector on a smaller part, or raise "
+                "[crawl] max_page_mb"
             )
         status = result.status_code
         failed_before_js = any(m in (result.error_message or "") for m in _FAILED_BEFORE_JS)
@@ -388,7 +402,7 @@ class ChromiumBackend:
         if not html and not result.success:
             error = result.error_message or "no content"
             if "Timeout" in error and "exceeded" in error:
-                raise PageTimeout(f"timed out after {options.timeout_s:g} s loading {url}")
+                raise PageTimeout(f"timed out after {options.timeout_s:g} s loading {safe_url(url)}")
             raise CrawlError(_navigation_message(url, error))
         markdown = getattr(result.markdown, "raw_markdown", None) or str(result.markdown or "")
         metadata = result.metadata or {}
@@ -418,6 +432,7 @@ class _PageState:
     status: int | None = None
     max_bytes: int | None = None
     too_large: int | None = None
+    refused: str | None = None  # the egress proxy refused a hop of the page's navigation
 
 
 async def _check_page_size(page: Any, context: Any = None, url: str | None = None, response: Any = None,
@@ -451,8 +466,13 @@ async def _page_title(page: Any) -> str:
         return ""
 
 
+_INTERNALS = re.compile(r"\s*(?:Unexpected error in \w+ at line \d+ in \w+ )?\([^()]*site-packages[^()]*\):?")
+
+
 def _navigation_message(url: str, error: str) -> str:
-    first = error.strip().splitlines()[0] if error.strip() else error
+    """A navigation failure in words, without crawl4ai's internal file paths or the URL's query string."""
+    first = _INTERNALS.sub("", error.strip().splitlines()[0] if error.strip() else error).strip(" :")
+    detail = f" ({first[:200]})" if first else ""
     for marker, meaning in (
         ("ERR_NAME_NOT_RESOLVED", "the host name does not resolve"),
         ("ERR_CONNECTION_REFUSED", "the server refused the connection"),
@@ -462,8 +482,8 @@ def _navigation_message(url: str, error: str) -> str:
         ("Timeout", "the page did not load in time"),
     ):
         if marker in error:
-            return f"could not load {url}: {meaning} ({first[:200]})"
-    return f"could not load {url}: {first[:300]}"
+            return f"could not load {safe_url(url)}: {meaning}"
+    return f"could not load {safe_url(url)}{':' if detail else ''}{detail}"
 
 
 _BLOCKS = ("p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article", "header",

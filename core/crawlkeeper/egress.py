@@ -1134,6 +1134,9 @@ FORBIDDEN_BROWSER_FLAGS = (
     "--enable-features=NetworkServiceInProcess",
     "--unsafely-treat-insecure-origin-as-secure",
     "--disable-site-isolation-trials",
+    "--webrtc-ip-handling-policy",
+    "--force-webrtc-ip-handling-policy",
+    "--enable-webrtc-hide-local-ips-with-mdns",
 )
 
 

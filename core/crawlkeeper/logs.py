@@ -58,13 +58,19 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
 
 
+def _safe_url_match(match: re.Match[str]) -> str:
+    url = match.group(0)
+    stripped = url.rstrip(":.,;")  # sentence punctuation after a URL is not part of it
+    return safe_url(stripped) + url[len(stripped):]
+
+
 def scrub(text: str) -> str:
     """Make ``text`` safe to return to a client: registered secrets masked, URLs stripped of credentials,
     query strings and fragments, secret headers masked (for tool results and errors)."""
     pattern = _pattern
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
-    text = _URL_RE.sub(lambda m: safe_url(m.group(0)), text)
+    text = _URL_RE.sub(_safe_url_match, text)
     return _HEADER_RE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
 
 
