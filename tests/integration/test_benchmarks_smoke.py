@@ -1,0 +1,26 @@
+"""The benchmark script runs end to end on tiny settings (its figures are not checked: benchmarks never decide
+pass/fail; this only keeps `./run bench` from rotting)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def test_benchmark_script_runs_on_a_tiny_setting() -> None:
+    result = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--no-chart"], cwd=BENCH,
+                            capture_output=True, text=True, timeout=420)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for section in ("start-up", "MCP overhead", "throughput", "sessions", "egress policy cost"):
+        assert section in result.stdout
+    rows = json.loads((BENCH / "results" / "bench.json").read_text())["rows"]
+    assert all(r["ratio"] is None or r["ratio"] > 0 for r in rows)
+    assert {r["section"] for r in rows} >= {"startup", "overhead", "throughput", "sessions", "egress"}
