@@ -50,6 +50,7 @@ ProgressCallback = Callable[[int, int, str], Awaitable[None]]
 _TIMEOUT_GRACE_S = 2.0
 _MAX_POOLED_CONTEXTS = 4
 _IDLE_PAGES_PER_CONTEXT = 2
+_PAGE_REUSES = 25  # crawls per pooled page before it is replaced (bounds renderer memory growth)
 
 
 @dataclass
@@ -58,7 +59,7 @@ class _PoolEntry:
     generation: int
     context: Any
     users: int = 0
-    idle_pages: list[Any] = field(default_factory=list)
+    idle_pages: list[tuple[Any, int]] = field(default_factory=list)  # (page, crawls it served)
 
 
 class Limiter:
@@ -337,10 +338,11 @@ class App:
     ) -> PageResult:
         entry = await self._pooled_context(context_options, policy)
         try:
+            uses = 0
             if entry.idle_pages:
                 # A page that served an earlier crawl: no page to create, and its renderer is already warm
                 # (a fresh page per crawl costs 100-400 ms, mostly starting a renderer process).
-                page = entry.idle_pages.pop()
+                page, uses = entry.idle_pages.pop()
             else:
                 try:
                     page = await self.backend.new_page(entry.context)
@@ -361,8 +363,10 @@ class App:
                     "Raise timeout_s or try a lighter page"
                 ) from None
             finally:
-                if reusable and len(entry.idle_pages) < _IDLE_PAGES_PER_CONTEXT and self._pool.get(entry.key) is entry:
-                    entry.idle_pages.append(page)
+                # A renderer that served many pages keeps their leftovers: recycle the page now and then.
+                if (reusable and uses + 1 < _PAGE_REUSES and len(entry.idle_pages) < _IDLE_PAGES_PER_CONTEXT
+                        and self._pool.get(entry.key) is entry):
+                    entry.idle_pages.append((page, uses + 1))
                 else:
                     await _close_quietly(page)
         finally:
