@@ -144,7 +144,8 @@ def profiles(config_path: str | None) -> None:
     for profile in items:
         if profile.error:
             broken += 1
-            click.echo(f"BROKEN {profile.name:<20} {profile.source}: {profile.error}")
+            where = "" if profile.error.startswith(profile.source) else f"{profile.source}: "
+            click.echo(f"BROKEN {profile.name:<20} {where}{profile.error}")
         else:
             click.echo(f"ok     {profile.name:<20} {profile.description}")
     if broken:

@@ -73,5 +73,6 @@ class ProfileStore:
             available = ", ".join(sorted(profiles)) or f"none (add TOML files to {self.config.profiles_dir})"
             raise ConfigError(f"unknown profile '{name}'; available profiles: {available}")
         if profile.error:
-            raise ConfigError(f"{profile.label} cannot be used: {profile.error}")
+            label = f"profile '{profile.name}'" if profile.error.startswith(profile.source or "\0") else profile.label
+            raise ConfigError(f"{label} cannot be used: {profile.error}")
         return profile
