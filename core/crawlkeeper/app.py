@@ -319,18 +319,25 @@ class App:
         except Exception as exc:
             raise CrawlError(f"could not open a page for session '{session.id}' ({first_line(exc)})") from None
         try:
-            return await asyncio.wait_for(
-                self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
-            )
-        except (asyncio.TimeoutError, PageTimeout):
+            return await self._crawl_or_abandon(page, url, options, f" (session '{session.id}' keeps its cookies)")
+        except PageTimeout:
             # The page may still be loading or running a script: a late navigation would interrupt the
             # session's next call, so the page is dropped and the next call opens a new one (the context,
             # and so the login, stays).
             session.page = None
+            raise
+
+    async def _crawl_or_abandon(self, page: Any, url: str, options: CrawlOptions, kept: str = "") -> PageResult:
+        """Crawl under the overall deadline; a page that times out is abandoned (its scripts stopped, closed)."""
+        try:
+            return await asyncio.wait_for(
+                self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
+            )
+        except (asyncio.TimeoutError, PageTimeout):
             await self._abandon(page)
             raise PageTimeout(
-                f"timed out after {options.timeout_s:g} s crawling {safe_url(url)}; the page was closed "
-                f"(session '{session.id}' keeps its cookies). Raise timeout_s or try a lighter page"
+                f"timed out after {options.timeout_s:g} s crawling {safe_url(url)}; the page was closed{kept}. "
+                "Raise timeout_s or try a lighter page"
             ) from None
 
     async def _crawl_pooled(
@@ -351,17 +358,9 @@ class App:
                     raise CrawlError(f"could not open a page ({first_line(exc)}); retry the call") from None
             reusable = False
             try:
-                result = await asyncio.wait_for(
-                    self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
-                )
+                result = await self._crawl_or_abandon(page, url, options)
                 reusable = True
                 return result
-            except (asyncio.TimeoutError, PageTimeout):
-                await self._abandon(page)
-                raise PageTimeout(
-                    f"timed out after {options.timeout_s:g} s crawling {safe_url(url)}; the page was closed. "
-                    "Raise timeout_s or try a lighter page"
-                ) from None
             finally:
                 # A renderer that served many pages keeps their leftovers: recycle the page now and then.
                 if (reusable and uses + 1 < _PAGE_REUSES and len(entry.idle_pages) < _IDLE_PAGES_PER_CONTEXT

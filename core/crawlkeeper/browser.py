@@ -397,7 +397,7 @@ class ChromiumBackend:
                 raise CrawlError(_navigation_message(url, result.error_message or "no content")) from None
             result = await crawler.arun("raw:" + html, config=_crawl4ai.process_config(options, page.url))
             result.redirected_url = page.url
-            status = _PAGE_STATE.get(page, _PageState()).status or status
+            status = state.status or status
         html = result.html or ""
         if not html and not result.success:
             error = result.error_message or "no content"
@@ -437,16 +437,15 @@ class _PageState:
 
 async def _check_page_size(page: Any, context: Any = None, url: str | None = None, response: Any = None,
                            **_: Any) -> Any:
-    """crawl4ai ``after_goto`` hook: refuse pages above ``max_page_mb`` before they are processed."""
+    """crawl4ai ``after_goto`` hook: refuse pages above ``max_page_mb`` before they are processed.
+
+    A declared Content-Length is already enforced as the headers arrive (``new_page``'s response listener);
+    this catches pages sent without one, by the size of the document the browser built."""
     state = _PAGE_STATE.get(page)
-    if state is None or not state.max_bytes:
+    if state is None or not state.max_bytes or state.too_large:
         return page
-    size = 0
     try:
-        declared = (response.headers or {}).get("content-length") if response is not None else None
-        size = int(declared) if declared and declared.isdigit() else 0
-        if size <= state.max_bytes:
-            size = await page.evaluate("document.documentElement ? document.documentElement.outerHTML.length : 0")
+        size = await page.evaluate("document.documentElement ? document.documentElement.outerHTML.length : 0")
     except Exception:
         return page
     if size > state.max_bytes:

@@ -162,16 +162,16 @@ def resolve_secret(spec: dict[str, Any], *, what: str, base_dir: Path | None = N
 
     ``what`` names the secret in errors (never its value). Relative files are taken from ``base_dir``.
     """
-    from .errors import ConfigError
     from .logs import register_secret
 
-    value = _resolve(spec, what=what, base_dir=base_dir, error=ConfigError)
+    value = _resolve(spec, what=what, base_dir=base_dir)
     register_secret(value)  # whatever asked for it, it is never logged from now on
     return value
 
 
-def _resolve(spec: dict[str, Any], *, what: str, base_dir: Path | None, error: type[Exception]) -> str:
-    ConfigError = error
+def _resolve(spec: dict[str, Any], *, what: str, base_dir: Path | None) -> str:
+    from .errors import ConfigError
+
     if spec.get("value_env"):
         var = spec["value_env"]
         if not ENV_NAME.match(var):
