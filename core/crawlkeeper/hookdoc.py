@@ -1,6 +1,6 @@
-"""Render the hook reference of CONTRIBUTING.md from the hookspecs, so the guide cannot drift.
+"""Render the hook reference of docs/plugins.md from the hookspecs, so the guide cannot drift.
 
-``python -m crawlkeeper.hookdoc`` prints it; a test checks CONTRIBUTING.md holds exactly this text
+``python -m crawlkeeper.hookdoc`` prints it; a test checks docs/plugins.md holds exactly this text
 between the ``<!-- hooks:begin -->`` and ``<!-- hooks:end -->`` markers.
 """
 
