@@ -45,7 +45,7 @@ DEFAULT_FAILURE_SELECTOR = ".error, .alert-danger, [role=alert]"
 
 #: Once success or an error message shows, how long the other still gets to show up (see _wait_for_outcome).
 GRACE_S = 0.25
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: "$" allows a trailing newline
 
 
 class FormLoginParams(BaseModel):
@@ -94,7 +94,7 @@ class FormLoginParams(BaseModel):
     @field_validator("password_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
+        if value is not None and not _ENV_NAME.fullmatch(value):
             raise ValueError("must be the NAME of an environment variable (letters, digits, _), not a password")
         return value
 
