@@ -19,6 +19,8 @@ from .models import (
     Profile,
     Session,
     SessionRequest,
+    env_var_problem,
+    looks_like_env_name,
     resolve_secret,
 )
 from .options import ContextOptions, CrawlOptions, SecretRef
@@ -45,9 +47,11 @@ __all__ = [
     "SessionHeaders",
     "SessionRequest",
     "__version__",
+    "env_var_problem",
     "hookimpl",
     "hookspec",
     "is_credential",
+    "looks_like_env_name",
     "own_sites",
     "register_secret",
     "resolve_secret",

@@ -40,7 +40,7 @@ from .models import (
 )
 from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
-from .plugins import Hooks, PluginManager, _plugin_of, within
+from .plugins import Hooks, PluginManager, within
 from .profiles import ProfileStore
 from .sessions import SessionRegistry, iso, page_url
 from .tools import ToolRegistry
@@ -134,15 +134,7 @@ class App:
 
     def configure(self) -> None:
         """Synchronous start-up: plugin settings, auth methods, plugin tools, first profile load."""
-        try:
-            self.pm.hook.crawlkeeper_configure.call_historic(kwargs={"config": self.config})
-        except CrawlkeeperError:
-            raise
-        except Exception as exc:
-            plugin = _plugin_of(self.pm, "crawlkeeper_configure", exc.__traceback__) or "unknown"
-            raise PluginError(
-                f"plugin '{plugin}' failed in crawlkeeper_configure: {type(exc).__name__}: {exc}", plugin=plugin
-            ) from exc
+        self.hooks.configure(self.config)
         self.configure_plugins()
 
     def configure_plugins(self) -> None:

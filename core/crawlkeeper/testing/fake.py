@@ -364,7 +364,7 @@ def _has_selector(html: str, selector: str) -> bool:
             return True
         if part.startswith(".") and re.search(rf'class=["\'][^"\']*\b{re.escape(part[1:])}\b', html):
             return True
-        attr = re.match(r"^(\w*)\[(\w+)=['\"]?([^'\"\]]+)['\"]?\]$", part)
+        attr = re.fullmatch(r"(\w*)\[(\w+)=['\"]?([^'\"\]]+)['\"]?\]", part)
         if attr and re.search(rf'{attr.group(2)}=["\']?{re.escape(attr.group(3))}\b', html):
             return True
         if re.fullmatch(r"\w+", part) and re.search(rf"<{part}\b", html, re.I):
