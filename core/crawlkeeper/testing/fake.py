@@ -20,6 +20,7 @@ import fnmatch
 import inspect
 import itertools
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,22 +45,6 @@ class CannedPage:
     requires_cookie: str | None = None  # without this cookie: redirect to ``login_url`` (or 401)
     login_url: str | None = None
     on_click: dict[str, Handler] = field(default_factory=dict)
-
-
-@dataclass
-class FakeRequest:
-    """One request the fake browser made: what a server would have received (cookie values aside)."""
-
-    context_id: int
-    url: str
-    resource_type: str  # "document", "image", "script", "stylesheet"
-    headers: dict[str, str]  # lower-case names
-    cookie_names: list[str]
-    method: str = "GET"
-
-    @property
-    def host(self) -> str:
-        return (urlsplit(self.url).hostname or "").lower()
 
 
 class _RouteRequest:
@@ -130,8 +115,37 @@ class FakeResponse:
         self.ok = 200 <= status < 400
 
 
+_CLOSED = "Target page, context or browser has been closed"
+#: Chromium caps a cookie's lifetime at 400 days (RFC 6265bis); Playwright reports the capped value.
+_MAX_COOKIE_AGE_S = 400 * 86400
+_SECURE_HOSTS = ("localhost", "127.0.0.1", "::1")  # potentially trustworthy: secure cookies go there over http
+
+
+def _cookie_path_of(url_path: str) -> str:
+    """The default path of a cookie set for a URL: the URL path's directory (RFC 6265 5.1.4), as Chromium does."""
+    if not url_path.startswith("/") or url_path.count("/") == 1:
+        return "/"
+    return url_path[: url_path.rindex("/") + 1]
+
+
+def _cookie_matches(cookie: dict[str, Any], url: str) -> bool:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    domain = str(cookie["domain"]).lower()
+    if domain.startswith("."):
+        if host != domain[1:] and not host.endswith(domain):
+            return False
+    elif host != domain:
+        return False
+    path = parts.path or "/"
+    cpath = cookie["path"]
+    if not (path == cpath or (path.startswith(cpath) and (cpath.endswith("/") or path[len(cpath)] == "/"))):
+        return False
+    return not cookie["secure"] or parts.scheme == "https" or host in _SECURE_HOSTS
+
+
 class FakeContext:
-    """A browser context: its own cookie jar and pages."""
+    """A browser context: its own cookie jar and pages, with Playwright's cookie rules (see ``tests/contract``)."""
 
     _ids = itertools.count(1)
 
@@ -140,47 +154,91 @@ class FakeContext:
         self.browser = browser
         self.options = options
         self.jar: list[dict[str, Any]] = []
-        self.pages: list[FakePageHandle] = []
+        self._pages: list[FakePageHandle] = []
         self.closed = False
         self.init_scripts: list[str] = []
         # Chromium's context-wide headers: set at creation, *replaced* by set_extra_http_headers.
         self.extra_headers: dict[str, str] = {
-            k: v for k, v in options.extra_headers.items() if isinstance(v, str)
+            k: v for k, v in (options.extra_headers or {}).items() if isinstance(v, str)
         }
         self.routes: list[tuple[Any, Callable[..., Any]]] = []
 
+    @property
+    def pages(self) -> list[FakePageHandle]:
+        """Open pages, like Playwright's ``BrowserContext.pages``."""
+        return [page for page in self._pages if not page.closed]
+
+    def _check(self) -> None:
+        if self.closed:
+            raise RuntimeError(_CLOSED)
+
     async def add_cookies(self, cookies: list[dict[str, Any]]) -> None:
-        for cookie in cookies:
-            if not cookie.get("name"):
-                raise ValueError("Cookie should have a name")
-            if "url" in cookie:
-                host = urlsplit(cookie["url"]).hostname
-                if not host:
-                    raise ValueError("Cookie should have a valid url")
-                cookie = {k: v for k, v in cookie.items() if k != "url"} | {"domain": host, "path": "/"}
-            elif not cookie.get("domain") or not cookie.get("path"):
-                raise ValueError("Cookie should have a url or a domain/path pair")
-            self.jar = [c for c in self.jar if (c["name"], c["domain"]) != (cookie["name"], cookie["domain"])]
-            self.jar.append(dict(cookie))
+        self._check()
+        normalised = [self._normalise(cookie) for cookie in cookies]  # all or nothing, as in Playwright
+        for cookie in normalised:
+            key = (cookie["name"], cookie["domain"], cookie["path"])
+            self.jar = [c for c in self.jar if (c["name"], c["domain"], c["path"]) != key]
+            self.jar.append(cookie)
 
-    async def cookies(self, urls: Any = None) -> list[dict[str, Any]]:
-        return [dict(c) for c in self.jar]
+    @staticmethod
+    def _normalise(cookie: dict[str, Any]) -> dict[str, Any]:
+        if not cookie.get("name"):
+            raise ValueError("Cookie should have a name")
+        if cookie.get("url"):
+            parts = urlsplit(cookie["url"])
+            if not parts.hostname or parts.scheme not in ("http", "https"):
+                raise ValueError(f"Invalid cookie URL: {cookie['url']}")
+            domain, path = parts.hostname, _cookie_path_of(parts.path)
+        elif cookie.get("domain") and cookie.get("path"):
+            domain, path = cookie["domain"], cookie["path"]
+        else:
+            raise ValueError("Cookie should have a url or a domain/path pair")
+        expires = cookie.get("expires")
+        if expires is None or expires < 0:
+            expires = -1
+        else:
+            expires = float(min(expires, time.time() + _MAX_COOKIE_AGE_S))
+        return {
+            "name": cookie["name"],
+            "value": str(cookie.get("value", "")),
+            "domain": domain,
+            "path": path,
+            "expires": expires,
+            "httpOnly": bool(cookie.get("httpOnly", False)),
+            "secure": bool(cookie.get("secure", False)),
+            "sameSite": cookie.get("sameSite") or "Lax",
+        }
 
-    async def clear_cookies(self) -> None:
+    async def cookies(self, urls: str | list[str] | None = None) -> list[dict[str, Any]]:
+        self._check()
+        now = time.time()
+        self.jar = [c for c in self.jar if c["expires"] == -1 or c["expires"] > now]
+        if isinstance(urls, str):
+            urls = [urls]
+        if not urls:
+            return [dict(c) for c in self.jar]
+        return [dict(c) for c in self.jar if any(_cookie_matches(c, url) for url in urls)]
+
+    async def clear_cookies(self, **_: Any) -> None:
+        self._check()
         self.jar.clear()
 
     async def new_page(self) -> FakePageHandle:
+        self._check()
         page = FakePageHandle(self)
-        self.pages.append(page)
+        self._pages.append(page)
         return page
 
-    async def add_init_script(self, script: str) -> None:
-        self.init_scripts.append(script)
+    async def add_init_script(self, script: str | None = None, **_: Any) -> None:
+        self._check()
+        self.init_scripts.append(script or "")
 
     async def set_extra_http_headers(self, headers: dict[str, str]) -> None:
+        self._check()
         self.extra_headers = dict(headers)  # as on Chromium: replaces, never merges
 
     async def route(self, url: Any, handler: Callable[..., Any], **_: Any) -> None:
+        self._check()
         self.routes.append((url, handler))
 
     async def unroute(self, url: Any, handler: Callable[..., Any] | None = None) -> None:
@@ -188,15 +246,6 @@ class FakeContext:
 
     async def unroute_all(self, **_: Any) -> None:
         self.routes.clear()
-
-    def _cookies_for(self, url: str) -> list[str]:
-        host = (urlsplit(url).hostname or "").lower()
-        names = []
-        for cookie in self.jar:
-            domain = cookie["domain"].lstrip(".").lower()
-            if host == domain or host.endswith("." + domain):
-                names.append(cookie["name"])
-        return sorted(names)
 
     async def _request(self, page: FakePageHandle, url: str, resource_type: str) -> dict[str, str] | None:
         """Send one request through the route handlers, as Chromium does; record it. None if aborted."""
@@ -223,15 +272,19 @@ class FakeContext:
         return headers
 
     def _record(self, url: str, resource_type: str, headers: dict[str, str]) -> None:
-        self.browser.requests.append(FakeRequest(self.id, url, resource_type, dict(headers), self._cookies_for(url)))
+        self.browser.requests.append(
+            FakeRequest(self.id, url, dict(headers), resource_type, self.cookie_names(url))
+        )
 
-    async def close(self) -> None:
+    async def close(self, **_: Any) -> None:
         self.closed = True
-        for page in self.pages:
+        for page in self._pages:
             page.closed = True
 
-    def cookie_names(self) -> list[str]:
-        return sorted(c["name"] for c in self.jar)
+    def cookie_names(self, url: str | None = None) -> list[str]:
+        """Names of the cookies in the jar (only those a request to ``url`` would carry, if given)."""
+        jar = self.jar if url is None else [c for c in self.jar if _cookie_matches(c, url)]
+        return sorted(c["name"] for c in jar)
 
 
 class FakePageHandle:
@@ -275,7 +328,7 @@ class FakePageHandle:
             if spec is None:
                 self.url, self._html, status = url, "<html><head><title>Not found</title></head></html>", 404
                 break
-            if spec.requires_cookie and spec.requires_cookie not in self.context.cookie_names():
+            if spec.requires_cookie and spec.requires_cookie not in self.context.cookie_names(url):
                 if spec.login_url:
                     url = urljoin(url, spec.login_url)
                     continue
@@ -357,6 +410,22 @@ class FakePageHandle:
         self.closed = True
 
 
+@dataclass
+class FakeRequest:
+    """One request the fake browser "sent": what a server would have received (cookie values aside)."""
+
+    context_id: int
+    url: str
+    headers: dict[str, str]  # lower-case names
+    resource_type: str = "document"  # "document", "image", "script", "stylesheet"
+    cookie_names: list[str] = field(default_factory=list)
+    method: str = "GET"
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.url).hostname or "").lower()
+
+
 def _has_selector(html: str, selector: str) -> bool:
     """A rough CSS match for canned pages: ``#id``, ``.class``, ``tag``, ``[name=x]``, ``tag[name=x]``."""
     for part in (p.strip() for p in selector.split(",")):
@@ -390,7 +459,7 @@ class FakeBrowser:
         self.generation = 0
         self.pages: dict[str, CannedPage] = {}
         self.navigations: list[tuple[int, str]] = []
-        self.requests: list[FakeRequest] = []  # every request, with the headers it carried
+        self.requests: list[FakeRequest] = []  # every request (navigation hops, subresources) and its headers
         self.contexts: list[FakeContext] = []
         self.started = False
         self._crash_callbacks: list[Callable[[int], None]] = []
