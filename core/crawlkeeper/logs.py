@@ -149,10 +149,36 @@ class _RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def setup_logging(level: str | int | None = None) -> None:
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(explicit: str | int | None, default: str) -> str | int:
+    """The level to log at: ``explicit`` (a ``--log-level``), else ``$CRAWLKEEPER_LOG_LEVEL``, else ``default``.
+
+    :raises ConfigError: the level is not one of :data:`LEVELS`, naming where it came from.
+    """
+    from .errors import ConfigError
+
+    if isinstance(explicit, int):
+        return explicit
+    env = os.environ.get("CRAWLKEEPER_LOG_LEVEL")
+    value, where = (explicit, "--log-level") if explicit else (env, "environment variable CRAWLKEEPER_LOG_LEVEL") \
+        if env else (default, "default")
+    level = str(value).strip().upper()
+    if level not in LEVELS:
+        raise ConfigError(f"{where}: unknown log level {value!r}; use one of {', '.join(LEVELS)}")
+    return level
+
+
+def setup_logging(level: str | int | None = None, *, default: str = "INFO") -> None:
     """Send all logging to stderr through the redaction filter. Call before the MCP SDK is created
-    (its constructor calls ``logging.basicConfig``, which is a no-op once a handler exists)."""
-    level = level or os.environ.get("CRAWLKEEPER_LOG_LEVEL", "INFO")
+    (its constructor calls ``logging.basicConfig``, which is a no-op once a handler exists).
+
+    The level is ``level`` if given, else ``$CRAWLKEEPER_LOG_LEVEL``, else ``default`` (each command picks a
+    quiet default; the variable wins over it). With ``$CRAWLKEEPER_TRACE_PLUGINS`` set, hook-call tracing is
+    shown whatever the level.
+    """
+    resolved = log_level(level, default)
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_crawlkeeper", False):
@@ -162,6 +188,8 @@ def setup_logging(level: str | int | None = None) -> None:
     handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
-    root.setLevel(level if isinstance(level, int) else level.upper())
+    root.setLevel(resolved)
+    trace = logging.getLogger("crawlkeeper.trace")
+    trace.setLevel(logging.INFO if os.environ.get("CRAWLKEEPER_TRACE_PLUGINS") else logging.NOTSET)
     for noisy in ("httpx", "httpcore", "asyncio", "mcp.server.lowlevel.server"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
