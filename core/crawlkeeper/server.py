@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 from . import __version__
 from .app import App
 from .errors import CrawlkeeperError
+from .extraction import ExtractSchema, extract
 from .logs import scrub, scrub_secrets
 from .options import CALL_OPTIONS, call_parameters
 from .screenshots import take_screenshot
@@ -69,6 +70,18 @@ class ScreenshotResult(BaseModel):
     omitted_px: int = Field(description="Pixels of the page below the last tile.")
     full_page: bool
     selector: str | None
+    session_id: str | None
+
+
+class ExtractResult(BaseModel):
+    url: str
+    final_url: str
+    status: int | None
+    title: str
+    items: list[dict[str, Any]] = Field(description="One object per baseSelector match, in page order.")
+    count: int = Field(description="Items returned.")
+    total: int = Field(description="Items the page had.")
+    dropped: int = Field(description="Items not returned (max_items / [crawl] max_extract_items).")
     session_id: str | None
 
 
@@ -310,6 +323,27 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
         content: list[Any] = [ImageContent(type="image", data=data, mime_type="image/png") for data in images]
         content.append(TextContent(type="text", text=summary.model_dump_json()))
         return CallToolResult(content=content, structured_content=summary.model_dump(mode="json"))
+
+    @server.tool(name="extract", title="Extract structured items", annotations=read_only)
+    @_crawl_options(("wait_for", "wait_until", "js_code", "timeout_s"))
+    @_errors_as_tool_errors
+    async def extract_tool(
+        ctx: Context,
+        url: Url,
+        schema: Annotated[ExtractSchema, Field(description="A crawl4ai JsonCssExtractionStrategy schema.")],
+        session_id: SessionId = None,
+        profile: ProfileName = None,
+        max_items: Annotated[int | None, Field(ge=1, le=100_000, description="Return at most this many.")] = None,
+        **options: Any,
+    ) -> ExtractResult:
+        """Extract structured items (JSON) from a page with CSS selectors: one item per baseSelector match,
+        each with the schema's fields (text, attribute, html, regex, nested, list, nested_list).
+
+        Example schema: {"baseSelector": "div.product", "fields": [{"name": "title", "selector": "h2",
+        "type": "text"}, {"name": "link", "selector": "a", "type": "attribute", "attribute": "href"}]}."""
+        result = await extract(_app(ctx), url, schema, session_id=session_id, profile=profile,
+                               max_items=max_items, **options)
+        return ExtractResult.model_validate(result)
 
     @server.tool(title="Create a browser session", annotations=ToolAnnotations(openWorldHint=True))
     @_errors_as_tool_errors
