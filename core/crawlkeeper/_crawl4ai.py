@@ -74,7 +74,7 @@ def make_crawler(
     executable_path: str | None,
     headless: bool,
     args: list[str],
-    proxy_url: str | None,
+    proxy: dict[str, str] | None,
     after_goto: Any = None,
     cdp_url: str | None = None,
 ) -> AsyncWebCrawler:
@@ -92,8 +92,8 @@ def make_crawler(
         launch = original()
         if executable_path:
             launch["executable_path"] = executable_path
-        if proxy_url:
-            launch["proxy"] = {"server": proxy_url, "bypass": "<-loopback>"}
+        if proxy:
+            launch["proxy"] = dict(proxy)
         launch["handle_sigterm"] = launch["handle_sigint"] = launch["handle_sighup"] = False
         return launch
 

@@ -14,6 +14,8 @@ import sys
 import threading
 from urllib.parse import urlsplit
 
+from .egress import display_url
+
 REDACTED = "***"
 _MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
 _secrets: set[str] = set()
@@ -44,7 +46,11 @@ _URL_RE = re.compile(r"\b(?:https?|wss?)://[^\s'\"<>()]+", re.I)
 
 def safe_url(url: str) -> str:
     """A URL fit for messages and listings: no user:password, no query string, no fragment (any may hold a
-    token). ``https://u:p@host:8443/a?token=x#y`` becomes ``https://host:8443/a``."""
+    token). ``https://u:p@host:8443/a?token=x#y`` becomes ``https://host:8443/a``. Network URLs are read the way
+    the browser and the egress proxy read them, so a message names the host they saw."""
+    shown = display_url(url)
+    if shown is not None:
+        return shown
     try:
         parts = urlsplit(url)
         port = parts.port
