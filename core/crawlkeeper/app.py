@@ -42,6 +42,7 @@ from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
 from .plugins import Hooks, PluginManager, within
 from .profiles import ProfileStore
+from .scripts import wait_kind
 from .sessions import SessionRegistry, iso, page_url
 from .tools import ToolRegistry
 
@@ -315,7 +316,7 @@ class App:
         if mode == "allow" or (mode == "no-secrets" and not holds):
             return arguments
         wait_for = str(arguments.get("wait_for") or "").strip()
-        scripted = wait_for.startswith(("js:", "()", "function"))
+        scripted = bool(wait_for) and wait_kind(wait_for)[0] == "js"
         if arguments.get("js_code") or scripted:
             what = "js_code" if arguments.get("js_code") else "a JavaScript wait_for"
             if mode == "deny":
