@@ -579,14 +579,14 @@ class App:
                 raise
             raise _creation_error(sid, step, exc, method) from exc
         self.sessions.add(session)
-        return {
+        return scrub_secrets({  # a URL path can hold a token too
             "session_id": sid,
             "profile": session.profile,
             "auth": auth_name,
             "url": safe_url(page_url(session) or "about:blank"),
             "expires_at": iso(session.expires_at),
             "cookies": await self.cookie_names(session),
-        }
+        })
 
     async def _ensure_browser(self, policy: EgressPolicy) -> str | None:
         """Start the browser if needed (behind the egress proxy) and return the proxy for ``policy``."""
@@ -642,7 +642,7 @@ class App:
             if session.expires_at is not None and session.expires_at <= now:
                 continue  # expired: the reaper (or the next use) closes it; it is no longer listed
             out.append(self.sessions.describe(session, await self.cookie_names(session)))
-        return out
+        return scrub_secrets(out)
 
     async def close_session(self, session_id: str) -> dict[str, Any]:
         if not await self.sessions.close(session_id, "closed"):
