@@ -44,6 +44,7 @@ from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
 from .plugins import Hooks, PluginManager, within
 from .profiles import ProfileStore
+from .scripts import wait_kind
 from .sessions import SessionRegistry, iso, page_url
 from .tools import ToolRegistry
 
@@ -322,7 +323,7 @@ class App:
         if mode == "allow" or (mode == "no-secrets" and not holds):
             return arguments
         wait_for = str(arguments.get("wait_for") or "").strip()
-        scripted = wait_for.startswith(("js:", "()", "function"))
+        scripted = bool(wait_for) and wait_kind(wait_for)[0] == "js"
         if arguments.get("js_code") or scripted:
             what = "js_code" if arguments.get("js_code") else "a JavaScript wait_for"
             if mode == "deny":
@@ -585,14 +586,14 @@ class App:
                 raise
             raise _creation_error(sid, step, exc, method) from exc
         self.sessions.add(session)
-        return {
+        return scrub_secrets({  # a URL path can hold a token too
             "session_id": sid,
             "profile": session.profile,
             "auth": auth_name,
             "url": safe_url(page_url(session) or "about:blank"),
             "expires_at": iso(session.expires_at),
             "cookies": await self.cookie_names(session),
-        }
+        })
 
     async def _ensure_browser(self, policy: EgressPolicy) -> str | None:
         """Start the browser if needed (behind the egress proxy) and return the proxy for ``policy``."""
@@ -648,7 +649,7 @@ class App:
             if session.expires_at is not None and session.expires_at <= now:
                 continue  # expired: the reaper (or the next use) closes it; it is no longer listed
             out.append(self.sessions.describe(session, await self.cookie_names(session)))
-        return out
+        return scrub_secrets(out)
 
     async def close_session(self, session_id: str) -> dict[str, Any]:
         if not await self.sessions.close(session_id, "closed"):
