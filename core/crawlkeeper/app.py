@@ -32,7 +32,7 @@ from .errors import (
 )
 from .handle import Server
 from .headers import SessionHeaders, holds_credentials, own_sites, resolve_headers
-from .logs import safe_url, scrub, scrub_secrets
+from .logs import register_secret, safe_url, scrub, scrub_secrets
 from .models import (
     AuthMethod,
     ConfigLayer,
@@ -45,6 +45,7 @@ from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
 from .plugins import Hooks, PluginManager, within
 from .profiles import ProfileStore
+from .scripts import wait_kind
 from .sessions import SessionRegistry, iso, page_url
 from .tools import ToolRegistry
 
@@ -231,11 +232,15 @@ class App:
             raise ConfigError(f"{profile.label} [security]: {exc}") from None
 
     async def proxy_url(self, policy: EgressPolicy) -> str:
+        """The URL of the egress proxy for ``policy``, with its credentials (``http://U:P@127.0.0.1:PORT``)."""
         proxy = self._proxies.get(policy)
         if proxy is None:
             proxy = self._proxies[policy] = EgressProxy(policy, self._resolver)
+            if proxy.credentials is not None:  # a local process holding them could use the proxy: never log them
+                register_secret(proxy.credentials.password)
+                register_secret(proxy.credentials.header.split(" ", 1)[1])
         await proxy.start()
-        return proxy.url
+        return proxy.url_with_credentials
 
     async def check_url(self, url: str, policy: EgressPolicy) -> None:
         """Refuse a top-level URL before the browser sees it (scheme, host, resolved address class)."""
@@ -319,7 +324,7 @@ class App:
         if mode == "allow" or (mode == "no-secrets" and not holds):
             return arguments
         wait_for = str(arguments.get("wait_for") or "").strip()
-        scripted = wait_for.startswith(("js:", "()", "function"))
+        scripted = bool(wait_for) and wait_kind(wait_for)[0] == "js"
         if arguments.get("js_code") or scripted:
             what = "js_code" if arguments.get("js_code") else "a JavaScript wait_for"
             if mode == "deny":
@@ -586,14 +591,14 @@ class App:
                 raise
             raise _creation_error(sid, step, exc, method) from exc
         self.sessions.add(session)
-        return {
+        return scrub_secrets({  # a URL path can hold a token too
             "session_id": sid,
             "profile": session.profile,
             "auth": auth_name,
             "url": safe_url(page_url(session) or "about:blank"),
             "expires_at": iso(session.expires_at),
             "cookies": await self.cookie_names(session),
-        }
+        })
 
     async def _ensure_browser(self, policy: EgressPolicy) -> str | None:
         """Start the browser if needed (behind the egress proxy) and return the proxy for ``policy``."""
@@ -637,7 +642,7 @@ class App:
             if session.temporary:
                 continue  # one crawl's hidden session: not the caller's to use
             out.append(self.sessions.describe(session, await self.cookie_names(session)))
-        return out
+        return scrub_secrets(out)
 
     async def close_session(self, session_id: str) -> dict[str, Any]:
         if not await self.sessions.close(session_id, "closed"):
