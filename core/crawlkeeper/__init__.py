@@ -1,7 +1,8 @@
 """crawlkeeper: an MCP server that crawls the web through crawl4ai with real, authenticated browser sessions.
 
 The public API for plugins: ``hookimpl`` (and ``hookspec``), ``AuthMethod``, ``ConfigLayer``, ``Profile``,
-``Session``, ``SessionExpired``. Importing this package is cheap: no browser, crawl4ai or MCP import happens here.
+``Session``, ``SessionExpired``, ``Principal``. Importing this package is cheap: no browser, crawl4ai or MCP
+import happens here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .models import (
     resolve_secret,
 )
 from .options import ContextOptions, CrawlOptions
+from .principal import Principal
 
 __version__ = "0.1.0"
 
@@ -36,6 +38,7 @@ __all__ = [
     "CrawlRequest",
     "CrawlkeeperError",
     "PluginError",
+    "Principal",
     "Profile",
     "Session",
     "SessionError",

@@ -3,7 +3,8 @@
 Implement a hook by defining a function (or method) with the same name, decorated with
 ``crawlkeeper.hookimpl``; take only the arguments you need. Hooks marked *async ok* may be ``async def``:
 the core awaits them one after another (never concurrently) and cuts each off after
-``[plugins] hook_timeout_s`` seconds. Async hooks are collect-all: no hook here uses ``firstresult``.
+``[plugins] hook_timeout_s`` seconds. Async hooks are collect-all: the only ``firstresult`` hook,
+``crawlkeeper_verify_token``, is synchronous.
 
 An exception raised by a hook is reported with the plugin's name. Where it lands depends on the phase:
 at start-up it stops the server with a clear error; inside a session's lifecycle it fails only that one
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from .app import App
     from .config import Config
     from .models import AuthMethod, ConfigLayer, CrawlRequest, Profile, Session, SessionRequest
+    from .principal import Principal
     from .tools import ToolRegistry
 
 PROJECT = "crawlkeeper"
@@ -71,8 +73,9 @@ def crawlkeeper_register_tools(registry: ToolRegistry) -> None:
     """Add your own MCP tools, at start-up.
 
     Call ``registry.add(fn, name=..., description=...)`` with an ``async def`` taking typed arguments
-    (pydantic ``Field`` annotations work) and optionally ``app: App``; raise ``CrawlkeeperError`` for an
-    error the caller should read. A name that clashes with an existing tool is a start-up error.
+    (pydantic ``Field`` annotations work) and optionally ``app: App`` and ``principal: Principal`` (the
+    calling client; both injected, hidden from clients); raise ``CrawlkeeperError`` for an error the caller
+    should read. A name that clashes with an existing tool is a start-up error.
 
     :param registry: where tools are added.
     """
@@ -166,6 +169,29 @@ def crawlkeeper_session_closing(session: Session, reason: str) -> None:
 
     :param session: the session being closed.
     :param reason: ``"closed"``, ``"expired"``, ``"evicted"``, ``"shutdown"`` or ``"crashed"``.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP transport
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def crawlkeeper_verify_token(token: str) -> Principal | None:
+    """Who holds this bearer token? Called for every HTTP request (never over stdio).
+
+    Return a :class:`~crawlkeeper.Principal` for a valid token, or None if it is not yours or not valid
+    (wrong, expired, revoked): the first non-None answer wins, and when every plugin says None the
+    request gets HTTP 401. The built-in ``tokens`` plugin answers for tokens made with
+    ``crawlkeeper token add``; disable it to use only your own verifier.
+
+    Synchronous and called in a worker thread, so a verifier may block briefly (fetch a JWKS, read a
+    file) without stalling other clients; cache what you fetch. Never log the token. An exception is
+    logged with your plugin's name and the request gets 401 (a broken verifier never lets anyone in).
+
+    :param token: the bearer token from the ``Authorization`` header, without ``Bearer``.
+    :return: the principal (``id`` owns sessions; ``name`` for logs; ``admin``; ``scopes``) or None.
     """
 
 

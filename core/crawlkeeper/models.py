@@ -96,7 +96,8 @@ class Session:
     stand-ins in tests). A session created without ``url`` or ``auth`` opens its page on first use (a page
     costs a renderer process: ~0.3 s and ~50 MB), so ``page`` may be None until then: call
     ``await session.ensure_page()`` to get it. ``expires_at`` is maintained by the TTL plugin; ``metadata`` is
-    for plugins.
+    for plugins. ``owner`` is the principal id that created it: ids are per owner, so two clients may
+    each have a session ``work`` and never see the other's.
     """
 
     id: str
@@ -107,6 +108,8 @@ class Session:
     last_used_at: float = field(default_factory=time.time)
     expires_at: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The id of the :class:`~crawlkeeper.Principal` that created it ("local" over stdio); only it can use it.
+    owner: str = "local"
     # Internal bookkeeping; plugins should treat these as read-only.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     busy: int = field(default=0, repr=False)
