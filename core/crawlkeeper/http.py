@@ -31,7 +31,6 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from . import calls
 from .app import App
 from .config import ServerSettings
-from .plugins import _plugin_of
 from .principal import Principal
 
 log = logging.getLogger("crawlkeeper.http")
@@ -68,12 +67,12 @@ class HookTokenVerifier:
                               scopes=list(principal.scopes), principal=principal)
 
     def _verify(self, token: str) -> Principal | None:
-        # Called through pluggy directly: the argument is a secret, so a failure is logged by plugin name
-        # and exception type only (a message or traceback might quote the token).
+        # The argument is a secret: the hook machinery logs a failure by plugin and exception type only
+        # (plugins.SECRET_ARGUMENT_HOOKS), and so does this, since a message might quote the token.
         try:
-            result = self.app.pm.hook.crawlkeeper_verify_token(token=token)
+            result = self.app.hooks.call("crawlkeeper_verify_token", token=token)
         except Exception as exc:
-            plugin = _plugin_of(self.app.pm, "crawlkeeper_verify_token", exc.__traceback__) or "unknown"
+            plugin = getattr(exc, "plugin", None) or "unknown"
             log.error("plugin '%s' failed in crawlkeeper_verify_token (%s); the request is refused",
                       plugin, type(exc).__name__)
             return None

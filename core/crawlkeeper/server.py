@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from . import __version__, calls
 from .app import App
 from .errors import CrawlkeeperError
-from .logs import scrub
+from .logs import scrub, scrub_secrets
 from .principal import LOCAL, Principal
 
 log = logging.getLogger("crawlkeeper.server")
@@ -352,7 +352,8 @@ def _plugin_tool(fn: Callable[..., Any], app: App, who: Callable[[], Principal])
         if wants_principal:
             kwargs["principal"] = who()
         result = fn(**kwargs)
-        return await result if inspect.isawaitable(result) else result
+        result = await result if inspect.isawaitable(result) else result
+        return scrub_secrets(result) if isinstance(result, str | dict | list) else result
 
     # Always: with ``__wrapped__`` gone, MCP would otherwise see ``call(**kwargs)`` and not the tool's arguments.
     call.__signature__ = signature.replace(  # type: ignore[attr-defined]
