@@ -1,13 +1,16 @@
 """crawlkeeper: an MCP server that crawls the web through crawl4ai with real, authenticated browser sessions.
 
 The public API for plugins: ``hookimpl`` (and ``hookspec``), ``AuthMethod``, ``ConfigLayer``, ``Profile``,
-``Session``, ``SessionExpired``, ``Principal``. Importing this package is cheap: no browser, crawl4ai or MCP
-import happens here.
+``Session``, ``SessionExpired``, and every type a hook receives (``Config``, ``Server``, ``ToolRegistry``,
+``SessionRequest``, ``CrawlRequest``, ``Principal``). Importing this package is cheap: no browser, crawl4ai
+or MCP import happens here.
 """
 
 from __future__ import annotations
 
+from .config import Config
 from .errors import ConfigError, CrawlError, CrawlkeeperError, PluginError, SessionError, SessionExpired
+from .handle import Server
 from .headers import SessionHeaders, is_credential, own_sites, unscoped_credentials
 from .hookspecs import hookimpl, hookspec
 from .logs import register_secret
@@ -26,6 +29,7 @@ from .models import (
 )
 from .options import ContextOptions, CrawlOptions, SecretRef
 from .principal import Principal
+from .tools import ToolRegistry
 
 __version__ = "0.1.0"
 
@@ -33,6 +37,7 @@ __all__ = [
     "ENV_NAME",
     "PROFILE_LAYER_PRIORITY",
     "AuthMethod",
+    "Config",
     "ConfigError",
     "ConfigLayer",
     "ContextOptions",
@@ -44,11 +49,13 @@ __all__ = [
     "Principal",
     "Profile",
     "SecretRef",
+    "Server",
     "Session",
     "SessionError",
     "SessionExpired",
     "SessionHeaders",
     "SessionRequest",
+    "ToolRegistry",
     "__version__",
     "env_var_problem",
     "hookimpl",

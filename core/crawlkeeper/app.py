@@ -1,6 +1,7 @@
 """The application: config, plugins, browser, sessions, profiles and the crawl pipeline, wired together.
 
-MCP tools and CLI commands are thin layers over :class:`App`; plugins see it in ``crawlkeeper_startup``.
+MCP tools and CLI commands are thin layers over :class:`App`; plugins see a narrow handle on it, a
+:class:`~crawlkeeper.Server`, in ``crawlkeeper_startup``/``crawlkeeper_shutdown``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .errors import (
     first_line,
 )
 from .fairness import FairLimiter
+from .handle import Server
 from .headers import SessionHeaders, holds_credentials, own_sites, resolve_headers
 from .logs import safe_url, scrub, scrub_secrets
 from .models import (
@@ -97,6 +99,7 @@ class App:
         )
         self.backend.on_crash(self._on_crash)
         self.sessions = SessionRegistry(self.hooks, max_sessions=settings.sessions.max_sessions, clock=clock)
+        self.server = Server(config, self.sessions, lambda: self.clock())  # what startup/shutdown hooks see
         self.profiles = ProfileStore(self.hooks, config)
         self.limiter = FairLimiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
         self.pager = ContentPager()
@@ -132,7 +135,7 @@ class App:
     async def startup(self) -> None:
         if self._started:
             return
-        await self.hooks.acall("crawlkeeper_startup", app=self)
+        await self.hooks.acall("crawlkeeper_startup", server=self.server)
         self._started = True
 
     async def shutdown(self) -> None:
@@ -140,7 +143,7 @@ class App:
         try:
             await self.sessions.close_all("shutdown")
             if self._started:
-                await self.hooks.acall("crawlkeeper_shutdown", keep_going=True, app=self)
+                await self.hooks.acall("crawlkeeper_shutdown", keep_going=True, server=self.server)
         finally:
             self._started = False
             for entry in list(self._pool.values()):

@@ -132,6 +132,15 @@ def broken_rule(hook_name: str, attribute: Any, opts: pluggy.HookimplOpts, calle
         return ("hook wrappers (wrapper=True / hookwrapper=True) are not supported on async-ok hooks: the "
                 "implementations they would wrap are awaited after the wrapper has returned; order your "
                 "implementation with tryfirst=True / trylast=True instead")
+    if hook_name in ("crawlkeeper_startup", "crawlkeeper_shutdown") and not wrapper:
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        if "app" in params:
+            return ("the argument `app` was replaced by `server` (a crawlkeeper.Server: sessions(), in_use(), "
+                    "close_session(), config, clock()) in crawlkeeper 0.2.0; rename the parameter "
+                    "(see CHANGELOG.md)")
     return None
 
 
