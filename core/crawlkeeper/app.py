@@ -45,6 +45,7 @@ from .paging import ContentPager
 from .plugins import Hooks, PluginManager, within
 from .principal import LOCAL, Principal
 from .profiles import ProfileStore
+from .scripts import wait_kind
 from .sessions import SessionRegistry, iso, page_url
 from .tools import ToolRegistry
 
@@ -297,7 +298,7 @@ class App:
         if mode == "allow" or (mode == "no-secrets" and not holds):
             return arguments
         wait_for = str(arguments.get("wait_for") or "").strip()
-        scripted = wait_for.startswith(("js:", "()", "function"))
+        scripted = bool(wait_for) and wait_kind(wait_for)[0] == "js"
         if arguments.get("js_code") or scripted:
             what = "js_code" if arguments.get("js_code") else "a JavaScript wait_for"
             if mode == "deny":
@@ -564,14 +565,14 @@ class App:
                 raise
             raise _creation_error(sid, step, exc, method) from exc
         self.sessions.add(session)
-        return {
+        return scrub_secrets({  # a URL path can hold a token too
             "session_id": sid,
             "profile": session.profile,
             "auth": auth_name,
             "url": safe_url(page_url(session) or "about:blank"),
             "expires_at": iso(session.expires_at),
             "cookies": await self.cookie_names(session),
-        }
+        })
 
     async def _ensure_browser(self, policy: EgressPolicy) -> str | None:
         """Start the browser if needed (behind the egress proxy) and return the proxy for ``policy``."""
@@ -636,7 +637,7 @@ class App:
             if all_clients:
                 entry["owner"] = session.owner
             out.append(entry)
-        return out
+        return scrub_secrets(out)
 
     async def close_session(
         self, session_id: str, *, principal: Principal | None = None, owner: str | None = None
