@@ -31,7 +31,7 @@ from .errors import (
 from .fairness import FairLimiter
 from .handle import Server
 from .headers import SessionHeaders, holds_credentials, own_sites, resolve_headers
-from .logs import safe_url, scrub, scrub_secrets
+from .logs import register_secret, safe_url, scrub, scrub_secrets
 from .models import (
     AuthMethod,
     ConfigLayer,
@@ -207,11 +207,15 @@ class App:
             raise ConfigError(f"{profile.label} [security]: {exc}") from None
 
     async def proxy_url(self, policy: EgressPolicy) -> str:
+        """The URL of the egress proxy for ``policy``, with its credentials (``http://U:P@127.0.0.1:PORT``)."""
         proxy = self._proxies.get(policy)
         if proxy is None:
             proxy = self._proxies[policy] = EgressProxy(policy, self._resolver)
+            if proxy.credentials is not None:  # a local process holding them could use the proxy: never log them
+                register_secret(proxy.credentials.password)
+                register_secret(proxy.credentials.header.split(" ", 1)[1])
         await proxy.start()
-        return proxy.url
+        return proxy.url_with_credentials
 
     async def check_url(self, url: str, policy: EgressPolicy) -> None:
         """Refuse a top-level URL before the browser sees it (scheme, host, resolved address class)."""
