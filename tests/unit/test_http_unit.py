@@ -134,6 +134,13 @@ async def test_sessions_belong_to_their_principal(crawlkeeper_app: Any, crawlkee
     with pytest.raises(SessionError) as never:
         await app.crawl(f"{SITE}/", session_id="nope", principal=BOB)
     assert str(theirs.value).replace("'work'", "'X'") == str(never.value).replace("'nope'", "'X'")
+
+    async def work(page: Any, options: Any) -> str:  # what screenshot and extract run through run_on_page
+        return "loaded"
+
+    with pytest.raises(SessionError, match="unknown session"):
+        await app.run_on_page(f"{SITE}/", work, session_id="work", principal=BOB)
+    assert (await app.run_on_page(f"{SITE}/", work, session_id="work", principal=ALICE))[0] == "loaded"
     await app.create_session(session_id="work", principal=BOB)  # ids are per client
     assert [s["session_id"] for s in await app.list_sessions(principal=BOB)] == ["work"]
     assert await app.list_sessions() == []  # the local user (stdio) has none of these
