@@ -123,6 +123,9 @@ class Session:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: The id of the :class:`~crawlkeeper.Principal` that created it ("local" over stdio); only it can use it.
     owner: str = "local"
+    #: True for the hidden one-shot session of a session-less crawl with a profile that logs in; it is closed with
+    #: reason ``"temporary"`` right after that crawl and never listed.
+    temporary: bool = False
     # Internal bookkeeping; plugins should treat these as read-only.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     busy: int = field(default=0, repr=False)
@@ -160,6 +163,8 @@ class SessionRequest:
     auth: str | None
     ttl_s: float | None
     handled: set[str] = field(default_factory=set)
+    #: A hidden one-shot session for one session-less crawl (see ``Session.temporary``).
+    temporary: bool = False
 
     def mark_handled(self, what: str) -> None:
         self.handled.add(what)
