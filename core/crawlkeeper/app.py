@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .browser import BrowserBackend, ChromiumBackend, PageResult, html_to_text
 from .config import Config
@@ -51,6 +51,7 @@ from .tools import ToolRegistry
 log = logging.getLogger("crawlkeeper.app")
 
 ProgressCallback = Callable[[int, int, str], Awaitable[None]]
+T = TypeVar("T")
 _TIMEOUT_GRACE_S = 2.0
 _MAX_POOLED_CONTEXTS = 4
 _IDLE_PAGES_PER_CONTEXT = 2
@@ -274,6 +275,29 @@ class App:
             max_chars = self.crawl_options(request).max_chars
             content, next_cursor, meta = self.pager.next(cursor, url, max_chars)
             return {**meta, "content": content, "truncated": next_cursor is not None, "next_cursor": next_cursor}
+
+        async def work(page: Any, options: CrawlOptions) -> PageResult:
+            return await self.backend.crawl(page, url, options)
+
+        page_result, options = await self.run_on_page(
+            url, work, session_id=session_id, profile=profile, arguments=arguments
+        )
+        return await self._shape(page_result, options, session_id)
+
+    async def run_on_page(
+        self,
+        url: str,
+        work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        *,
+        session_id: str | None = None,
+        profile: str | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> tuple[T, CrawlOptions]:
+        """Run ``work(page, options)`` for ``url`` in the session's page, or a pooled page of a context for the
+        profile: options merged by the one pipeline, the URL checked by the egress policy, under the global
+        limit and the overall deadline (a page that hangs is abandoned). Every tool that loads a page uses this.
+        """
+        arguments = {k: v for k, v in (arguments or {}).items() if v is not None}
         if session_id is not None:
             session = self.sessions.get(session_id)
             if profile is not None and profile != session.profile:
@@ -293,25 +317,23 @@ class App:
             async with self.sessions.use(session):
                 await self.check_url(url, policy)
                 async with self.limiter:
-                    page_result = await self._crawl_page(session, url, options)
-        else:
-            prof = self.profile(profile)
-            if prof is not None and (prof.cookies or prof.auth):
-                self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
-                return await self._crawl_in_temporary_session(url, prof, arguments)
-            request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
-            layers = self._layers(request)
-            context_options = self.context_options(request, layers)
-            where = f"a crawl with {prof.label}" if prof else "a crawl with credential headers from the configuration"
-            arguments = self.check_scripts(arguments, holds=holds_credentials(context_options.extra_headers),
-                                           where=where)
-            request.arguments = arguments
-            options = self.crawl_options(request, layers)
-            policy = self.policy_for(prof)
-            await self.check_url(url, policy)
-            async with self.limiter:
-                page_result = await self._crawl_pooled(url, options, context_options, policy)
-        return await self._shape(page_result, options, session_id)
+                    return await self._crawl_page(session, url, options, work), options
+        prof = self.profile(profile)
+        if prof is not None and (prof.cookies or prof.auth):
+            self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
+            return await self._in_temporary_session(url, prof, arguments, work)
+        request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
+        layers = self._layers(request)
+        context_options = self.context_options(request, layers)
+        where = f"a crawl with {prof.label}" if prof else "a crawl with credential headers from the configuration"
+        arguments = self.check_scripts(arguments, holds=holds_credentials(context_options.extra_headers),
+                                       where=where)
+        request.arguments = arguments
+        options = self.crawl_options(request, layers)
+        policy = self.policy_for(prof)
+        await self.check_url(url, policy)
+        async with self.limiter:
+            return await self._crawl_pooled(url, options, context_options, policy, work), options
 
     def check_scripts(self, arguments: dict[str, Any], *, holds: bool, where: str) -> dict[str, Any]:
         """Apply ``[security] js_code`` to a call's scripts (``js_code``, a JavaScript ``wait_for``).
@@ -357,24 +379,28 @@ class App:
                 await headers.add(chosen, secret=secret, source=f"[browser] extra_headers of {source}")
         return headers
 
-    async def _crawl_in_temporary_session(self, url: str, prof: Profile, arguments: dict[str, Any]) -> dict[str, Any]:
-        """A session-less crawl with a profile that logs in: a session that lives for this one call."""
+    async def _in_temporary_session(
+        self, url: str, prof: Profile, arguments: dict[str, Any], work: Callable[[Any, CrawlOptions], Awaitable[T]]
+    ) -> tuple[T, CrawlOptions]:
+        """A session-less call with a profile that logs in: a session that lives for this one call."""
         created = await self.create_session(profile=prof.name)
         try:
-            result = await self.crawl(url, session_id=created["session_id"], **arguments)
+            return await self.run_on_page(url, work, session_id=created["session_id"], arguments=arguments)
         finally:
             await self.sessions.close(created["session_id"], "closed")
-        result["session_id"] = None
-        return result
 
-    async def _crawl_page(self, session: Session, url: str, options: CrawlOptions) -> PageResult:
-        """Crawl in a session's page, under the overall deadline; a page that hangs is replaced."""
+    async def _crawl_page(
+        self, session: Session, url: str, options: CrawlOptions, work: Callable[[Any, CrawlOptions], Awaitable[T]]
+    ) -> T:
+        """Work in a session's page, under the overall deadline; a page that hangs is replaced."""
         try:
             page = await session.ensure_page()
         except Exception as exc:
             raise CrawlError(f"could not open a page for session '{session.id}' ({first_line(exc)})") from None
         try:
-            return await self._crawl_or_abandon(page, url, options, f" (session '{session.id}' keeps its cookies)")
+            return await self._crawl_or_abandon(
+                page, url, options, work, f" (session '{session.id}' keeps its cookies)"
+            )
         except PageTimeout:
             # The page may still be loading or running a script: a late navigation would interrupt the
             # session's next call, so the page is dropped and the next call opens a new one (the context,
@@ -382,12 +408,13 @@ class App:
             session.page = None
             raise
 
-    async def _crawl_or_abandon(self, page: Any, url: str, options: CrawlOptions, kept: str = "") -> PageResult:
-        """Crawl under the overall deadline; a page that times out is abandoned (its scripts stopped, closed)."""
+    async def _crawl_or_abandon(
+        self, page: Any, url: str, options: CrawlOptions, work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        kept: str = "",
+    ) -> T:
+        """Work under the overall deadline; a page that times out is abandoned (its scripts stopped, closed)."""
         try:
-            return await asyncio.wait_for(
-                self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
-            )
+            return await asyncio.wait_for(work(page, options), options.timeout_s + _TIMEOUT_GRACE_S)
         except (asyncio.TimeoutError, PageTimeout):
             await self._abandon(page)
             raise PageTimeout(
@@ -396,8 +423,9 @@ class App:
             ) from None
 
     async def _crawl_pooled(
-        self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy
-    ) -> PageResult:
+        self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy,
+        work: Callable[[Any, CrawlOptions], Awaitable[T]],
+    ) -> T:
         entry = await self._pooled_context(context_options, policy)
         try:
             uses = 0
@@ -413,7 +441,7 @@ class App:
                     raise CrawlError(f"could not open a page ({first_line(exc)}); retry the call") from None
             reusable = False
             try:
-                result = await self._crawl_or_abandon(page, url, options)
+                result = await self._crawl_or_abandon(page, url, options, work)
                 reusable = True
                 return result
             finally:

@@ -57,6 +57,16 @@ class PageResult:
     links: list[dict[str, str]] = field(default_factory=list)
 
 
+@dataclass
+class PageLoad:
+    """A page loaded for a tool that reads it itself (screenshot, extract): where it ended and how."""
+
+    url: str
+    final_url: str
+    status: int | None
+    title: str
+
+
 class BrowserBackend(Protocol):
     """What the core needs from a browser. Contexts and pages are Playwright objects (or look-alikes)."""
 
@@ -70,6 +80,7 @@ class BrowserBackend(Protocol):
     async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> Any: ...
     async def new_page(self, context: Any) -> Any: ...
     async def crawl(self, page: Any, url: str, options: CrawlOptions) -> PageResult: ...
+    async def load(self, page: Any, url: str, options: CrawlOptions) -> PageLoad: ...
     def on_crash(self, callback: Callable[[int], None]) -> None: ...
 
 
@@ -350,6 +361,59 @@ class ChromiumBackend:
             await asyncio.wait_for(page.close(run_before_unload=False), 3)
         except Exception as exc:
             log.debug("could not close a hung page: %s", exc)
+
+    async def load(self, page: Any, url: str, options: CrawlOptions) -> PageLoad:
+        """Load ``url`` in ``page`` without crawl4ai's processing (for screenshot and extract): the same
+        checks as :meth:`crawl` (egress refusals, size), then the call's js_code and wait_for."""
+        from .scripts import run_scripts, wait_for_condition
+
+        if self._crawler is None:
+            raise BrowserUnavailable("the browser is not running; retry the call to relaunch it")
+        state = _PAGE_STATE.setdefault(page, _PageState())
+        state.max_bytes, state.too_large, state.refused = int(options.max_page_mb * 1024 * 1024), None, None
+        state.status, state.script, state.script_error, state.navigated = None, None, None, False
+        deadline = asyncio.get_running_loop().time() + options.timeout_s
+        try:
+            response = await page.goto(url, wait_until=options.wait_until, timeout=options.timeout_s * 1000)
+        except Exception as exc:
+            self._raise_refusals(url, state, options)
+            message = first_line(exc)
+            if "Timeout" in message and "exceeded" in message:
+                raise PageTimeout(f"timed out after {options.timeout_s:g} s loading {safe_url(url)}") from None
+            raise CrawlError(_navigation_message(url, message)) from None
+        self._raise_refusals(url, state, options)
+        if not state.too_large:
+            try:
+                await _check_page_size(page)
+            except CrawlError:
+                pass
+        self._raise_refusals(url, state, options)
+        if options.js_code:
+            state.navigated = await run_scripts(page, options.js_code, wait_until=options.wait_until,
+                                                deadline=deadline)
+            if state.navigated:
+                try:
+                    await _check_page_size(page)
+                except CrawlError:
+                    pass
+                self._raise_refusals(url, state, options)
+        if options.wait_for:
+            await wait_for_condition(page, options.wait_for, deadline)
+        status = state.status if state.status is not None else getattr(response, "status", None)
+        return PageLoad(url=url, final_url=page.url or url, status=status, title=await _page_title(page))
+
+    @staticmethod
+    def _raise_refusals(url: str, state: _PageState, options: CrawlOptions) -> None:
+        if state.refused:
+            raise CrawlError(
+                f"refused to load {safe_url(url)}: it leads to an address the egress policy refuses "
+                f"({state.refused}); to allow it, add the host to [security] allow_private"
+            )
+        if state.too_large:
+            raise CrawlError(
+                f"{safe_url(url)} is too large: about {state.too_large / 1_048_576:.1f} MB of HTML, above "
+                f"max_page_mb = {options.max_page_mb:g}; raise [crawl] max_page_mb"
+            )
 
     async def crawl(self, page: Any, url: str, options: CrawlOptions) -> PageResult:
         from . import _crawl4ai
