@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .auth import auth_problem
+from .auth import choose as choose_auth
 from .browser import BrowserBackend, ChromiumBackend, PageResult, html_to_text
 from .config import Config
 from .egress import EgressPolicy, EgressProxy, EgressRefused
@@ -26,7 +28,6 @@ from .errors import (
     CrawlkeeperError,
     PageTimeout,
     PluginError,
-    SessionError,
     first_line,
 )
 from .handle import Server
@@ -383,11 +384,12 @@ class App:
         self, url: str, prof: Profile, arguments: dict[str, Any], work: Callable[[Any, CrawlOptions], Awaitable[T]]
     ) -> tuple[T, CrawlOptions]:
         """A session-less call with a profile that logs in: a session that lives for this one call."""
-        created = await self.create_session(profile=prof.name)
+        created = await self.create_session(profile=prof.name, temporary=True)
         try:
             return await self.run_on_page(url, work, session_id=created["session_id"], arguments=arguments)
         finally:
-            await self.sessions.close(created["session_id"], "closed")
+            # Its own reason: a plugin that logs out (or saves state) on "closed" need not do so after each call.
+            await self.sessions.close(created["session_id"], "temporary")
 
     async def _crawl_page(
         self, session: Session, url: str, options: CrawlOptions, work: Callable[[Any, CrawlOptions], Awaitable[T]]
@@ -559,17 +561,20 @@ class App:
         profile: str | None = None,
         auth: str | None = None,
         ttl_s: float | None = None,
+        temporary: bool = False,
     ) -> dict[str, Any]:
+        """Create a session (see CONTRACT.md). ``temporary``: a hidden one-shot session for one session-less crawl
+        with a logging-in profile; plugins see ``session.temporary`` and, at the end, close reason ``temporary``."""
         prof = self.profile(profile)
-        auth_name = auth or ((prof.auth or {}).get("method") if prof else None)
-        method = self._auth_method(auth_name) if auth_name else None
-        params = self._auth_params(method, prof) if method else None
+        chosen = choose_auth(auth, prof, self.auth_methods, self.disabled_plugins())
+        method, params = chosen if chosen else (None, None)
+        auth_name = method.name if method else None
         policy = self.policy_for(prof)
         if url:
             await self.check_url(url, policy)
         sid = self.sessions.reserve(session_id)
         request = SessionRequest(session_id=sid, url=url, cookies=list(cookies or []), profile=prof,
-                                 auth=auth_name, ttl_s=ttl_s)
+                                 auth=auth_name, ttl_s=ttl_s, temporary=temporary)
         step = "creating the browser context"
         session: Session | None = None
         context: Any = None
@@ -590,7 +595,7 @@ class App:
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
                                   created_at=now, last_used_at=now, generation=generation,
                                   page_factory=functools.partial(self.backend.new_page, context),
-                                  headers=headers,
+                                  headers=headers, temporary=temporary,
                                   holds_secrets=bool(prof and (prof.cookies or prof.auth)) or method is not None)
                 step = "the session_created hooks"
                 await self.hooks.acall("crawlkeeper_session_created", session=session, request=request)
@@ -640,28 +645,14 @@ class App:
         except Exception as exc:
             raise CrawlError(f"could not load {safe_url(url)}: {first_line(exc, 200)}") from None
 
-    def _auth_method(self, name: str) -> AuthMethod:
-        entry = self.auth_methods.get(name)
-        if entry is None:
-            available = ", ".join(sorted(self.auth_methods)) or "none (no plugin provides one)"
-            raise SessionError(
-                f"unknown auth method '{name}' (not installed, or its plugin is disabled); "
-                f"available auth methods: {available}"
-            )
-        return entry[1]
+    def disabled_plugins(self) -> list[str]:
+        """Names of installed plugins that are not loaded (for "its plugin is disabled" messages)."""
+        return [info.name for info in self.pm.describe() if info.disabled]
 
-    def _auth_params(self, method: AuthMethod, prof: Profile | None) -> Any:
-        from pydantic import ValidationError
-
-        auth = (prof.auth or {}) if prof else {}
-        # The profile's [auth] table holds the params of the method it names, not of another one.
-        table = {k: v for k, v in auth.items() if k != "method"} if auth.get("method") == method.name else {}
-        try:
-            return method.params_model.model_validate(table)
-        except ValidationError as exc:
-            where = f"{prof.label} [auth]" if prof else f"auth method '{method.name}' (no profile given)"
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"{where}: invalid params for '{method.name}': {problems}") from None
+    def profile_problem(self, profile: Profile) -> str | None:
+        """What is wrong with a profile, checked without using it: its own error, or its ``[auth]`` table against
+        its method's params model (``crawlkeeper profiles``, ``doctor`` and ``list_profiles`` show it)."""
+        return profile.error or auth_problem(profile, self.auth_methods, self.disabled_plugins())
 
     async def cookie_names(self, session: Session) -> list[dict[str, str]]:
         try:
@@ -676,6 +667,8 @@ class App:
         for session in self.sessions.all():
             if session.expires_at is not None and session.expires_at <= now:
                 continue  # expired: the reaper (or the next use) closes it; it is no longer listed
+            if session.temporary:
+                continue  # one crawl's hidden session: not the caller's to use
             out.append(self.sessions.describe(session, await self.cookie_names(session)))
         return scrub_secrets(out)
 
@@ -685,8 +678,11 @@ class App:
         return {"session_id": session_id, "closed": True}
 
     def list_profiles(self) -> list[dict[str, str]]:
-        return [{"name": p.name, "description": p.description if not p.error else f"(broken) {p.error}"}
-                for p in self.profiles.all()]
+        out = []
+        for p in self.profiles.all():
+            problem = self.profile_problem(p)
+            out.append({"name": p.name, "description": f"(broken) {problem}" if problem else p.description})
+        return out
 
 
 def _without_headers(options: ContextOptions) -> ContextOptions:
