@@ -9,6 +9,7 @@ does, and only when the first browser call needs them, so ``initialize`` answers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import BrowserUnavailable, CrawlError, PageTimeout, first_line
+from . import guard
+from .errors import BrowserUnavailable, CrawlError, PageTimeout, PageTooLarge, first_line
 from .logs import safe_url
 from .options import ContextOptions, CrawlOptions
 
@@ -319,10 +321,14 @@ class ChromiumBackend:
             kwargs["extra_http_headers"] = options.extra_headers
         if proxy_url or self.proxy_url:
             kwargs["proxy"] = {"server": proxy_url or self.proxy_url, "bypass": "<-loopback>"}
-        return await self._browser.new_context(**kwargs)
+        context = await self._browser.new_context(**kwargs)
+        guard.watch_context(context)  # closes popups and other pages the site opens
+        return context
 
     async def new_page(self, context: Any) -> Any:
-        page = await context.new_page()
+        watcher = guard.guard_of(context)
+        page = await (watcher.new_page() if watcher is not None else context.new_page())
+        await guard.meter_page(page)
         state = _PageState()
         _PAGE_STATE[page] = state
 
@@ -346,6 +352,28 @@ class ChromiumBackend:
         page.on("response", on_response)
         return page
 
+    async def park_page(self, page: Any) -> None:
+        """Stop everything ``page`` runs between calls: scripts, timers, loads, workers, sockets (a session
+        page keeps its sessionStorage, which belongs to the tab). Raises if the page cannot be parked."""
+        await page.goto("about:blank", timeout=_PARK_TIMEOUT_S * 1000)
+        watcher = guard.guard_of(page.context)
+        if watcher is not None:
+            await watcher.sweep()
+
+    async def reset_context(self, context: Any, page: Any) -> None:
+        """Make a parked session-less context as good as new: no cookies, no storage of any origin the page
+        reached (local/session storage, IndexedDB, cache storage, service workers)."""
+        meter = guard.meter_of(page)
+        await asyncio.gather(
+            context.clear_cookies(),
+            meter.clear_storage(set()) if meter is not None else asyncio.sleep(0),
+        )
+
+    def allow_pages(self, context: Any) -> Any:
+        """A context manager under which ``context`` may open extra pages (an auth plugin's login popups)."""
+        watcher = guard.guard_of(context)
+        return watcher.allow_pages() if watcher is not None else contextlib.nullcontext()
+
     async def abandon_page(self, page: Any) -> None:
         """Close a page that hangs (an endless script, a load that never ends) without blocking its context:
         stop its JavaScript first, or the renderer stays busy for every other page of the same site."""
@@ -368,18 +396,26 @@ class ChromiumBackend:
         key = f"ck-{id(page):x}"
         state = _PAGE_STATE.setdefault(page, _PageState())
         state.max_bytes, state.too_large, state.refused = int(options.max_page_mb * 1024 * 1024), None, None
+        meter = guard.meter_of(page)
+        if meter is not None:
+            meter.arm(state.max_bytes)
         _crawl4ai.attach(crawler, key, page.context, page)
         try:
-            result = await crawler.arun(url, config=_crawl4ai.run_config(options, key))
+            result = await guard.race_meter(crawler.arun(url, config=_crawl4ai.run_config(options, key)), meter)
         finally:
             _crawl4ai.detach(crawler, key)
+        if meter is not None and meter.problem:
+            raise PageTooLarge(
+                f"{safe_url(url)} is too large: {meter.problem}; the page was stopped. If the page is "
+                "legitimate, raise [crawl] max_page_mb (in the config file or the profile)"
+            )
         if state.refused:
             raise CrawlError(
                 f"refused to crawl {safe_url(url)}: it redirects to an address the egress policy refuses "
                 f"({state.refused}); to allow it, add the host to [security] allow_private"
             )
         if state.too_large:
-            raise CrawlError(
+            raise PageTooLarge(
                 f"{safe_url(url)} is too large: about {state.too_large / 1_048_576:.1f} MB of HTML, above "
                 f"max_page_mb = {options.max_page_mb:g}; use css_selector on a smaller part, or raise "
                 "[crawl] max_page_mb"
@@ -422,6 +458,8 @@ class ChromiumBackend:
             links=links,
         )
 
+
+_PARK_TIMEOUT_S = 5.0
 
 #: crawl4ai errors raised before js_code ran (navigation, then wait_for): no script navigated, nothing to recover.
 _FAILED_BEFORE_JS = ("Failed on navigating ACS-GOTO", "Wait condition failed")

@@ -114,6 +114,8 @@ class Session:
     generation: int = field(default=0, repr=False)  # browser generation; a crash invalidates older ones
     ended: str | None = field(default=None, repr=False)  # why it ended, once closed/expired/crashed
     page_factory: Callable[[], Awaitable[Any]] | None = field(default=None, repr=False)
+    # Between calls the page is parked on about:blank (nothing of the site runs); this is where it was.
+    parked_url: str | None = field(default=None, repr=False)
 
     async def ensure_page(self) -> Page | Any:
         """The session's page, opened now if the session has none yet (or lost it to a timeout)."""
