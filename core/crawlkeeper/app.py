@@ -25,6 +25,7 @@ from .errors import (
     ConfigError,
     CrawlError,
     CrawlkeeperError,
+    PageCrashed,
     PageTimeout,
     PageTooLarge,
     PluginError,
@@ -132,6 +133,7 @@ class App:
             extra_args=settings.browser.extra_args,
             cache_dir=cache_dir(),
             cdp_url=settings.browser.cdp_url,
+            max_browser_mb=settings.limits.max_browser_mb,
         )
         self.backend.on_crash(self._on_crash)
         self.sessions = SessionRegistry(self.hooks, max_sessions=settings.sessions.max_sessions, clock=clock,
@@ -339,7 +341,7 @@ class App:
             raise CrawlError(f"could not open a page for session '{session.id}' ({first_line(exc)})") from None
         try:
             return await self._crawl_or_abandon(page, url, options, f" (session '{session.id}' keeps its cookies)")
-        except (PageTimeout, PageTooLarge):
+        except (PageTimeout, PageTooLarge, PageCrashed):
             # The page may still be loading or running a script: a late navigation would interrupt the
             # session's next call, so the page is dropped and the next call opens a new one (the context,
             # and so the login, stays).
@@ -352,7 +354,7 @@ class App:
             return await asyncio.wait_for(
                 self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
             )
-        except PageTooLarge:
+        except (PageTooLarge, PageCrashed):
             self._background(self._abandon(page))  # a renderer busy with the oversized body answers late
             raise
         except (asyncio.TimeoutError, PageTimeout):
@@ -376,7 +378,7 @@ class App:
                     raise CrawlError(f"could not open a page ({first_line(exc)}); retry the call") from None
             try:
                 result = await self._crawl_or_abandon(slot.page, url, options)
-            except (PageTimeout, PageTooLarge):
+            except (PageTimeout, PageTooLarge, PageCrashed):
                 abandoned = True  # the page was abandoned
                 raise
             except CrawlError:

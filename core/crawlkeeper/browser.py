@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import guard
-from .errors import BrowserUnavailable, CrawlError, PageTimeout, PageTooLarge, first_line
+from .errors import BrowserUnavailable, CrawlError, PageCrashed, PageTimeout, PageTooLarge, first_line
 from .logs import safe_url
 from .options import ContextOptions, CrawlOptions
 
@@ -207,8 +207,11 @@ class ChromiumBackend:
         proxy_url: str | None = None,
         cache_dir: Path | None = None,
         cdp_url: str | None = None,
+        max_browser_mb: int | None = None,
     ) -> None:
         self.cdp_url = cdp_url
+        self.max_browser_mb = max_browser_mb
+        self.watchdog: guard.MemoryWatchdog | None = None
         self.candidate = (
             BrowserCandidate(cdp_url, "[browser] cdp_url") if cdp_url else find_browser(executable_path)
         )
@@ -251,11 +254,15 @@ class ChromiumBackend:
             if self.generation == 0:
                 _crawl4ai.check_compatible()  # an incompatible crawl4ai must fail loudly, not leak cookies
                 await asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
+            args = launch_args(self.extra_args)
+            if self.max_browser_mb:
+                args += guard.memory_args(self.max_browser_mb, self.extra_args)
+            before = guard.browser_processes() if self.max_browser_mb and not self.cdp_url else set()
             crawler = _crawl4ai.make_crawler(
                 cdp_url=self.cdp_url,
                 executable_path=None if self.cdp_url else self.candidate.path,
                 headless=self.headless,
-                args=launch_args(self.extra_args),
+                args=args,
                 proxy_url=self.proxy_url,
                 after_goto=_check_page_size,
             )
@@ -275,7 +282,19 @@ class ChromiumBackend:
             self.generation += 1
             generation = self.generation
             self._browser.on("disconnected", lambda _b: self._disconnected(generation))
+            self._start_watchdog(before)
             log.info("browser started: %s (generation %d)", self.description, generation)
+
+    def _start_watchdog(self, before: set[int]) -> None:
+        if not self.max_browser_mb or self.cdp_url:
+            return  # a remote browser's processes are not ours to watch
+        pid = guard.find_browser_process(before)
+        if pid is None:
+            log.warning("cannot find the browser's process: [limits] max_browser_mb is enforced by the "
+                        "JavaScript heap limit only")
+            return
+        self.watchdog = guard.MemoryWatchdog(pid, self.max_browser_mb)
+        self.watchdog.start()
 
     def _disconnected(self, generation: int) -> None:
         if self._closing or generation != self.generation:
@@ -289,6 +308,9 @@ class ChromiumBackend:
 
     async def _discard(self) -> None:
         crawler, self._crawler, self._browser = self._crawler, None, None
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         if crawler is not None:
             try:
                 await asyncio.wait_for(crawler.close(), 5)
@@ -352,6 +374,16 @@ class ChromiumBackend:
         page.on("response", on_response)
         return page
 
+    def crash_message(self, url: str) -> str:
+        """Why a page's renderer died, in words the caller can act on."""
+        if self.watchdog is not None and self.watchdog.killed_recently():
+            return (f"the page {safe_url(url)} was stopped: the browser used more memory than [limits] "
+                    f"max_browser_mb = {self.max_browser_mb} allows, and this page's renderer used the most. "
+                    "Other sessions are unaffected; retry later, or raise [limits] max_browser_mb")
+        heap = f" (JavaScript heap limit {guard.js_heap_mb(self.max_browser_mb)} MB)" if self.max_browser_mb else ""
+        return (f"the page {safe_url(url)} crashed its renderer, most likely by running out of memory{heap}; "
+                "other sessions are unaffected. Retry, or raise [limits] max_browser_mb")
+
     async def park_page(self, page: Any) -> None:
         """Stop everything ``page`` runs between calls: scripts, timers, loads, workers, sockets (a session
         page keeps its sessionStorage, which belongs to the tab). Raises if the page cannot be parked."""
@@ -404,6 +436,8 @@ class ChromiumBackend:
             result = await guard.race_meter(crawler.arun(url, config=_crawl4ai.run_config(options, key)), meter)
         finally:
             _crawl4ai.detach(crawler, key)
+        if meter is not None and meter.crashed:
+            raise PageCrashed(self.crash_message(url))
         if meter is not None and meter.problem:
             raise PageTooLarge(
                 f"{safe_url(url)} is too large: {meter.problem}; the page was stopped. If the page is "

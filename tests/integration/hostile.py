@@ -115,10 +115,14 @@ class _Handler(BaseHTTPRequestHandler):
                               "fetch('/stream').then(r => r.text()).then(t => { window.t = t; });"))
 
     def _r_alloc(self, query: dict[str, str]) -> None:
-        """A page whose script allocates memory without end (strings kept alive in an array)."""
+        """A page whose script allocates memory without end: JavaScript objects (``kind=heap``, bounded by
+        V8's heap limit) or ArrayBuffers (``kind=buffers``: outside that heap, only a process limit stops it)."""
+        if query.get("kind") == "buffers":
+            grow = "window.hog.push(new Uint8Array(16 * 1048576).fill(7));"  # filled: really resident
+        else:
+            grow = "for (let i = 0; i < 20; i++) window.hog.push(new Array(100000).fill(Math.random()));"
         self._send(200, _page("alloc", "<p>allocating</p>",
-                              "window.hog = []; (function grow() { for (let i = 0; i < 200; i++) "
-                              "window.hog.push(new Array(100000).fill(Math.random())); setTimeout(grow, 0); })();"))
+                              f"window.hog = []; (function grow() {{ {grow} setTimeout(grow, 20); }})();"))
 
     def _r_popups(self, query: dict[str, str]) -> None:
         n = int(query.get("n", "30"))

@@ -7,14 +7,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import anyio
 import psutil
 import pytest
+from hostile import HostileSite, gzip_bomb
 
 from helpers import Server, descendants, mcp_server, text_of, write_config
-from hostile import HostileSite, gzip_bomb
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -143,3 +142,32 @@ async def test_a_session_keeps_its_state_and_url_between_calls(server: Server, h
     listed = {s["session_id"]: s for s in (await server.ok("list_sessions"))["sessions"]}
     assert listed[sid]["url"] == hostile.url("/read-state")
     await server.ok("close_session", {"session_id": sid})
+
+
+MAX_BROWSER_MB = 1024
+
+
+@pytest.fixture(scope="module")
+async def capped(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    config = write_config(tmp_path_factory.mktemp("capped"), f"[limits]\nmax_browser_mb = {MAX_BROWSER_MB}\n")
+    async with mcp_server(config) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("kind", ["heap", "buffers"])
+async def test_a_memory_hog_is_stopped_alone(capped: Server, hostile: HostileSite, kind: str) -> None:
+    """JavaScript objects hit the renderer's heap limit; ArrayBuffers (outside that heap) hit the watchdog."""
+    sid = (await capped.ok("create_session", {"url": hostile.url("/")}))["session_id"]
+    started = time.monotonic()
+    message = await capped.error("crawl_url", {"url": hostile.url(f"/alloc?kind={kind}"), "timeout_s": 60,
+                                               "wait_for": "js:() => window.done === true"})
+    elapsed = time.monotonic() - started
+    assert "max_browser_mb" in message and ("memory" in message), message
+    assert elapsed < 30, f"the hog was stopped only after {elapsed:.1f} s"
+    if kind == "buffers":
+        assert "max_browser_mb = 1024" in message and "renderer used the most" in message, message
+        assert "stopped the renderer using the most" in capped.log()
+    # The server, the other session (its own renderer) and new crawls keep working.
+    assert (await capped.ok("crawl_url", {"url": hostile.url("/"), "session_id": sid}))["status"] == 200
+    assert (await capped.ok("crawl_url", {"url": hostile.url("/")}))["status"] == 200
+    await capped.ok("close_session", {"session_id": sid})
