@@ -7,6 +7,7 @@ The public API for plugins: ``hookimpl`` (and ``hookspec``), ``AuthMethod``, ``C
 from __future__ import annotations
 
 from .errors import ConfigError, CrawlError, CrawlkeeperError, PluginError, SessionError, SessionExpired
+from .headers import SessionHeaders, is_credential, own_sites, unscoped_credentials
 from .hookspecs import hookimpl, hookspec
 from .logs import register_secret
 from .models import (
@@ -18,9 +19,11 @@ from .models import (
     Profile,
     Session,
     SessionRequest,
+    env_var_problem,
+    looks_like_env_name,
     resolve_secret,
 )
-from .options import ContextOptions, CrawlOptions
+from .options import ContextOptions, CrawlOptions, SecretRef
 
 __version__ = "0.1.0"
 
@@ -37,13 +40,20 @@ __all__ = [
     "CrawlkeeperError",
     "PluginError",
     "Profile",
+    "SecretRef",
     "Session",
     "SessionError",
     "SessionExpired",
+    "SessionHeaders",
     "SessionRequest",
     "__version__",
+    "env_var_problem",
     "hookimpl",
     "hookspec",
+    "is_credential",
+    "looks_like_env_name",
+    "own_sites",
     "register_secret",
     "resolve_secret",
+    "unscoped_credentials",
 ]

@@ -32,7 +32,8 @@ from .errors import (
     SessionError,
     first_line,
 )
-from .logs import safe_url, scrub
+from .headers import SessionHeaders, holds_credentials, own_sites, resolve_headers
+from .logs import safe_url, scrub, scrub_secrets
 from .models import (
     AuthMethod,
     ConfigLayer,
@@ -43,7 +44,7 @@ from .models import (
 )
 from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
-from .plugins import Hooks, PluginManager, _plugin_of, within
+from .plugins import Hooks, PluginManager, within
 from .profiles import ProfileStore
 from .sessions import SessionRegistry, iso, page_url
 from .tools import ToolRegistry
@@ -76,6 +77,7 @@ class _PoolEntry:
     options: ContextOptions
     proxy: str | None
     users: int = 0
+    holds_secrets: bool = False  # a credential header from the configuration (js_code policy)
     idle: list[_Slot] = field(default_factory=list)
 
 
@@ -152,15 +154,7 @@ class App:
 
     def configure(self) -> None:
         """Synchronous start-up: plugin settings, auth methods, plugin tools, first profile load."""
-        try:
-            self.pm.hook.crawlkeeper_configure.call_historic(kwargs={"config": self.config})
-        except CrawlkeeperError:
-            raise
-        except Exception as exc:
-            plugin = _plugin_of(self.pm, "crawlkeeper_configure", exc.__traceback__) or "unknown"
-            raise PluginError(
-                f"plugin '{plugin}' failed in crawlkeeper_configure: {type(exc).__name__}: {exc}", plugin=plugin
-            ) from exc
+        self.hooks.configure(self.config)
         self.configure_plugins()
 
     def configure_plugins(self) -> None:
@@ -301,6 +295,9 @@ class App:
                     "profile: drop the profile argument or create another session"
                 )
             prof = self.profile(session.profile)
+            arguments = self.check_scripts(
+                arguments, holds=session.holds_secrets or bool(session.headers and session.headers.holds_secrets),
+                where=f"session '{session_id}'")
             request = CrawlRequest(url=url, profile=prof, session=session, arguments=arguments)
             options = self.crawl_options(request)
             policy = self.policy_for(prof)
@@ -313,15 +310,65 @@ class App:
         else:
             prof = self.profile(profile)
             if prof is not None and (prof.cookies or prof.auth):
+                self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
                 return await self._crawl_in_temporary_session(url, prof, arguments)
             request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
             layers = self._layers(request)
+            context_options = self.context_options(request, layers)
+            where = f"a crawl with {prof.label}" if prof else "a crawl with credential headers from the configuration"
+            arguments = self.check_scripts(arguments, holds=holds_credentials(context_options.extra_headers),
+                                           where=where)
+            request.arguments = arguments
             options = self.crawl_options(request, layers)
             policy = self.policy_for(prof)
             await self.check_url(url, policy)
             async with self.limiter:
-                page_result = await self._crawl_pooled(url, options, self.context_options(request, layers), policy)
+                page_result = await self._crawl_pooled(url, options, context_options, policy)
         return await self._shape(page_result, options, session_id)
+
+    def check_scripts(self, arguments: dict[str, Any], *, holds: bool, where: str) -> dict[str, Any]:
+        """Apply ``[security] js_code`` to a call's scripts (``js_code``, a JavaScript ``wait_for``).
+
+        Returns the arguments to crawl with: where scripts are refused, a plain ``wait_for`` is pinned to CSS
+        (crawl4ai would otherwise run one that is not a valid selector as JavaScript).
+        """
+        mode = self.config.settings.security.js_code
+        if mode == "allow" or (mode == "no-secrets" and not holds):
+            return arguments
+        wait_for = str(arguments.get("wait_for") or "").strip()
+        scripted = wait_for.startswith(("js:", "()", "function"))
+        if arguments.get("js_code") or scripted:
+            what = "js_code" if arguments.get("js_code") else "a JavaScript wait_for"
+            if mode == "deny":
+                raise CrawlError(
+                    f"{what} is switched off on this server ([security] js_code = \"deny\"); crawl without it, "
+                    "or ask the operator to set [security] js_code = \"no-secrets\" or \"allow\""
+                )
+            raise CrawlError(
+                f"{what} is refused in {where}: it holds secrets of a profile or an auth method that a script "
+                "could read or send away ([security] js_code = \"no-secrets\", the default). Crawl without the "
+                "script, or in a session without those secrets; an operator who trusts every page and agent can "
+                "set [security] js_code = \"allow\""
+            )
+        if wait_for and not wait_for.startswith("css:"):
+            return {**arguments, "wait_for": "css:" + wait_for}
+        return arguments
+
+    async def _install_headers(
+        self, context: Any, options: ContextOptions, policy: EgressPolicy, prof: Profile | None, params: Any,
+        owner: str,
+    ) -> SessionHeaders:
+        """Bind the configured headers (config file, profile, plugin layers) to the context's own sites."""
+        sites = own_sites(allowed_domains=policy.allowed_domains, header_domains=options.header_domains,
+                          cookies=prof.cookies if prof else (), auth=params)
+        headers = SessionHeaders(context, sites=sites, owner=owner)
+        configured = resolve_headers(options.extra_headers, owner=owner)
+        for secret in (False, True):
+            chosen = {name: value for name, value, credential in configured if credential is secret}
+            if chosen:
+                source = prof.label if prof else "the configuration"
+                await headers.add(chosen, secret=secret, source=f"[browser] extra_headers of {source}")
+        return headers
 
     async def _crawl_in_temporary_session(self, url: str, prof: Profile, arguments: dict[str, Any]) -> dict[str, Any]:
         """A session-less crawl with a profile that logs in: a session that lives for this one call."""
@@ -461,7 +508,15 @@ class App:
             slot = entry.idle.pop() if entry.idle else None
         try:
             if slot is None:
-                slot = _Slot(await self.backend.new_context(options, proxy_url=entry.proxy))
+                context = await self.backend.new_context(_without_headers(options), proxy_url=entry.proxy)
+                try:
+                    headers = await self._install_headers(context, options, policy, None, None,
+                                                          owner="a session-less crawl")
+                except BaseException:
+                    await _close_quietly(context)
+                    raise
+                entry.holds_secrets = entry.holds_secrets or headers.holds_secrets
+                slot = _Slot(context)
         except BaseException:
             entry.users -= 1
             raise
@@ -495,6 +550,9 @@ class App:
             "output": options.output,
             "session_id": session_id,
         }
+        # The one seam every crawl result passes (cursor pages are cut from what is stored here): no value
+        # registered as a secret leaves the server, whatever a script or a page echoed.
+        content, meta = scrub_secrets(content), scrub_secrets(meta)
         chunk, next_cursor = self.pager.first(result.url, content, options.max_chars, meta)
         return {**meta, "content": chunk, "truncated": next_cursor is not None, "next_cursor": next_cursor}
 
@@ -561,14 +619,20 @@ class App:
             options = self.context_options(crawl_request)
             async with self.limiter:
                 proxy = await self._ensure_browser(policy)
-                context = await self.backend.new_context(options, proxy_url=proxy)
+                context = await self.backend.new_context(_without_headers(options), proxy_url=proxy)
                 generation = self.backend.generation
+                step = "applying the headers"
+                headers = await self._install_headers(context, options, policy, prof, params,
+                                                      owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
+                step = "creating the browser context"
                 # A cookie-only session opens its page on first use: most of a session's cost is its page.
                 page = await self.backend.new_page(context) if url or method else None
                 now = self.clock()
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
                                   created_at=now, last_used_at=now, generation=generation,
-                                  page_factory=functools.partial(self.backend.new_page, context))
+                                  page_factory=functools.partial(self.backend.new_page, context),
+                                  headers=headers,
+                                  holds_secrets=bool(prof and (prof.cookies or prof.auth)) or method is not None)
                 step = "the session_created hooks"
                 await self.hooks.acall("crawlkeeper_session_created", session=session, request=request)
                 for what in ("cookies", "ttl_s"):
@@ -678,6 +742,11 @@ class App:
     def list_profiles(self) -> list[dict[str, str]]:
         return [{"name": p.name, "description": p.description if not p.error else f"(broken) {p.error}"}
                 for p in self.profiles.all()]
+
+
+def _without_headers(options: ContextOptions) -> ContextOptions:
+    """The options a backend creates a context with: headers are installed afterwards, bound to their sites."""
+    return options.model_copy(update={"extra_headers": {}})
 
 
 def _unhandled(what: str) -> str:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
@@ -42,6 +42,19 @@ class BrowserSettings(ContextOptions):
 
         check_browser_args(args)
         return args
+
+    @model_validator(mode="after")
+    def _credential_headers_need_sites(self) -> BrowserSettings:
+        from .headers import unscoped_credentials
+
+        bad = unscoped_credentials(self.extra_headers, self.header_domains)
+        if bad:
+            raise ValueError(
+                f"extra_headers {', '.join(repr(n) for n in bad)} carry credentials but have no site to go to; "
+                "set [browser] header_domains (they are then sent only to those domains), or put them in a "
+                "profile with [security] allowed_domains"
+            )
+        return self
 
     def context_options(self) -> dict[str, Any]:
         """The keys of this section that are per-context defaults (the config file's merge layer)."""
@@ -83,10 +96,18 @@ class ProfilesSettings(BaseModel):
     dir: Path = Path("profiles")
 
 
+JsCodePolicy = Literal["allow", "no-secrets", "deny"]
+
+
 class SecuritySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     allow_private: list[str] = Field(default_factory=list)
     allowed_schemes: list[str] = Field(default_factory=lambda: ["http", "https"])
+    js_code: JsCodePolicy = Field(
+        "no-secrets",
+        description="Caller-supplied scripts (js_code, wait_for='js:...'): 'allow' everywhere, 'no-secrets' only "
+        "in sessions and crawls holding no profile or auth-method secret, 'deny' never.",
+    )
 
 
 class Settings(BaseSettings):

@@ -12,13 +12,20 @@ import os
 import re
 import sys
 import threading
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
+
+T = TypeVar("T")
 
 REDACTED = "***"
 _MIN_SECRET_LEN = 4  # shorter values would redact ordinary words
 _secrets: set[str] = set()
 _lock = threading.Lock()
 _pattern: re.Pattern[str] | None = None
+#: Tool results are scrubbed of registered secrets this long or longer: shorter values ("true", "en-US") would
+#: blank ordinary words out of every page, and a real token or password is longer.
+MIN_RESULT_SECRET_LEN = 8
+_result_pattern: re.Pattern[str] | None = None
 
 _HEADER_RE = re.compile(
     r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key)(\s*[:=]\s*)([^\r\n,;]+)"
@@ -28,7 +35,7 @@ _KV_RE = re.compile(r"(?i)(['\"]?(?:value|password|token|secret)['\"]?\s*[:=]\s*
 
 def register_secret(value: str | None) -> None:
     """Never log ``value``: every later log line containing it shows ``***`` instead."""
-    global _pattern
+    global _pattern, _result_pattern
     if not value or len(value) < _MIN_SECRET_LEN:
         return
     with _lock:
@@ -37,6 +44,30 @@ def register_secret(value: str | None) -> None:
         _secrets.add(value)
         ordered = sorted(_secrets, key=len, reverse=True)
         _pattern = re.compile("|".join(re.escape(s) for s in ordered))
+        long_ones = [s for s in ordered if len(s) >= MIN_RESULT_SECRET_LEN]
+        if long_ones:
+            _result_pattern = re.compile("|".join(re.escape(s) for s in long_ones))
+
+
+def scrub_secrets(value: T) -> T:
+    """``value`` (a string, or dicts/lists of them) with every registered secret replaced by ``***``.
+
+    Applied to every tool result: a script or a page that echoes a cookie or a header must not hand the value
+    to the model. Costs nothing until a secret is registered; one regex pass per string after that."""
+    pattern = _result_pattern
+    if pattern is None:
+        return value
+    return _scrub_with(pattern, value)
+
+
+def _scrub_with(pattern: re.Pattern[str], value: Any) -> Any:
+    if isinstance(value, str):
+        return pattern.sub(REDACTED, value) if value else value
+    if isinstance(value, dict):
+        return {k: _scrub_with(pattern, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub_with(pattern, v) for v in value)
+    return value
 
 
 _URL_RE = re.compile(r"\b(?:https?|wss?)://[^\s'\"<>()]+", re.I)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -42,6 +42,21 @@ class CrawlOptions(BaseModel):
         return v
 
 
+class SecretRef(BaseModel):
+    """A secret given by reference: ``{ value_env = "VAR" }`` or ``{ value_file = "PATH" }`` (never the value)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value_env: str | None = None
+    value_file: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.value_env is None) == (self.value_file is None):
+            raise ValueError("give exactly one of value_env or value_file")
+        return self
+
+
 class ContextOptions(BaseModel):
     """Options of one isolated browser context (a session, or a session-less crawl's context)."""
 
@@ -52,7 +67,15 @@ class ContextOptions(BaseModel):
     viewport_height: int = Field(800, ge=200, le=8000)
     locale: str | None = None
     timezone_id: str | None = Field(None, description="IANA time zone, e.g. Europe/Paris.")
-    extra_headers: dict[str, str] = Field(default_factory=dict)
+    extra_headers: dict[str, str | SecretRef] = Field(
+        default_factory=dict,
+        description="Headers for this context's requests: a literal, or a secret by reference "
+        "({ value_env = \"VAR\" } / { value_file = \"PATH\" }). Sent only to the context's own sites.",
+    )
+    header_domains: list[str] = Field(
+        default_factory=list,
+        description="The sites extra_headers go to (and their subdomains) when [security] allowed_domains is unset.",
+    )
     java_script_enabled: bool = True
     ignore_https_errors: bool = False
 

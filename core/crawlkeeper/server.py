@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from . import __version__
 from .app import App
 from .errors import CrawlkeeperError
-from .logs import scrub
+from .logs import scrub, scrub_secrets
 
 log = logging.getLogger("crawlkeeper.server")
 SHUTDOWN_BUDGET_S = 1.8
@@ -287,7 +287,8 @@ def _plugin_tool(fn: Callable[..., Any], app: App) -> Callable[..., Any]:
         if wants_app:
             kwargs["app"] = app
         result = fn(**kwargs)
-        return await result if inspect.isawaitable(result) else result
+        result = await result if inspect.isawaitable(result) else result
+        return scrub_secrets(result) if isinstance(result, str | dict | list) else result
 
     # Always: with ``__wrapped__`` gone, MCP would otherwise see ``call(**kwargs)`` and not the tool's arguments.
     call.__signature__ = signature.replace(  # type: ignore[attr-defined]

@@ -1,16 +1,26 @@
-"""A fake browser for plugin tests: canned pages, recorded navigations and cookies, no Chromium.
+"""A fake browser for plugin tests: canned pages, recorded navigations, requests and cookies, no Chromium.
 
 It implements the core's ``BrowserBackend`` and the small part of Playwright's ``BrowserContext``/``Page`` API
 that auth plugins use (``goto``, ``fill``, ``click``, ``wait_for_url``, ``wait_for_selector``, ``content``,
-``title``, ``evaluate``, ``add_cookies``, ``cookies``). Each page is a :class:`FakePage` spec added with
-:meth:`FakeBrowser.add_page`; a form submission is modelled by ``on_click={"#submit": handler}``.
+``title``, ``evaluate``, ``add_cookies``, ``cookies``, ``set_extra_http_headers``, ``route``). Each page is a
+:class:`CannedPage` added with :meth:`FakeBrowser.add_page`; a form submission is modelled by
+``on_click={"#submit": handler}``.
+
+Headers behave as on Chromium (``tests/contract/test_headers.py`` holds both to the same tests):
+``set_extra_http_headers`` *replaces* the context-wide set, route handlers run last-registered first and
+``route.fallback(headers=...)`` replaces a request's headers, redirect hops carry the first request's headers
+without passing route handlers, and a canned page's ``<img>``, ``<script>``, ``<iframe>`` and stylesheet
+``<link>`` are requested after it loads. Every request is recorded in :attr:`FakeBrowser.requests` with the
+headers it carried (names lower-cased) and the names of the cookies sent with it.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import itertools
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +47,67 @@ class CannedPage:
     on_click: dict[str, Handler] = field(default_factory=dict)
 
 
+class _RouteRequest:
+    """What a route handler sees (Playwright's ``Request``, the parts handlers use)."""
+
+    def __init__(self, url: str, headers: dict[str, str], resource_type: str, frame_navigation: bool) -> None:
+        self.url = url
+        self.headers = dict(headers)
+        self.resource_type = resource_type
+        self.method = "GET"
+        self._navigation = frame_navigation
+
+    def is_navigation_request(self) -> bool:
+        return self._navigation
+
+    async def all_headers(self) -> dict[str, str]:
+        return dict(self.headers)
+
+
+class FakeRoute:
+    """Playwright's ``Route``: ``fallback``/``continue_`` (optionally with replacement headers), ``abort``."""
+
+    def __init__(self, request: _RouteRequest) -> None:
+        self.request = request
+        self.outcome: str | None = None
+        self.headers: dict[str, str] | None = None
+
+    def _settle(self, outcome: str, headers: dict[str, str] | None) -> None:
+        if self.outcome is not None:
+            raise RuntimeError("Route is already handled!")
+        self.outcome = outcome
+        if headers is not None:  # Playwright: the given headers *replace* the request's (names lower-cased)
+            self.headers = {k.lower(): str(v) for k, v in headers.items()}
+
+    async def fallback(self, *, headers: dict[str, str] | None = None, **_: Any) -> None:
+        self._settle("fallback", headers)
+
+    async def continue_(self, *, headers: dict[str, str] | None = None, **_: Any) -> None:
+        self._settle("continue", headers)
+
+    async def abort(self, error_code: str | None = None) -> None:
+        self._settle("abort", None)
+
+    async def fulfill(self, **_: Any) -> None:
+        self._settle("fulfill", None)
+
+
+def _route_matches(matcher: Any, url: str) -> bool:
+    if callable(matcher):
+        return bool(matcher(url))
+    if isinstance(matcher, re.Pattern):
+        return bool(matcher.search(url))
+    return fnmatch.fnmatch(url, str(matcher).replace("**", "*"))
+
+
+_SUBRESOURCES = (
+    (re.compile(r"<img\b[^>]*?\bsrc=[\"']([^\"']+)[\"']", re.I), "image"),
+    (re.compile(r"<script\b[^>]*?\bsrc=[\"']([^\"']+)[\"']", re.I), "script"),
+    (re.compile(r"<iframe\b[^>]*?\bsrc=[\"']([^\"']+)[\"']", re.I), "document"),
+    (re.compile(r"<link\b(?=[^>]*\brel=[\"']?stylesheet)[^>]*?\bhref=[\"']([^\"']+)[\"']", re.I), "stylesheet"),
+)
+
+
 class FakeResponse:
     def __init__(self, status: int, url: str) -> None:
         self.status = status
@@ -44,8 +115,37 @@ class FakeResponse:
         self.ok = 200 <= status < 400
 
 
+_CLOSED = "Target page, context or browser has been closed"
+#: Chromium caps a cookie's lifetime at 400 days (RFC 6265bis); Playwright reports the capped value.
+_MAX_COOKIE_AGE_S = 400 * 86400
+_SECURE_HOSTS = ("localhost", "127.0.0.1", "::1")  # potentially trustworthy: secure cookies go there over http
+
+
+def _cookie_path_of(url_path: str) -> str:
+    """The default path of a cookie set for a URL: the URL path's directory (RFC 6265 5.1.4), as Chromium does."""
+    if not url_path.startswith("/") or url_path.count("/") == 1:
+        return "/"
+    return url_path[: url_path.rindex("/") + 1]
+
+
+def _cookie_matches(cookie: dict[str, Any], url: str) -> bool:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    domain = str(cookie["domain"]).lower()
+    if domain.startswith("."):
+        if host != domain[1:] and not host.endswith(domain):
+            return False
+    elif host != domain:
+        return False
+    path = parts.path or "/"
+    cpath = cookie["path"]
+    if not (path == cpath or (path.startswith(cpath) and (cpath.endswith("/") or path[len(cpath)] == "/"))):
+        return False
+    return not cookie["secure"] or parts.scheme == "https" or host in _SECURE_HOSTS
+
+
 class FakeContext:
-    """A browser context: its own cookie jar and pages."""
+    """A browser context: its own cookie jar and pages, with Playwright's cookie rules (see ``tests/contract``)."""
 
     _ids = itertools.count(1)
 
@@ -54,49 +154,137 @@ class FakeContext:
         self.browser = browser
         self.options = options
         self.jar: list[dict[str, Any]] = []
-        self.pages: list[FakePageHandle] = []
+        self._pages: list[FakePageHandle] = []
         self.closed = False
         self.init_scripts: list[str] = []
-        self.extra_headers: dict[str, str] = {}
+        # Chromium's context-wide headers: set at creation, *replaced* by set_extra_http_headers.
+        self.extra_headers: dict[str, str] = {
+            k: v for k, v in (options.extra_headers or {}).items() if isinstance(v, str)
+        }
+        self.routes: list[tuple[Any, Callable[..., Any]]] = []
+
+    @property
+    def pages(self) -> list[FakePageHandle]:
+        """Open pages, like Playwright's ``BrowserContext.pages``."""
+        return [page for page in self._pages if not page.closed]
+
+    def _check(self) -> None:
+        if self.closed:
+            raise RuntimeError(_CLOSED)
 
     async def add_cookies(self, cookies: list[dict[str, Any]]) -> None:
-        for cookie in cookies:
-            if not cookie.get("name"):
-                raise ValueError("Cookie should have a name")
-            if "url" in cookie:
-                host = urlsplit(cookie["url"]).hostname
-                if not host:
-                    raise ValueError("Cookie should have a valid url")
-                cookie = {k: v for k, v in cookie.items() if k != "url"} | {"domain": host, "path": "/"}
-            elif not cookie.get("domain") or not cookie.get("path"):
-                raise ValueError("Cookie should have a url or a domain/path pair")
-            self.jar = [c for c in self.jar if (c["name"], c["domain"]) != (cookie["name"], cookie["domain"])]
-            self.jar.append(dict(cookie))
+        self._check()
+        normalised = [self._normalise(cookie) for cookie in cookies]  # all or nothing, as in Playwright
+        for cookie in normalised:
+            key = (cookie["name"], cookie["domain"], cookie["path"])
+            self.jar = [c for c in self.jar if (c["name"], c["domain"], c["path"]) != key]
+            self.jar.append(cookie)
 
-    async def cookies(self, urls: Any = None) -> list[dict[str, Any]]:
-        return [dict(c) for c in self.jar]
+    @staticmethod
+    def _normalise(cookie: dict[str, Any]) -> dict[str, Any]:
+        if not cookie.get("name"):
+            raise ValueError("Cookie should have a name")
+        if cookie.get("url"):
+            parts = urlsplit(cookie["url"])
+            if not parts.hostname or parts.scheme not in ("http", "https"):
+                raise ValueError(f"Invalid cookie URL: {cookie['url']}")
+            domain, path = parts.hostname, _cookie_path_of(parts.path)
+        elif cookie.get("domain") and cookie.get("path"):
+            domain, path = cookie["domain"], cookie["path"]
+        else:
+            raise ValueError("Cookie should have a url or a domain/path pair")
+        expires = cookie.get("expires")
+        if expires is None or expires < 0:
+            expires = -1
+        else:
+            expires = float(min(expires, time.time() + _MAX_COOKIE_AGE_S))
+        return {
+            "name": cookie["name"],
+            "value": str(cookie.get("value", "")),
+            "domain": domain,
+            "path": path,
+            "expires": expires,
+            "httpOnly": bool(cookie.get("httpOnly", False)),
+            "secure": bool(cookie.get("secure", False)),
+            "sameSite": cookie.get("sameSite") or "Lax",
+        }
 
-    async def clear_cookies(self) -> None:
+    async def cookies(self, urls: str | list[str] | None = None) -> list[dict[str, Any]]:
+        self._check()
+        now = time.time()
+        self.jar = [c for c in self.jar if c["expires"] == -1 or c["expires"] > now]
+        if isinstance(urls, str):
+            urls = [urls]
+        if not urls:
+            return [dict(c) for c in self.jar]
+        return [dict(c) for c in self.jar if any(_cookie_matches(c, url) for url in urls)]
+
+    async def clear_cookies(self, **_: Any) -> None:
+        self._check()
         self.jar.clear()
 
     async def new_page(self) -> FakePageHandle:
+        self._check()
         page = FakePageHandle(self)
-        self.pages.append(page)
+        self._pages.append(page)
         return page
 
-    async def add_init_script(self, script: str) -> None:
-        self.init_scripts.append(script)
+    async def add_init_script(self, script: str | None = None, **_: Any) -> None:
+        self._check()
+        self.init_scripts.append(script or "")
 
     async def set_extra_http_headers(self, headers: dict[str, str]) -> None:
-        self.extra_headers.update(headers)
+        self._check()
+        self.extra_headers = dict(headers)  # as on Chromium: replaces, never merges
 
-    async def close(self) -> None:
+    async def route(self, url: Any, handler: Callable[..., Any], **_: Any) -> None:
+        self._check()
+        self.routes.append((url, handler))
+
+    async def unroute(self, url: Any, handler: Callable[..., Any] | None = None) -> None:
+        self.routes = [(u, h) for u, h in self.routes if not (u == url and (handler is None or h == handler))]
+
+    async def unroute_all(self, **_: Any) -> None:
+        self.routes.clear()
+
+    async def _request(self, page: FakePageHandle, url: str, resource_type: str) -> dict[str, str] | None:
+        """Send one request through the route handlers, as Chromium does; record it. None if aborted."""
+        headers = {k.lower(): v for k, v in {**self.extra_headers, **page.extra_headers}.items()}
+        if self.options.user_agent:
+            headers.setdefault("user-agent", self.options.user_agent)
+        for matcher, handler in reversed(self.routes):  # Playwright: the last registered route runs first
+            if not _route_matches(matcher, url):
+                continue
+            route = FakeRoute(_RouteRequest(url, headers, resource_type, resource_type == "document"))
+            params = [p for p in inspect.signature(handler).parameters.values() if p.kind != p.VAR_KEYWORD]
+            result = handler(route, route.request) if len(params) >= 2 else handler(route)
+            if inspect.isawaitable(result):
+                await result
+            if route.outcome is None:
+                raise RuntimeError(f"a route handler for {url} neither continued, fell back nor aborted it")
+            if route.headers is not None:
+                headers = route.headers
+            if route.outcome == "abort":
+                return None
+            if route.outcome != "fallback":
+                break
+        self._record(url, resource_type, headers)
+        return headers
+
+    def _record(self, url: str, resource_type: str, headers: dict[str, str]) -> None:
+        self.browser.requests.append(
+            FakeRequest(self.id, url, dict(headers), resource_type, self.cookie_names(url))
+        )
+
+    async def close(self, **_: Any) -> None:
         self.closed = True
-        for page in self.pages:
+        for page in self._pages:
             page.closed = True
 
-    def cookie_names(self) -> list[str]:
-        return sorted(c["name"] for c in self.jar)
+    def cookie_names(self, url: str | None = None) -> list[str]:
+        """Names of the cookies in the jar (only those a request to ``url`` would carry, if given)."""
+        jar = self.jar if url is None else [c for c in self.jar if _cookie_matches(c, url)]
+        return sorted(c["name"] for c in jar)
 
 
 class FakePageHandle:
@@ -104,6 +292,7 @@ class FakePageHandle:
 
     def __init__(self, context: FakeContext) -> None:
         self.context = context
+        self.extra_headers: dict[str, str] = {}
         self.url = "about:blank"
         self.closed = False
         self.filled: dict[str, str] = {}
@@ -119,16 +308,27 @@ class FakePageHandle:
         if self.closed or self.context.closed:
             raise RuntimeError("Target page, context or browser has been closed")
 
+    async def set_extra_http_headers(self, headers: dict[str, str]) -> None:
+        self.extra_headers = dict(headers)
+
     async def goto(self, url: str, **_: Any) -> FakeResponse:
         self._check()
         status = 200
+        sent: dict[str, str] | None = None
         for _hop in range(10):
             self.browser.navigations.append((self.context.id, url))
+            if sent is None:
+                sent = await self.context._request(self, url, "document")
+                if sent is None:
+                    raise RuntimeError(f"net::ERR_FAILED at {url} (aborted by a route)")
+            else:
+                # Redirect hops skip route handlers and carry the first request's headers, as Playwright does.
+                self.context._record(url, "document", sent)
             spec = self.browser.find(url)
             if spec is None:
                 self.url, self._html, status = url, "<html><head><title>Not found</title></head></html>", 404
                 break
-            if spec.requires_cookie and spec.requires_cookie not in self.context.cookie_names():
+            if spec.requires_cookie and spec.requires_cookie not in self.context.cookie_names(url):
                 if spec.login_url:
                     url = urljoin(url, spec.login_url)
                     continue
@@ -144,7 +344,15 @@ class FakePageHandle:
                 continue
             self.url, self._html, status = url, spec.html, spec.status
             break
+        await self._load_subresources()
         return FakeResponse(status, self.url)
+
+    async def _load_subresources(self) -> None:
+        for pattern, kind in _SUBRESOURCES:
+            for src in pattern.findall(self._html):
+                target = urljoin(self.url, src)
+                if urlsplit(target).scheme in ("http", "https"):
+                    await self.context._request(self, target, kind)
 
     async def content(self) -> str:
         self._check()
@@ -202,6 +410,22 @@ class FakePageHandle:
         self.closed = True
 
 
+@dataclass
+class FakeRequest:
+    """One request the fake browser "sent": what a server would have received (cookie values aside)."""
+
+    context_id: int
+    url: str
+    headers: dict[str, str]  # lower-case names
+    resource_type: str = "document"  # "document", "image", "script", "stylesheet"
+    cookie_names: list[str] = field(default_factory=list)
+    method: str = "GET"
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.url).hostname or "").lower()
+
+
 def _has_selector(html: str, selector: str) -> bool:
     """A rough CSS match for canned pages: ``#id``, ``.class``, ``tag``, ``[name=x]``, ``tag[name=x]``."""
     for part in (p.strip() for p in selector.split(",")):
@@ -209,7 +433,7 @@ def _has_selector(html: str, selector: str) -> bool:
             return True
         if part.startswith(".") and re.search(rf'class=["\'][^"\']*\b{re.escape(part[1:])}\b', html):
             return True
-        attr = re.match(r"^(\w*)\[(\w+)=['\"]?([^'\"\]]+)['\"]?\]$", part)
+        attr = re.fullmatch(r"(\w*)\[(\w+)=['\"]?([^'\"\]]+)['\"]?\]", part)
         if attr and re.search(rf'{attr.group(2)}=["\']?{re.escape(attr.group(3))}\b', html):
             return True
         if re.fullmatch(r"\w+", part) and re.search(rf"<{part}\b", html, re.I):
@@ -235,6 +459,7 @@ class FakeBrowser:
         self.generation = 0
         self.pages: dict[str, CannedPage] = {}
         self.navigations: list[tuple[int, str]] = []
+        self.requests: list[FakeRequest] = []  # every request (navigation hops, subresources) and its headers
         self.contexts: list[FakeContext] = []
         self.started = False
         self._crash_callbacks: list[Callable[[int], None]] = []
@@ -252,6 +477,10 @@ class FakeBrowser:
             if fnmatch.fnmatch(url, pattern):
                 return page
         return None
+
+    def requests_to(self, host: str) -> list[FakeRequest]:
+        """The requests sent to ``host`` (exactly that host name)."""
+        return [r for r in self.requests if r.host == host.lower()]
 
     def visited(self, context: Any = None) -> list[str]:
         """URLs navigated to, for one context (a session's ``context``) or all."""
