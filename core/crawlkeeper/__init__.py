@@ -1,12 +1,16 @@
 """crawlkeeper: an MCP server that crawls the web through crawl4ai with real, authenticated browser sessions.
 
 The public API for plugins: ``hookimpl`` (and ``hookspec``), ``AuthMethod``, ``ConfigLayer``, ``Profile``,
-``Session``, ``SessionExpired``. Importing this package is cheap: no browser, crawl4ai or MCP import happens here.
+``Session``, ``SessionExpired``, and every type a hook receives (``Config``, ``Server``, ``ToolRegistry``,
+``SessionRequest``, ``CrawlRequest``). Importing this package is cheap: no browser, crawl4ai or MCP import
+happens here.
 """
 
 from __future__ import annotations
 
+from .config import Config
 from .errors import ConfigError, CrawlError, CrawlkeeperError, PluginError, SessionError, SessionExpired
+from .handle import Server
 from .headers import SessionHeaders, is_credential, own_sites, unscoped_credentials
 from .hookspecs import hookimpl, hookspec
 from .logs import register_secret
@@ -24,6 +28,7 @@ from .models import (
     resolve_secret,
 )
 from .options import ContextOptions, CrawlOptions, SecretRef
+from .tools import ToolRegistry
 
 __version__ = "0.1.0"
 
@@ -31,6 +36,7 @@ __all__ = [
     "ENV_NAME",
     "PROFILE_LAYER_PRIORITY",
     "AuthMethod",
+    "Config",
     "ConfigError",
     "ConfigLayer",
     "ContextOptions",
@@ -41,11 +47,13 @@ __all__ = [
     "PluginError",
     "Profile",
     "SecretRef",
+    "Server",
     "Session",
     "SessionError",
     "SessionExpired",
     "SessionHeaders",
     "SessionRequest",
+    "ToolRegistry",
     "__version__",
     "env_var_problem",
     "hookimpl",

@@ -1,6 +1,7 @@
 """The application: config, plugins, browser, sessions, profiles and the crawl pipeline, wired together.
 
-MCP tools and CLI commands are thin layers over :class:`App`; plugins see it in ``crawlkeeper_startup``.
+MCP tools and CLI commands are thin layers over :class:`App`; plugins see a narrow handle on it, a
+:class:`~crawlkeeper.Server`, in ``crawlkeeper_startup``/``crawlkeeper_shutdown``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .errors import (
     SessionError,
     first_line,
 )
+from .handle import Server
 from .headers import SessionHeaders, holds_credentials, own_sites, resolve_headers
 from .logs import safe_url, scrub, scrub_secrets
 from .models import (
@@ -46,6 +48,7 @@ from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
 from .plugins import Hooks, PluginManager, within
 from .profiles import ProfileStore
+from .scripts import wait_kind
 from .sessions import SessionRegistry, iso, page_url
 from .tools import ToolRegistry
 
@@ -140,6 +143,7 @@ class App:
         self.backend.on_crash(self._on_crash)
         self.sessions = SessionRegistry(self.hooks, max_sessions=settings.sessions.max_sessions, clock=clock,
                                         park=self._park_session)
+        self.server = Server(config, self.sessions, lambda: self.clock())  # what startup/shutdown hooks see
         self.profiles = ProfileStore(self.hooks, config)
         self.limiter = Limiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
         self.pager = ContentPager()
@@ -176,7 +180,7 @@ class App:
     async def startup(self) -> None:
         if self._started:
             return
-        await self.hooks.acall("crawlkeeper_startup", app=self)
+        await self.hooks.acall("crawlkeeper_startup", server=self.server)
         self._started = True
 
     async def shutdown(self) -> None:
@@ -184,7 +188,7 @@ class App:
         try:
             await self.sessions.close_all("shutdown")
             if self._started:
-                await self.hooks.acall("crawlkeeper_shutdown", keep_going=True, app=self)
+                await self.hooks.acall("crawlkeeper_shutdown", keep_going=True, server=self.server)
         finally:
             self._started = False
             for entry in list(self._pool.values()):
@@ -336,7 +340,7 @@ class App:
         if mode == "allow" or (mode == "no-secrets" and not holds):
             return arguments
         wait_for = str(arguments.get("wait_for") or "").strip()
-        scripted = wait_for.startswith(("js:", "()", "function"))
+        scripted = bool(wait_for) and wait_kind(wait_for)[0] == "js"
         if arguments.get("js_code") or scripted:
             what = "js_code" if arguments.get("js_code") else "a JavaScript wait_for"
             if mode == "deny":
@@ -658,14 +662,14 @@ class App:
                 raise
             raise _creation_error(sid, step, exc, method) from exc
         self.sessions.add(session)
-        return {
+        return scrub_secrets({  # a URL path can hold a token too
             "session_id": sid,
             "profile": session.profile,
             "auth": auth_name,
             "url": safe_url(page_url(session) or "about:blank"),
             "expires_at": iso(session.expires_at),
             "cookies": await self.cookie_names(session),
-        }
+        })
 
     async def _ensure_browser(self, policy: EgressPolicy) -> str | None:
         """Start the browser if needed (behind the egress proxy) and return the proxy for ``policy``."""
@@ -732,7 +736,7 @@ class App:
             if session.expires_at is not None and session.expires_at <= now:
                 continue  # expired: the reaper (or the next use) closes it; it is no longer listed
             out.append(self.sessions.describe(session, await self.cookie_names(session)))
-        return out
+        return scrub_secrets(out)
 
     async def close_session(self, session_id: str) -> dict[str, Any]:
         if not await self.sessions.close(session_id, "closed"):

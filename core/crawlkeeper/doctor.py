@@ -21,7 +21,7 @@ def _line(ok: bool | None, what: str, detail: str = "", fix: str = "") -> None:
 def run_doctor(config_path: str | None) -> int:
     """Print one line per check with a fix for each failure; return the exit code (0 when all passed)."""
     from .config import load_config
-    from .plugins import create_plugin_manager
+    from .plugins import check_plugin_names, create_plugin_manager
 
     failures = 0
     try:
@@ -32,6 +32,7 @@ def run_doctor(config_path: str | None) -> int:
         return 1
     try:
         pm = create_plugin_manager(config.disabled_plugins)
+        check_plugin_names(pm, config)
         from .app import App
 
         app = App(config, pm)

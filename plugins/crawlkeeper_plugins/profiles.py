@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from crawlkeeper import (
     PROFILE_LAYER_PRIORITY,
+    Config,
     ConfigLayer,
     ContextOptions,
     CrawlOptions,
@@ -238,7 +239,7 @@ class ProfilesPlugin:
         self._cache: dict[Path, _Cached] = {}
 
     @hookimpl
-    def crawlkeeper_load_profiles(self, config: Any) -> list[Profile]:
+    def crawlkeeper_load_profiles(self, config: Config) -> list[Profile]:
         directory: Path = config.profiles_dir
         try:
             files = sorted(p for p in directory.glob("*.toml") if p.is_file())
@@ -261,7 +262,7 @@ class ProfilesPlugin:
             del self._cache[gone]
         return out
 
-    def _reload(self, path: Path, stamp: tuple[int, int], previous: _Cached | None, config: Any) -> _Cached:
+    def _reload(self, path: Path, stamp: tuple[int, int], previous: _Cached | None, config: Config) -> _Cached:
         try:
             display = str(path.relative_to(config.base_dir))
         except ValueError:
