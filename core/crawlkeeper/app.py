@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import guard
 from .browser import BrowserBackend, ChromiumBackend, PageResult, html_to_text
@@ -35,7 +35,7 @@ from .errors import (
 )
 from .handle import Server
 from .headers import SessionHeaders, holds_credentials, own_sites, resolve_headers
-from .logs import safe_url, scrub, scrub_secrets
+from .logs import register_secret, safe_url, scrub, scrub_secrets
 from .models import (
     AuthMethod,
     ConfigLayer,
@@ -55,6 +55,7 @@ from .tools import ToolRegistry
 log = logging.getLogger("crawlkeeper.app")
 
 ProgressCallback = Callable[[int, int, str], Awaitable[None]]
+T = TypeVar("T")
 _TIMEOUT_GRACE_S = 2.0
 _MAX_POOLED_CONTEXTS = 4
 _IDLE_SLOTS_PER_ENTRY = 2
@@ -252,11 +253,15 @@ class App:
             raise ConfigError(f"{profile.label} [security]: {exc}") from None
 
     async def proxy_url(self, policy: EgressPolicy) -> str:
+        """The URL of the egress proxy for ``policy``, with its credentials (``http://U:P@127.0.0.1:PORT``)."""
         proxy = self._proxies.get(policy)
         if proxy is None:
             proxy = self._proxies[policy] = EgressProxy(policy, self._resolver)
+            if proxy.credentials is not None:  # a local process holding them could use the proxy: never log them
+                register_secret(proxy.credentials.password)
+                register_secret(proxy.credentials.header.split(" ", 1)[1])
         await proxy.start()
-        return proxy.url
+        return proxy.url_with_credentials
 
     async def check_url(self, url: str, policy: EgressPolicy) -> None:
         """Refuse a top-level URL before the browser sees it (scheme, host, resolved address class)."""
@@ -291,6 +296,29 @@ class App:
             max_chars = self.crawl_options(request).max_chars
             content, next_cursor, meta = self.pager.next(cursor, url, max_chars)
             return {**meta, "content": content, "truncated": next_cursor is not None, "next_cursor": next_cursor}
+
+        async def work(page: Any, options: CrawlOptions) -> PageResult:
+            return await self.backend.crawl(page, url, options)
+
+        page_result, options = await self.run_on_page(
+            url, work, session_id=session_id, profile=profile, arguments=arguments
+        )
+        return await self._shape(page_result, options, session_id)
+
+    async def run_on_page(
+        self,
+        url: str,
+        work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        *,
+        session_id: str | None = None,
+        profile: str | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> tuple[T, CrawlOptions]:
+        """Run ``work(page, options)`` for ``url`` in the session's page, or a pooled page of a context for the
+        profile: options merged by the one pipeline, the URL checked by the egress policy, under the global
+        limit and the overall deadline (a page that hangs is abandoned). Every tool that loads a page uses this.
+        """
+        arguments = {k: v for k, v in (arguments or {}).items() if v is not None}
         if session_id is not None:
             session = self.sessions.get(session_id)
             if profile is not None and profile != session.profile:
@@ -310,25 +338,23 @@ class App:
             async with self.sessions.use(session):
                 await self.check_url(url, policy)
                 async with self.limiter:
-                    page_result = await self._crawl_page(session, url, options)
-        else:
-            prof = self.profile(profile)
-            if prof is not None and (prof.cookies or prof.auth):
-                self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
-                return await self._crawl_in_temporary_session(url, prof, arguments)
-            request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
-            layers = self._layers(request)
-            context_options = self.context_options(request, layers)
-            where = f"a crawl with {prof.label}" if prof else "a crawl with credential headers from the configuration"
-            arguments = self.check_scripts(arguments, holds=holds_credentials(context_options.extra_headers),
-                                           where=where)
-            request.arguments = arguments
-            options = self.crawl_options(request, layers)
-            policy = self.policy_for(prof)
-            await self.check_url(url, policy)
-            async with self.limiter:
-                page_result = await self._crawl_pooled(url, options, context_options, policy)
-        return await self._shape(page_result, options, session_id)
+                    return await self._crawl_page(session, url, options, work), options
+        prof = self.profile(profile)
+        if prof is not None and (prof.cookies or prof.auth):
+            self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
+            return await self._in_temporary_session(url, prof, arguments, work)
+        request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
+        layers = self._layers(request)
+        context_options = self.context_options(request, layers)
+        where = f"a crawl with {prof.label}" if prof else "a crawl with credential headers from the configuration"
+        arguments = self.check_scripts(arguments, holds=holds_credentials(context_options.extra_headers),
+                                       where=where)
+        request.arguments = arguments
+        options = self.crawl_options(request, layers)
+        policy = self.policy_for(prof)
+        await self.check_url(url, policy)
+        async with self.limiter:
+            return await self._crawl_pooled(url, options, context_options, policy, work), options
 
     def check_scripts(self, arguments: dict[str, Any], *, holds: bool, where: str) -> dict[str, Any]:
         """Apply ``[security] js_code`` to a call's scripts (``js_code``, a JavaScript ``wait_for``).
@@ -374,24 +400,28 @@ class App:
                 await headers.add(chosen, secret=secret, source=f"[browser] extra_headers of {source}")
         return headers
 
-    async def _crawl_in_temporary_session(self, url: str, prof: Profile, arguments: dict[str, Any]) -> dict[str, Any]:
-        """A session-less crawl with a profile that logs in: a session that lives for this one call."""
+    async def _in_temporary_session(
+        self, url: str, prof: Profile, arguments: dict[str, Any], work: Callable[[Any, CrawlOptions], Awaitable[T]]
+    ) -> tuple[T, CrawlOptions]:
+        """A session-less call with a profile that logs in: a session that lives for this one call."""
         created = await self.create_session(profile=prof.name)
         try:
-            result = await self.crawl(url, session_id=created["session_id"], **arguments)
+            return await self.run_on_page(url, work, session_id=created["session_id"], arguments=arguments)
         finally:
             await self.sessions.close(created["session_id"], "closed")
-        result["session_id"] = None
-        return result
 
-    async def _crawl_page(self, session: Session, url: str, options: CrawlOptions) -> PageResult:
-        """Crawl in a session's page, under the overall deadline; a page that hangs is replaced."""
+    async def _crawl_page(
+        self, session: Session, url: str, options: CrawlOptions, work: Callable[[Any, CrawlOptions], Awaitable[T]]
+    ) -> T:
+        """Work in a session's page, under the overall deadline; a page that hangs is replaced."""
         try:
             page = await session.ensure_page()
         except Exception as exc:
             raise CrawlError(f"could not open a page for session '{session.id}' ({first_line(exc)})") from None
         try:
-            return await self._crawl_or_abandon(page, url, options, f" (session '{session.id}' keeps its cookies)")
+            return await self._crawl_or_abandon(
+                page, url, options, work, f" (session '{session.id}' keeps its cookies)"
+            )
         except (PageTimeout, PageTooLarge, PageCrashed):
             # The page may still be loading or running a script: a late navigation would interrupt the
             # session's next call, so the page is dropped and the next call opens a new one (the context,
@@ -399,12 +429,20 @@ class App:
             session.page = None
             raise
 
-    async def _crawl_or_abandon(self, page: Any, url: str, options: CrawlOptions, kept: str = "") -> PageResult:
-        """Crawl under the overall deadline; a page that times out is abandoned (its scripts stopped, closed)."""
+    async def _crawl_or_abandon(
+        self, page: Any, url: str, options: CrawlOptions, work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        kept: str = "",
+    ) -> T:
+        """Work under the overall deadline; a page that times out is abandoned (its scripts stopped, closed)."""
         try:
-            return await asyncio.wait_for(
-                self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
-            )
+            meter = guard.meter_of(page)
+            if meter is not None:  # screenshots and extraction too, not only crawls
+                meter.arm(int(options.max_page_mb * 1_048_576))
+            result = await asyncio.wait_for(guard.race_meter(work(page, options), meter),
+                                            options.timeout_s + _TIMEOUT_GRACE_S)
+            if meter is not None and (meter.crashed or meter.problem):
+                raise self._meter_error(meter, url)
+            return result  # type: ignore[no-any-return]
         except (PageTooLarge, PageCrashed):
             self._background(self._abandon(page))  # a renderer busy with the oversized body answers late
             raise
@@ -416,8 +454,9 @@ class App:
             ) from None
 
     async def _crawl_pooled(
-        self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy
-    ) -> PageResult:
+        self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy,
+        work: Callable[[Any, CrawlOptions], Awaitable[T]],
+    ) -> T:
         entry, slot = await self._pooled_slot(context_options, policy)
         reusable = abandoned = False
         try:
@@ -428,7 +467,7 @@ class App:
                     self._pool.pop(entry.key, None)
                     raise CrawlError(f"could not open a page ({first_line(exc)}); retry the call") from None
             try:
-                result = await self._crawl_or_abandon(slot.page, url, options)
+                result = await self._crawl_or_abandon(slot.page, url, options, work)
             except (PageTimeout, PageTooLarge, PageCrashed):
                 abandoned = True  # the page was abandoned
                 raise
@@ -449,6 +488,12 @@ class App:
             else:
                 await _close_quietly(slot.context)
             await self._trim_pool()
+
+    def _meter_error(self, meter: guard.PageMeter, url: str) -> CrawlError:
+        if meter.crashed:
+            describe = getattr(self.backend, "crash_message", None)
+            return PageCrashed(describe(url) if describe else f"the page {safe_url(url)} crashed its renderer")
+        return PageTooLarge(guard.too_large_message(url, meter.problem or "too much data"))
 
     def _background(self, work: Awaitable[Any]) -> None:
         """Run clean-up work without making the caller wait (kept referenced until it ends)."""
@@ -695,9 +740,7 @@ class App:
             if meter is None or not meter.problem:
                 raise CrawlError(f"could not load {safe_url(url)}: {first_line(exc, 200)}") from None
         if meter is not None and meter.problem:
-            raise PageTooLarge(
-                f"{safe_url(url)} is too large: {meter.problem}; if the page is legitimate, raise [crawl] max_page_mb"
-            )
+            raise PageTooLarge(guard.too_large_message(url, meter.problem))
 
     def _auth_method(self, name: str) -> AuthMethod:
         entry = self.auth_methods.get(name)

@@ -128,6 +128,11 @@ class PageMeter:
             )), _CDP_TIMEOUT_S)
 
 
+def too_large_message(url: str, problem: str) -> str:
+    return (f"{safe_url(url)} is too large: {problem}; the page was stopped. If the page is legitimate, raise "
+            "[crawl] max_page_mb (in the config file or the profile)")
+
+
 async def race_meter(work: Any, meter: PageMeter | None) -> Any:
     """Await ``work`` unless ``meter`` trips first; then cancel it and return None (the caller checks the
     meter). Cancelling the caller cancels ``work`` too."""
