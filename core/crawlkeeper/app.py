@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import guard
+from .auth import auth_problem
+from .auth import choose as choose_auth
 from .browser import BrowserBackend, ChromiumBackend, PageResult, html_to_text
 from .config import Config
 from .egress import EgressPolicy, EgressProxy, EgressRefused
 from .errors import (
-    BusyError,
     ConfigError,
     CrawlError,
     CrawlkeeperError,
@@ -33,6 +34,7 @@ from .errors import (
     SessionError,
     first_line,
 )
+from .fairness import FairLimiter
 from .handle import Server
 from .headers import SessionHeaders, holds_credentials, own_sites, resolve_headers
 from .logs import register_secret, safe_url, scrub, scrub_secrets
@@ -47,6 +49,7 @@ from .models import (
 from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
 from .plugins import Hooks, PluginManager, within
+from .principal import LOCAL, Principal
 from .profiles import ProfileStore
 from .scripts import wait_kind
 from .sessions import SessionRegistry, iso, page_url
@@ -85,31 +88,6 @@ class _PoolEntry:
     idle: list[_Slot] = field(default_factory=list)
 
 
-class Limiter:
-    """A global cap on concurrent browser work, with a bounded queue: beyond it, a clear "busy" error."""
-
-    def __init__(self, concurrency: int, max_queued: int) -> None:
-        self._sem = asyncio.Semaphore(concurrency)
-        self.concurrency = concurrency
-        self.max_queued = max_queued
-        self.waiting = 0
-
-    async def __aenter__(self) -> None:
-        if self._sem.locked() and self.waiting >= self.max_queued:
-            raise BusyError(
-                f"crawlkeeper is busy: {self.concurrency} crawls running and {self.waiting} queued "
-                "([limits] max_queued_calls); retry in a few seconds"
-            )
-        self.waiting += 1
-        try:
-            await self._sem.acquire()
-        finally:
-            self.waiting -= 1
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._sem.release()
-
-
 class App:
     """Everything a running crawlkeeper server holds."""
 
@@ -146,7 +124,7 @@ class App:
                                         park=self._park_session)
         self.server = Server(config, self.sessions, lambda: self.clock())  # what startup/shutdown hooks see
         self.profiles = ProfileStore(self.hooks, config)
-        self.limiter = Limiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
+        self.limiter = FairLimiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
         self.pager = ContentPager()
         self.tools = ToolRegistry()
         self.auth_methods: dict[str, tuple[str, AuthMethod]] = {}
@@ -287,9 +265,12 @@ class App:
         session_id: str | None = None,
         profile: str | None = None,
         cursor: str | None = None,
+        principal: Principal | None = None,
         **arguments: Any,
     ) -> dict[str, Any]:
-        """Crawl one URL (or fetch the next chunk of an earlier crawl when ``cursor`` is given)."""
+        """Crawl one URL (or fetch the next chunk of an earlier crawl when ``cursor`` is given), for
+        ``principal`` (the local user by default): only its own sessions, under its share of the slots."""
+        who = principal or LOCAL
         arguments = {k: v for k, v in arguments.items() if v is not None}
         if cursor:
             request = CrawlRequest(url=url, profile=None, session=None, arguments=arguments)
@@ -301,7 +282,7 @@ class App:
             return await self.backend.crawl(page, url, options)
 
         page_result, options = await self.run_on_page(
-            url, work, session_id=session_id, profile=profile, arguments=arguments
+            url, work, session_id=session_id, profile=profile, arguments=arguments, principal=who
         )
         return await self._shape(page_result, options, session_id)
 
@@ -313,14 +294,17 @@ class App:
         session_id: str | None = None,
         profile: str | None = None,
         arguments: dict[str, Any] | None = None,
+        principal: Principal | None = None,
     ) -> tuple[T, CrawlOptions]:
         """Run ``work(page, options)`` for ``url`` in the session's page, or a pooled page of a context for the
         profile: options merged by the one pipeline, the URL checked by the egress policy, under the global
         limit and the overall deadline (a page that hangs is abandoned). Every tool that loads a page uses this.
+        ``principal`` (the local user by default) may use only its own sessions, under its share of the slots.
         """
+        who = principal or LOCAL
         arguments = {k: v for k, v in (arguments or {}).items() if v is not None}
         if session_id is not None:
-            session = self.sessions.get(session_id)
+            session = self.sessions.get(session_id, who.id)
             if profile is not None and profile != session.profile:
                 raise CrawlError(
                     f"session '{session_id}' was created with profile {session.profile!r}; a session keeps its "
@@ -337,12 +321,12 @@ class App:
             # on one session must not hold slots other sessions need.
             async with self.sessions.use(session):
                 await self.check_url(url, policy)
-                async with self.limiter:
+                async with self.limiter.slot(who.id):
                     return await self._crawl_page(session, url, options, work), options
         prof = self.profile(profile)
         if prof is not None and (prof.cookies or prof.auth):
             self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
-            return await self._in_temporary_session(url, prof, arguments, work)
+            return await self._in_temporary_session(url, prof, arguments, work, who)
         request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
         layers = self._layers(request)
         context_options = self.context_options(request, layers)
@@ -353,7 +337,7 @@ class App:
         options = self.crawl_options(request, layers)
         policy = self.policy_for(prof)
         await self.check_url(url, policy)
-        async with self.limiter:
+        async with self.limiter.slot(who.id):
             return await self._crawl_pooled(url, options, context_options, policy, work), options
 
     def check_scripts(self, arguments: dict[str, Any], *, holds: bool, where: str) -> dict[str, Any]:
@@ -401,14 +385,17 @@ class App:
         return headers
 
     async def _in_temporary_session(
-        self, url: str, prof: Profile, arguments: dict[str, Any], work: Callable[[Any, CrawlOptions], Awaitable[T]]
+        self, url: str, prof: Profile, arguments: dict[str, Any], work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        who: Principal,
     ) -> tuple[T, CrawlOptions]:
         """A session-less call with a profile that logs in: a session that lives for this one call."""
-        created = await self.create_session(profile=prof.name)
+        created = await self.create_session(profile=prof.name, temporary=True, principal=who)
         try:
-            return await self.run_on_page(url, work, session_id=created["session_id"], arguments=arguments)
+            return await self.run_on_page(url, work, session_id=created["session_id"], arguments=arguments,
+                                           principal=who)
         finally:
-            await self.sessions.close(created["session_id"], "closed")
+            # Its own reason: a plugin that logs out (or saves state) on "closed" need not do so after each call.
+            await self.sessions.close(created["session_id"], "temporary", owner=who.id)
 
     async def _crawl_page(
         self, session: Session, url: str, options: CrawlOptions, work: Callable[[Any, CrawlOptions], Awaitable[T]]
@@ -649,24 +636,29 @@ class App:
         profile: str | None = None,
         auth: str | None = None,
         ttl_s: float | None = None,
+        temporary: bool = False,
+        principal: Principal | None = None,
     ) -> dict[str, Any]:
+        """Create a session (see CONTRACT.md). ``temporary``: a hidden one-shot session for one session-less crawl
+        with a logging-in profile; plugins see ``session.temporary`` and, at the end, close reason ``temporary``."""
+        who = principal or LOCAL
         prof = self.profile(profile)
-        auth_name = auth or ((prof.auth or {}).get("method") if prof else None)
-        method = self._auth_method(auth_name) if auth_name else None
-        params = self._auth_params(method, prof) if method else None
+        chosen = choose_auth(auth, prof, self.auth_methods, self.disabled_plugins())
+        method, params = chosen if chosen else (None, None)
+        auth_name = method.name if method else None
         policy = self.policy_for(prof)
         if url:
             await self.check_url(url, policy)
-        sid = self.sessions.reserve(session_id)
+        sid = self.sessions.reserve(session_id, who.id)
         request = SessionRequest(session_id=sid, url=url, cookies=list(cookies or []), profile=prof,
-                                 auth=auth_name, ttl_s=ttl_s)
+                                 auth=auth_name, ttl_s=ttl_s, temporary=temporary)
         step = "creating the browser context"
         session: Session | None = None
         context: Any = None
         try:
             crawl_request = CrawlRequest(url=url, profile=prof, session=None, arguments={})
             options = self.context_options(crawl_request)
-            async with self.limiter:
+            async with self.limiter.slot(who.id):
                 proxy = await self._ensure_browser(policy)
                 context = await self.backend.new_context(_without_headers(options), proxy_url=proxy)
                 generation = self.backend.generation
@@ -678,9 +670,9 @@ class App:
                 page = await self.backend.new_page(context) if url or method else None
                 now = self.clock()
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
-                                  created_at=now, last_used_at=now, generation=generation,
+                                  created_at=now, last_used_at=now, generation=generation, owner=who.id,
                                   page_factory=functools.partial(self.backend.new_page, context),
-                                  headers=headers,
+                                  headers=headers, temporary=temporary,
                                   holds_secrets=bool(prof and (prof.cookies or prof.auth)) or method is not None)
                 step = "the session_created hooks"
                 await self.hooks.acall("crawlkeeper_session_created", session=session, request=request)
@@ -700,7 +692,7 @@ class App:
                 raise CrawlError("the browser crashed while the session was being created; call create_session again")
             await self._park_session(session)
         except BaseException as exc:
-            self.sessions.release(sid)
+            self.sessions.release(sid, who.id)
             if context is not None:
                 await _close_quietly(context)
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
@@ -742,28 +734,14 @@ class App:
         if meter is not None and meter.problem:
             raise PageTooLarge(guard.too_large_message(url, meter.problem))
 
-    def _auth_method(self, name: str) -> AuthMethod:
-        entry = self.auth_methods.get(name)
-        if entry is None:
-            available = ", ".join(sorted(self.auth_methods)) or "none (no plugin provides one)"
-            raise SessionError(
-                f"unknown auth method '{name}' (not installed, or its plugin is disabled); "
-                f"available auth methods: {available}"
-            )
-        return entry[1]
+    def disabled_plugins(self) -> list[str]:
+        """Names of installed plugins that are not loaded (for "its plugin is disabled" messages)."""
+        return [info.name for info in self.pm.describe() if info.disabled]
 
-    def _auth_params(self, method: AuthMethod, prof: Profile | None) -> Any:
-        from pydantic import ValidationError
-
-        auth = (prof.auth or {}) if prof else {}
-        # The profile's [auth] table holds the params of the method it names, not of another one.
-        table = {k: v for k, v in auth.items() if k != "method"} if auth.get("method") == method.name else {}
-        try:
-            return method.params_model.model_validate(table)
-        except ValidationError as exc:
-            where = f"{prof.label} [auth]" if prof else f"auth method '{method.name}' (no profile given)"
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"{where}: invalid params for '{method.name}': {problems}") from None
+    def profile_problem(self, profile: Profile) -> str | None:
+        """What is wrong with a profile, checked without using it: its own error, or its ``[auth]`` table against
+        its method's params model (``crawlkeeper profiles``, ``doctor`` and ``list_profiles`` show it)."""
+        return profile.error or auth_problem(profile, self.auth_methods, self.disabled_plugins())
 
     async def cookie_names(self, session: Session) -> list[dict[str, str]]:
         try:
@@ -772,23 +750,54 @@ class App:
             return []
         return [{"name": c.get("name", ""), "domain": c.get("domain", "")} for c in cookies]
 
-    async def list_sessions(self) -> list[dict[str, Any]]:
+    async def list_sessions(
+        self, *, principal: Principal | None = None, all_clients: bool = False
+    ) -> list[dict[str, Any]]:
+        """``principal``'s live sessions; with ``all_clients`` (admins only) everyone's, each with its owner."""
+        who = principal or LOCAL
+        if all_clients and not who.admin:
+            raise SessionError("all_clients is for admin clients only (crawlkeeper token add NAME --admin)")
         out = []
         now = self.clock()
-        for session in self.sessions.all():
+        for session in self.sessions.all(None if all_clients else who.id):
             if session.expires_at is not None and session.expires_at <= now:
                 continue  # expired: the reaper (or the next use) closes it; it is no longer listed
-            out.append(self.sessions.describe(session, await self.cookie_names(session)))
+            if session.temporary:
+                continue  # one crawl's hidden session: not the caller's to use
+            entry = self.sessions.describe(session, await self.cookie_names(session))
+            if all_clients:
+                entry["owner"] = session.owner
+            out.append(entry)
         return scrub_secrets(out)
 
-    async def close_session(self, session_id: str) -> dict[str, Any]:
-        if not await self.sessions.close(session_id, "closed"):
-            self.sessions.get(session_id)  # raises the precise message
+    async def close_session(
+        self, session_id: str, *, principal: Principal | None = None, owner: str | None = None
+    ) -> dict[str, Any]:
+        """Close ``principal``'s session. An admin may close another client's by naming its ``owner`` (or
+        by id alone when only one client has a session with that id)."""
+        who = principal or LOCAL
+        target = who.id
+        if owner is not None and owner != who.id:
+            if not who.admin:
+                raise SessionError("owner is for admin clients only; close your own sessions by session_id")
+            target = owner
+        elif owner is None and who.admin and all(s.id != session_id for s in self.sessions.all(who.id)):
+            others = self.sessions.find(session_id)
+            if len(others) > 1:
+                owners = ", ".join(sorted(s.owner for s in others))
+                raise SessionError(f"several clients have a session '{session_id}' ({owners}); pass owner")
+            if others:
+                target = others[0].owner
+        if not await self.sessions.close(session_id, "closed", owner=target):
+            self.sessions.get(session_id, target)  # raises the precise message
         return {"session_id": session_id, "closed": True}
 
     def list_profiles(self) -> list[dict[str, str]]:
-        return [{"name": p.name, "description": p.description if not p.error else f"(broken) {p.error}"}
-                for p in self.profiles.all()]
+        out = []
+        for p in self.profiles.all():
+            problem = self.profile_problem(p)
+            out.append({"name": p.name, "description": f"(broken) {problem}" if problem else p.description})
+        return out
 
 
 def _without_headers(options: ContextOptions) -> ContextOptions:
