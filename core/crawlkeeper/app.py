@@ -553,11 +553,12 @@ class App:
                                                       owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
                 step = "creating the browser context"
                 # A cookie-only session opens its page on first use: most of a session's cost is its page.
-                page = await self.backend.new_page(context) if url or method else None
+                new_page = functools.partial(_watched_page, self.backend, context, headers)
+                page = await new_page() if url or method else None
                 now = self.clock()
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
                                   created_at=now, last_used_at=now, generation=generation,
-                                  page_factory=functools.partial(self.backend.new_page, context),
+                                  page_factory=new_page,
                                   headers=headers,
                                   holds_secrets=bool(prof and (prof.cookies or prof.auth)) or method is not None)
                 step = "the session_created hooks"
@@ -655,6 +656,13 @@ class App:
     def list_profiles(self) -> list[dict[str, str]]:
         return [{"name": p.name, "description": p.description if not p.error else f"(broken) {p.error}"}
                 for p in self.profiles.all()]
+
+
+async def _watched_page(backend: BrowserBackend, context: Any, headers: SessionHeaders) -> Any:
+    """A session's page whose ``set_extra_http_headers`` merges into ``session.headers`` (bound to its sites)."""
+    page = await backend.new_page(context)
+    headers.watch(page)
+    return page
 
 
 def _without_headers(options: ContextOptions) -> ContextOptions:
