@@ -14,8 +14,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from .auth import auth_problem
+from .auth import choose as choose_auth
 from .browser import BrowserBackend, ChromiumBackend, PageResult, html_to_text
 from .config import Config
 from .egress import EgressPolicy, EgressProxy, EgressRefused
@@ -26,12 +28,11 @@ from .errors import (
     CrawlkeeperError,
     PageTimeout,
     PluginError,
-    SessionError,
     first_line,
 )
 from .handle import Server
 from .headers import SessionHeaders, holds_credentials, own_sites, resolve_headers
-from .logs import safe_url, scrub, scrub_secrets
+from .logs import register_secret, safe_url, scrub, scrub_secrets
 from .models import (
     AuthMethod,
     ConfigLayer,
@@ -51,6 +52,7 @@ from .tools import ToolRegistry
 log = logging.getLogger("crawlkeeper.app")
 
 ProgressCallback = Callable[[int, int, str], Awaitable[None]]
+T = TypeVar("T")
 _TIMEOUT_GRACE_S = 2.0
 _MAX_POOLED_CONTEXTS = 4
 _IDLE_PAGES_PER_CONTEXT = 2
@@ -231,11 +233,15 @@ class App:
             raise ConfigError(f"{profile.label} [security]: {exc}") from None
 
     async def proxy_url(self, policy: EgressPolicy) -> str:
+        """The URL of the egress proxy for ``policy``, with its credentials (``http://U:P@127.0.0.1:PORT``)."""
         proxy = self._proxies.get(policy)
         if proxy is None:
             proxy = self._proxies[policy] = EgressProxy(policy, self._resolver)
+            if proxy.credentials is not None:  # a local process holding them could use the proxy: never log them
+                register_secret(proxy.credentials.password)
+                register_secret(proxy.credentials.header.split(" ", 1)[1])
         await proxy.start()
-        return proxy.url
+        return proxy.url_with_credentials
 
     async def check_url(self, url: str, policy: EgressPolicy) -> None:
         """Refuse a top-level URL before the browser sees it (scheme, host, resolved address class)."""
@@ -270,6 +276,29 @@ class App:
             max_chars = self.crawl_options(request).max_chars
             content, next_cursor, meta = self.pager.next(cursor, url, max_chars)
             return {**meta, "content": content, "truncated": next_cursor is not None, "next_cursor": next_cursor}
+
+        async def work(page: Any, options: CrawlOptions) -> PageResult:
+            return await self.backend.crawl(page, url, options)
+
+        page_result, options = await self.run_on_page(
+            url, work, session_id=session_id, profile=profile, arguments=arguments
+        )
+        return await self._shape(page_result, options, session_id)
+
+    async def run_on_page(
+        self,
+        url: str,
+        work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        *,
+        session_id: str | None = None,
+        profile: str | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> tuple[T, CrawlOptions]:
+        """Run ``work(page, options)`` for ``url`` in the session's page, or a pooled page of a context for the
+        profile: options merged by the one pipeline, the URL checked by the egress policy, under the global
+        limit and the overall deadline (a page that hangs is abandoned). Every tool that loads a page uses this.
+        """
+        arguments = {k: v for k, v in (arguments or {}).items() if v is not None}
         if session_id is not None:
             session = self.sessions.get(session_id)
             if profile is not None and profile != session.profile:
@@ -289,25 +318,23 @@ class App:
             async with self.sessions.use(session):
                 await self.check_url(url, policy)
                 async with self.limiter:
-                    page_result = await self._crawl_page(session, url, options)
-        else:
-            prof = self.profile(profile)
-            if prof is not None and (prof.cookies or prof.auth):
-                self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
-                return await self._crawl_in_temporary_session(url, prof, arguments)
-            request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
-            layers = self._layers(request)
-            context_options = self.context_options(request, layers)
-            where = f"a crawl with {prof.label}" if prof else "a crawl with credential headers from the configuration"
-            arguments = self.check_scripts(arguments, holds=holds_credentials(context_options.extra_headers),
-                                           where=where)
-            request.arguments = arguments
-            options = self.crawl_options(request, layers)
-            policy = self.policy_for(prof)
-            await self.check_url(url, policy)
-            async with self.limiter:
-                page_result = await self._crawl_pooled(url, options, context_options, policy)
-        return await self._shape(page_result, options, session_id)
+                    return await self._crawl_page(session, url, options, work), options
+        prof = self.profile(profile)
+        if prof is not None and (prof.cookies or prof.auth):
+            self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
+            return await self._in_temporary_session(url, prof, arguments, work)
+        request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
+        layers = self._layers(request)
+        context_options = self.context_options(request, layers)
+        where = f"a crawl with {prof.label}" if prof else "a crawl with credential headers from the configuration"
+        arguments = self.check_scripts(arguments, holds=holds_credentials(context_options.extra_headers),
+                                       where=where)
+        request.arguments = arguments
+        options = self.crawl_options(request, layers)
+        policy = self.policy_for(prof)
+        await self.check_url(url, policy)
+        async with self.limiter:
+            return await self._crawl_pooled(url, options, context_options, policy, work), options
 
     def check_scripts(self, arguments: dict[str, Any], *, holds: bool, where: str) -> dict[str, Any]:
         """Apply ``[security] js_code`` to a call's scripts (``js_code``, a JavaScript ``wait_for``).
@@ -353,24 +380,29 @@ class App:
                 await headers.add(chosen, secret=secret, source=f"[browser] extra_headers of {source}")
         return headers
 
-    async def _crawl_in_temporary_session(self, url: str, prof: Profile, arguments: dict[str, Any]) -> dict[str, Any]:
-        """A session-less crawl with a profile that logs in: a session that lives for this one call."""
-        created = await self.create_session(profile=prof.name)
+    async def _in_temporary_session(
+        self, url: str, prof: Profile, arguments: dict[str, Any], work: Callable[[Any, CrawlOptions], Awaitable[T]]
+    ) -> tuple[T, CrawlOptions]:
+        """A session-less call with a profile that logs in: a session that lives for this one call."""
+        created = await self.create_session(profile=prof.name, temporary=True)
         try:
-            result = await self.crawl(url, session_id=created["session_id"], **arguments)
+            return await self.run_on_page(url, work, session_id=created["session_id"], arguments=arguments)
         finally:
-            await self.sessions.close(created["session_id"], "closed")
-        result["session_id"] = None
-        return result
+            # Its own reason: a plugin that logs out (or saves state) on "closed" need not do so after each call.
+            await self.sessions.close(created["session_id"], "temporary")
 
-    async def _crawl_page(self, session: Session, url: str, options: CrawlOptions) -> PageResult:
-        """Crawl in a session's page, under the overall deadline; a page that hangs is replaced."""
+    async def _crawl_page(
+        self, session: Session, url: str, options: CrawlOptions, work: Callable[[Any, CrawlOptions], Awaitable[T]]
+    ) -> T:
+        """Work in a session's page, under the overall deadline; a page that hangs is replaced."""
         try:
             page = await session.ensure_page()
         except Exception as exc:
             raise CrawlError(f"could not open a page for session '{session.id}' ({first_line(exc)})") from None
         try:
-            return await self._crawl_or_abandon(page, url, options, f" (session '{session.id}' keeps its cookies)")
+            return await self._crawl_or_abandon(
+                page, url, options, work, f" (session '{session.id}' keeps its cookies)"
+            )
         except PageTimeout:
             # The page may still be loading or running a script: a late navigation would interrupt the
             # session's next call, so the page is dropped and the next call opens a new one (the context,
@@ -378,12 +410,13 @@ class App:
             session.page = None
             raise
 
-    async def _crawl_or_abandon(self, page: Any, url: str, options: CrawlOptions, kept: str = "") -> PageResult:
-        """Crawl under the overall deadline; a page that times out is abandoned (its scripts stopped, closed)."""
+    async def _crawl_or_abandon(
+        self, page: Any, url: str, options: CrawlOptions, work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        kept: str = "",
+    ) -> T:
+        """Work under the overall deadline; a page that times out is abandoned (its scripts stopped, closed)."""
         try:
-            return await asyncio.wait_for(
-                self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
-            )
+            return await asyncio.wait_for(work(page, options), options.timeout_s + _TIMEOUT_GRACE_S)
         except (asyncio.TimeoutError, PageTimeout):
             await self._abandon(page)
             raise PageTimeout(
@@ -392,8 +425,9 @@ class App:
             ) from None
 
     async def _crawl_pooled(
-        self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy
-    ) -> PageResult:
+        self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy,
+        work: Callable[[Any, CrawlOptions], Awaitable[T]],
+    ) -> T:
         entry = await self._pooled_context(context_options, policy)
         try:
             uses = 0
@@ -409,7 +443,7 @@ class App:
                     raise CrawlError(f"could not open a page ({first_line(exc)}); retry the call") from None
             reusable = False
             try:
-                result = await self._crawl_or_abandon(page, url, options)
+                result = await self._crawl_or_abandon(page, url, options, work)
                 reusable = True
                 return result
             finally:
@@ -527,17 +561,20 @@ class App:
         profile: str | None = None,
         auth: str | None = None,
         ttl_s: float | None = None,
+        temporary: bool = False,
     ) -> dict[str, Any]:
+        """Create a session (see CONTRACT.md). ``temporary``: a hidden one-shot session for one session-less crawl
+        with a logging-in profile; plugins see ``session.temporary`` and, at the end, close reason ``temporary``."""
         prof = self.profile(profile)
-        auth_name = auth or ((prof.auth or {}).get("method") if prof else None)
-        method = self._auth_method(auth_name) if auth_name else None
-        params = self._auth_params(method, prof) if method else None
+        chosen = choose_auth(auth, prof, self.auth_methods, self.disabled_plugins())
+        method, params = chosen if chosen else (None, None)
+        auth_name = method.name if method else None
         policy = self.policy_for(prof)
         if url:
             await self.check_url(url, policy)
         sid = self.sessions.reserve(session_id)
         request = SessionRequest(session_id=sid, url=url, cookies=list(cookies or []), profile=prof,
-                                 auth=auth_name, ttl_s=ttl_s)
+                                 auth=auth_name, ttl_s=ttl_s, temporary=temporary)
         step = "creating the browser context"
         session: Session | None = None
         context: Any = None
@@ -559,7 +596,7 @@ class App:
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
                                   created_at=now, last_used_at=now, generation=generation,
                                   page_factory=new_page,
-                                  headers=headers,
+                                  headers=headers, temporary=temporary,
                                   holds_secrets=bool(prof and (prof.cookies or prof.auth)) or method is not None)
                 step = "the session_created hooks"
                 await self.hooks.acall("crawlkeeper_session_created", session=session, request=request)
@@ -609,28 +646,14 @@ class App:
         except Exception as exc:
             raise CrawlError(f"could not load {safe_url(url)}: {first_line(exc, 200)}") from None
 
-    def _auth_method(self, name: str) -> AuthMethod:
-        entry = self.auth_methods.get(name)
-        if entry is None:
-            available = ", ".join(sorted(self.auth_methods)) or "none (no plugin provides one)"
-            raise SessionError(
-                f"unknown auth method '{name}' (not installed, or its plugin is disabled); "
-                f"available auth methods: {available}"
-            )
-        return entry[1]
+    def disabled_plugins(self) -> list[str]:
+        """Names of installed plugins that are not loaded (for "its plugin is disabled" messages)."""
+        return [info.name for info in self.pm.describe() if info.disabled]
 
-    def _auth_params(self, method: AuthMethod, prof: Profile | None) -> Any:
-        from pydantic import ValidationError
-
-        auth = (prof.auth or {}) if prof else {}
-        # The profile's [auth] table holds the params of the method it names, not of another one.
-        table = {k: v for k, v in auth.items() if k != "method"} if auth.get("method") == method.name else {}
-        try:
-            return method.params_model.model_validate(table)
-        except ValidationError as exc:
-            where = f"{prof.label} [auth]" if prof else f"auth method '{method.name}' (no profile given)"
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"{where}: invalid params for '{method.name}': {problems}") from None
+    def profile_problem(self, profile: Profile) -> str | None:
+        """What is wrong with a profile, checked without using it: its own error, or its ``[auth]`` table against
+        its method's params model (``crawlkeeper profiles``, ``doctor`` and ``list_profiles`` show it)."""
+        return profile.error or auth_problem(profile, self.auth_methods, self.disabled_plugins())
 
     async def cookie_names(self, session: Session) -> list[dict[str, str]]:
         try:
@@ -645,6 +668,8 @@ class App:
         for session in self.sessions.all():
             if session.expires_at is not None and session.expires_at <= now:
                 continue  # expired: the reaper (or the next use) closes it; it is no longer listed
+            if session.temporary:
+                continue  # one crawl's hidden session: not the caller's to use
             out.append(self.sessions.describe(session, await self.cookie_names(session)))
         return scrub_secrets(out)
 
@@ -654,8 +679,11 @@ class App:
         return {"session_id": session_id, "closed": True}
 
     def list_profiles(self) -> list[dict[str, str]]:
-        return [{"name": p.name, "description": p.description if not p.error else f"(broken) {p.error}"}
-                for p in self.profiles.all()]
+        out = []
+        for p in self.profiles.all():
+            problem = self.profile_problem(p)
+            out.append({"name": p.name, "description": f"(broken) {problem}" if problem else p.description})
+        return out
 
 
 async def _watched_page(backend: BrowserBackend, context: Any, headers: SessionHeaders) -> Any:

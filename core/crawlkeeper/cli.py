@@ -153,10 +153,11 @@ def profiles(config_path: str | None) -> None:
         click.echo(f"no profiles (put <name>.toml files in {app.config.profiles_dir})")
     broken = 0
     for profile in items:
-        if profile.error:
+        problem = app.profile_problem(profile)  # incl. its [auth] table against its method (no login is run)
+        if problem:
             broken += 1
-            where = "" if profile.error.startswith(profile.source) else f"{profile.source}: "
-            click.echo(f"BROKEN {profile.name:<20} {where}{profile.error}")
+            where = "" if problem.startswith(profile.source) or profile.label in problem else f"{profile.source}: "
+            click.echo(f"BROKEN {profile.name:<20} {where}{problem}")
         else:
             click.echo(f"ok     {profile.name:<20} {profile.description}")
     if broken:

@@ -43,10 +43,14 @@ def run_doctor(config_path: str | None) -> int:
     except CrawlkeeperError as exc:
         _line(False, "plugins", str(exc), "disable the plugin with CRAWLKEEPER_DISABLE_PLUGINS=<name> or fix it")
         return 1
-    broken = [p for p in app.profiles.all() if p.error]
-    _line(not broken if app.profiles.all() else None, "profiles",
-          f"{len(app.profiles.all())} in {config.profiles_dir}" + (f", {len(broken)} broken" if broken else ""),
-          "run `crawlkeeper profiles` to see what is wrong" if broken else "")
+    problems = {p.name: app.profile_problem(p) for p in app.profiles.all()}
+    broken = [name for name, problem in problems.items() if problem]
+    _line(not broken if problems else None, "profiles",
+          f"{len(problems)} in {config.profiles_dir}" + (f", {len(broken)} broken" if broken else ""))
+    for name in broken:
+        click.echo(f"       broken: {name}: {problems[name]}")
+    if broken:
+        click.echo("       fix: correct the file and key named above; `crawlkeeper profiles` checks them again")
     failures += bool(broken)
     unscoped = [p.name for p in app.profiles.all() if not p.error and holds_secrets(p)
                 and not (p.security or {}).get("allowed_domains")]

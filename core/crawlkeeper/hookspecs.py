@@ -132,6 +132,17 @@ def crawlkeeper_auth_methods() -> list[AuthMethod]:
     ``[auth]`` table, and ``async def login(session, params)`` that drives ``session.page``. ``login``
     runs after ``crawlkeeper_session_created`` and before the session's first navigation; raising fails
     ``create_session`` with your plugin's name. Two plugins offering one name is a start-up error.
+
+    Params come only from a profile's ``[auth]`` table (``method`` plus the params), validated by your
+    ``params_model`` (use ``extra="forbid"``): ``crawlkeeper profiles`` and ``doctor`` check every profile
+    against it without logging in. ``create_session(auth="name")`` without such a profile works only if every
+    param has a default; ``auth=`` naming another method than the profile's is an error.
+
+    Secrets by reference: a param whose name ends in ``_env`` holds an environment variable's *name*
+    (checked to be set when the profile loads); one ending in ``_file`` a path, made absolute relative to
+    the profile's file. ``login`` receives the reference, not the secret: read it with
+    ``crawlkeeper.resolve_secret({"value_env": params.token_env}, what="...")`` (or ``value_file``), which
+    also registers the value so no log line or error shows it.
     """
     raise NotImplementedError
 
@@ -147,7 +158,8 @@ def crawlkeeper_session_created(session: Session, request: SessionRequest) -> No
 
     :param session: the new session (``session.context``; ``session.page`` is None for a session created
         without ``url`` or ``auth``: ``await session.ensure_page()`` opens it if you need one).
-    :param request: what the caller asked for: ``url``, ``cookies``, ``profile``, ``auth``, ``ttl_s``.
+    :param request: what the caller asked for: ``url``, ``cookies``, ``profile``, ``auth``, ``ttl_s``;
+        ``temporary`` is True for the hidden one-shot session of a session-less crawl with a logging-in profile.
     """
 
 
@@ -172,7 +184,10 @@ def crawlkeeper_session_closing(session: Session, reason: str) -> None:
     ``session.page`` is None if the session never opened one.
 
     :param session: the session being closed.
-    :param reason: ``"closed"``, ``"expired"``, ``"evicted"``, ``"shutdown"`` or ``"crashed"``.
+    :param reason: ``"closed"``, ``"expired"``, ``"evicted"``, ``"shutdown"``, ``"crashed"``, or ``"temporary"``
+        for the hidden one-shot session in which ``crawl_url(profile=P)`` logs in when P has cookies or an
+        ``[auth]`` method (``session.temporary`` is True for it from creation on; a plugin that logs out on close
+        may skip it, the session is discarded anyway).
     """
 
 

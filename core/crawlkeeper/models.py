@@ -119,6 +119,9 @@ class Session:
     last_used_at: float = field(default_factory=time.time)
     expires_at: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: True for the hidden one-shot session of a session-less crawl with a profile that logs in; it is closed with
+    #: reason ``"temporary"`` right after that crawl and never listed.
+    temporary: bool = False
     # Internal bookkeeping; plugins should treat these as read-only.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     busy: int = field(default=0, repr=False)
@@ -156,6 +159,8 @@ class SessionRequest:
     auth: str | None
     ttl_s: float | None
     handled: set[str] = field(default_factory=set)
+    #: A hidden one-shot session for one session-less crawl (see ``Session.temporary``).
+    temporary: bool = False
 
     def mark_handled(self, what: str) -> None:
         self.handled.add(what)

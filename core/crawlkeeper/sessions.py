@@ -28,7 +28,7 @@ log = logging.getLogger("crawlkeeper.sessions")
 
 #: Checked with ``fullmatch``: ``$`` alone also matches before a trailing newline (``"abc\n"``).
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-REASONS = ("closed", "expired", "evicted", "shutdown", "crashed")
+REASONS = ("closed", "expired", "evicted", "shutdown", "crashed", "temporary")
 _MAX_TOMBSTONES = 10_000
 _CLOSE_CONTEXT_TIMEOUT_S = 3.0
 
@@ -38,6 +38,7 @@ _ENDED = {
     "evicted": "session '{id}' was evicted{detail}; call create_session again",
     "shutdown": "session '{id}' ended when the server shut down; call create_session again",
     "crashed": "session '{id}' was lost because the browser crashed; create it again with create_session",
+    "temporary": "session '{id}' was a one-shot session for a single crawl and has ended",
 }
 
 
