@@ -2,8 +2,8 @@
 
 The public API for plugins: ``hookimpl`` (and ``hookspec``), ``AuthMethod``, ``ConfigLayer``, ``Profile``,
 ``Session``, ``SessionExpired``, and every type a hook receives (``Config``, ``Server``, ``ToolRegistry``,
-``SessionRequest``, ``CrawlRequest``). Importing this package is cheap: no browser, crawl4ai or MCP import
-happens here.
+``SessionRequest``, ``CrawlRequest``, ``Principal``). Importing this package is cheap: no browser, crawl4ai
+or MCP import happens here.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .models import (
     resolve_secret,
 )
 from .options import ContextOptions, CrawlOptions, SecretRef
+from .principal import Principal
 from .tools import ToolRegistry
 
 __version__ = "0.1.0"
@@ -45,6 +46,7 @@ __all__ = [
     "CrawlRequest",
     "CrawlkeeperError",
     "PluginError",
+    "Principal",
     "Profile",
     "SecretRef",
     "Server",

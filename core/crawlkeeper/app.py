@@ -22,14 +22,15 @@ from .browser import BrowserBackend, ChromiumBackend, PageResult, html_to_text
 from .config import Config
 from .egress import EgressPolicy, EgressProxy, EgressRefused
 from .errors import (
-    BusyError,
     ConfigError,
     CrawlError,
     CrawlkeeperError,
     PageTimeout,
     PluginError,
+    SessionError,
     first_line,
 )
+from .fairness import FairLimiter
 from .handle import Server
 from .headers import SessionHeaders, holds_credentials, own_sites, resolve_headers
 from .logs import register_secret, safe_url, scrub, scrub_secrets
@@ -44,6 +45,7 @@ from .models import (
 from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
 from .plugins import Hooks, PluginManager, within
+from .principal import LOCAL, Principal
 from .profiles import ProfileStore
 from .scripts import wait_kind
 from .sessions import SessionRegistry, iso, page_url
@@ -67,31 +69,6 @@ class _PoolEntry:
     users: int = 0
     holds_secrets: bool = False  # a credential header from the configuration (js_code policy)
     idle_pages: list[tuple[Any, int]] = field(default_factory=list)  # (page, crawls it served)
-
-
-class Limiter:
-    """A global cap on concurrent browser work, with a bounded queue: beyond it, a clear "busy" error."""
-
-    def __init__(self, concurrency: int, max_queued: int) -> None:
-        self._sem = asyncio.Semaphore(concurrency)
-        self.concurrency = concurrency
-        self.max_queued = max_queued
-        self.waiting = 0
-
-    async def __aenter__(self) -> None:
-        if self._sem.locked() and self.waiting >= self.max_queued:
-            raise BusyError(
-                f"crawlkeeper is busy: {self.concurrency} crawls running and {self.waiting} queued "
-                "([limits] max_queued_calls); retry in a few seconds"
-            )
-        self.waiting += 1
-        try:
-            await self._sem.acquire()
-        finally:
-            self.waiting -= 1
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._sem.release()
 
 
 class App:
@@ -128,7 +105,7 @@ class App:
         self.sessions = SessionRegistry(self.hooks, max_sessions=settings.sessions.max_sessions, clock=clock)
         self.server = Server(config, self.sessions, lambda: self.clock())  # what startup/shutdown hooks see
         self.profiles = ProfileStore(self.hooks, config)
-        self.limiter = Limiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
+        self.limiter = FairLimiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
         self.pager = ContentPager()
         self.tools = ToolRegistry()
         self.auth_methods: dict[str, tuple[str, AuthMethod]] = {}
@@ -267,9 +244,12 @@ class App:
         session_id: str | None = None,
         profile: str | None = None,
         cursor: str | None = None,
+        principal: Principal | None = None,
         **arguments: Any,
     ) -> dict[str, Any]:
-        """Crawl one URL (or fetch the next chunk of an earlier crawl when ``cursor`` is given)."""
+        """Crawl one URL (or fetch the next chunk of an earlier crawl when ``cursor`` is given), for
+        ``principal`` (the local user by default): only its own sessions, under its share of the slots."""
+        who = principal or LOCAL
         arguments = {k: v for k, v in arguments.items() if v is not None}
         if cursor:
             request = CrawlRequest(url=url, profile=None, session=None, arguments=arguments)
@@ -281,7 +261,7 @@ class App:
             return await self.backend.crawl(page, url, options)
 
         page_result, options = await self.run_on_page(
-            url, work, session_id=session_id, profile=profile, arguments=arguments
+            url, work, session_id=session_id, profile=profile, arguments=arguments, principal=who
         )
         return await self._shape(page_result, options, session_id)
 
@@ -293,14 +273,17 @@ class App:
         session_id: str | None = None,
         profile: str | None = None,
         arguments: dict[str, Any] | None = None,
+        principal: Principal | None = None,
     ) -> tuple[T, CrawlOptions]:
         """Run ``work(page, options)`` for ``url`` in the session's page, or a pooled page of a context for the
         profile: options merged by the one pipeline, the URL checked by the egress policy, under the global
         limit and the overall deadline (a page that hangs is abandoned). Every tool that loads a page uses this.
+        ``principal`` (the local user by default) may use only its own sessions, under its share of the slots.
         """
+        who = principal or LOCAL
         arguments = {k: v for k, v in (arguments or {}).items() if v is not None}
         if session_id is not None:
-            session = self.sessions.get(session_id)
+            session = self.sessions.get(session_id, who.id)
             if profile is not None and profile != session.profile:
                 raise CrawlError(
                     f"session '{session_id}' was created with profile {session.profile!r}; a session keeps its "
@@ -317,12 +300,12 @@ class App:
             # on one session must not hold slots other sessions need.
             async with self.sessions.use(session):
                 await self.check_url(url, policy)
-                async with self.limiter:
+                async with self.limiter.slot(who.id):
                     return await self._crawl_page(session, url, options, work), options
         prof = self.profile(profile)
         if prof is not None and (prof.cookies or prof.auth):
             self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
-            return await self._in_temporary_session(url, prof, arguments, work)
+            return await self._in_temporary_session(url, prof, arguments, work, who)
         request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
         layers = self._layers(request)
         context_options = self.context_options(request, layers)
@@ -333,7 +316,7 @@ class App:
         options = self.crawl_options(request, layers)
         policy = self.policy_for(prof)
         await self.check_url(url, policy)
-        async with self.limiter:
+        async with self.limiter.slot(who.id):
             return await self._crawl_pooled(url, options, context_options, policy, work), options
 
     def check_scripts(self, arguments: dict[str, Any], *, holds: bool, where: str) -> dict[str, Any]:
@@ -381,15 +364,17 @@ class App:
         return headers
 
     async def _in_temporary_session(
-        self, url: str, prof: Profile, arguments: dict[str, Any], work: Callable[[Any, CrawlOptions], Awaitable[T]]
+        self, url: str, prof: Profile, arguments: dict[str, Any], work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        who: Principal,
     ) -> tuple[T, CrawlOptions]:
         """A session-less call with a profile that logs in: a session that lives for this one call."""
-        created = await self.create_session(profile=prof.name, temporary=True)
+        created = await self.create_session(profile=prof.name, temporary=True, principal=who)
         try:
-            return await self.run_on_page(url, work, session_id=created["session_id"], arguments=arguments)
+            return await self.run_on_page(url, work, session_id=created["session_id"], arguments=arguments,
+                                           principal=who)
         finally:
             # Its own reason: a plugin that logs out (or saves state) on "closed" need not do so after each call.
-            await self.sessions.close(created["session_id"], "temporary")
+            await self.sessions.close(created["session_id"], "temporary", owner=who.id)
 
     async def _crawl_page(
         self, session: Session, url: str, options: CrawlOptions, work: Callable[[Any, CrawlOptions], Awaitable[T]]
@@ -562,9 +547,11 @@ class App:
         auth: str | None = None,
         ttl_s: float | None = None,
         temporary: bool = False,
+        principal: Principal | None = None,
     ) -> dict[str, Any]:
         """Create a session (see CONTRACT.md). ``temporary``: a hidden one-shot session for one session-less crawl
         with a logging-in profile; plugins see ``session.temporary`` and, at the end, close reason ``temporary``."""
+        who = principal or LOCAL
         prof = self.profile(profile)
         chosen = choose_auth(auth, prof, self.auth_methods, self.disabled_plugins())
         method, params = chosen if chosen else (None, None)
@@ -572,7 +559,7 @@ class App:
         policy = self.policy_for(prof)
         if url:
             await self.check_url(url, policy)
-        sid = self.sessions.reserve(session_id)
+        sid = self.sessions.reserve(session_id, who.id)
         request = SessionRequest(session_id=sid, url=url, cookies=list(cookies or []), profile=prof,
                                  auth=auth_name, ttl_s=ttl_s, temporary=temporary)
         step = "creating the browser context"
@@ -581,7 +568,7 @@ class App:
         try:
             crawl_request = CrawlRequest(url=url, profile=prof, session=None, arguments={})
             options = self.context_options(crawl_request)
-            async with self.limiter:
+            async with self.limiter.slot(who.id):
                 proxy = await self._ensure_browser(policy)
                 context = await self.backend.new_context(_without_headers(options), proxy_url=proxy)
                 generation = self.backend.generation
@@ -594,7 +581,7 @@ class App:
                 page = await new_page() if url or method else None
                 now = self.clock()
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
-                                  created_at=now, last_used_at=now, generation=generation,
+                                  created_at=now, last_used_at=now, generation=generation, owner=who.id,
                                   page_factory=new_page,
                                   headers=headers, temporary=temporary,
                                   holds_secrets=bool(prof and (prof.cookies or prof.auth)) or method is not None)
@@ -613,7 +600,7 @@ class App:
             if generation != self.backend.generation or not self.backend.alive:
                 raise CrawlError("the browser crashed while the session was being created; call create_session again")
         except BaseException as exc:
-            self.sessions.release(sid)
+            self.sessions.release(sid, who.id)
             if context is not None:
                 await _close_quietly(context)
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
@@ -662,20 +649,46 @@ class App:
             return []
         return [{"name": c.get("name", ""), "domain": c.get("domain", "")} for c in cookies]
 
-    async def list_sessions(self) -> list[dict[str, Any]]:
+    async def list_sessions(
+        self, *, principal: Principal | None = None, all_clients: bool = False
+    ) -> list[dict[str, Any]]:
+        """``principal``'s live sessions; with ``all_clients`` (admins only) everyone's, each with its owner."""
+        who = principal or LOCAL
+        if all_clients and not who.admin:
+            raise SessionError("all_clients is for admin clients only (crawlkeeper token add NAME --admin)")
         out = []
         now = self.clock()
-        for session in self.sessions.all():
+        for session in self.sessions.all(None if all_clients else who.id):
             if session.expires_at is not None and session.expires_at <= now:
                 continue  # expired: the reaper (or the next use) closes it; it is no longer listed
             if session.temporary:
                 continue  # one crawl's hidden session: not the caller's to use
-            out.append(self.sessions.describe(session, await self.cookie_names(session)))
+            entry = self.sessions.describe(session, await self.cookie_names(session))
+            if all_clients:
+                entry["owner"] = session.owner
+            out.append(entry)
         return scrub_secrets(out)
 
-    async def close_session(self, session_id: str) -> dict[str, Any]:
-        if not await self.sessions.close(session_id, "closed"):
-            self.sessions.get(session_id)  # raises the precise message
+    async def close_session(
+        self, session_id: str, *, principal: Principal | None = None, owner: str | None = None
+    ) -> dict[str, Any]:
+        """Close ``principal``'s session. An admin may close another client's by naming its ``owner`` (or
+        by id alone when only one client has a session with that id)."""
+        who = principal or LOCAL
+        target = who.id
+        if owner is not None and owner != who.id:
+            if not who.admin:
+                raise SessionError("owner is for admin clients only; close your own sessions by session_id")
+            target = owner
+        elif owner is None and who.admin and all(s.id != session_id for s in self.sessions.all(who.id)):
+            others = self.sessions.find(session_id)
+            if len(others) > 1:
+                owners = ", ".join(sorted(s.owner for s in others))
+                raise SessionError(f"several clients have a session '{session_id}' ({owners}); pass owner")
+            if others:
+                target = others[0].owner
+        if not await self.sessions.close(session_id, "closed", owner=target):
+            self.sessions.get(session_id, target)  # raises the precise message
         return {"session_id": session_id, "closed": True}
 
     def list_profiles(self) -> list[dict[str, str]]:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .handle import Server
     from .models import AuthMethod, ConfigLayer, CrawlRequest, Profile, Session, SessionRequest
+    from .principal import Principal
     from .tools import ToolRegistry
 
 PROJECT = "crawlkeeper"
@@ -77,8 +78,9 @@ def crawlkeeper_register_tools(registry: ToolRegistry) -> None:
     """Add your own MCP tools, at start-up.
 
     Call ``registry.add(fn, name=..., description=...)`` with an ``async def`` taking typed arguments
-    (pydantic ``Field`` annotations work) and optionally ``app: App``; raise ``CrawlkeeperError`` for an
-    error the caller should read. A name that clashes with an existing tool is a start-up error.
+    (pydantic ``Field`` annotations work) and optionally ``app: App`` and ``principal: Principal`` (the
+    calling client; both injected, hidden from clients); raise ``CrawlkeeperError`` for an error the caller
+    should read. A name that clashes with an existing tool is a start-up error.
 
     :param registry: where tools are added.
     """
@@ -188,6 +190,29 @@ def crawlkeeper_session_closing(session: Session, reason: str) -> None:
         for the hidden one-shot session in which ``crawl_url(profile=P)`` logs in when P has cookies or an
         ``[auth]`` method (``session.temporary`` is True for it from creation on; a plugin that logs out on close
         may skip it, the session is discarded anyway).
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP transport
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def crawlkeeper_verify_token(token: str) -> Principal | None:
+    """Who holds this bearer token? Called for every HTTP request (never over stdio).
+
+    Return a :class:`~crawlkeeper.Principal` for a valid token, or None if it is not yours or not valid
+    (wrong, expired, revoked): the first non-None answer wins, and when every plugin says None the
+    request gets HTTP 401. The built-in ``tokens`` plugin answers for tokens made with
+    ``crawlkeeper token add``; disable it to use only your own verifier.
+
+    Synchronous and called in a worker thread, so a verifier may block briefly (fetch a JWKS, read a
+    file) without stalling other clients; cache what you fetch. Never log the token. An exception is
+    logged with your plugin's name and the request gets 401 (a broken verifier never lets anyone in).
+
+    :param token: the bearer token from the ``Authorization`` header, without ``Bearer``.
+    :return: the principal (``id`` owns sessions; ``name`` for logs; ``admin``; ``scopes``) or None.
     """
 
 

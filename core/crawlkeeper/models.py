@@ -109,6 +109,8 @@ class Session:
     for plugins. ``headers`` (a :class:`~crawlkeeper.SessionHeaders`) is how a plugin adds request headers:
     ``await session.headers.add({"X-Api-Key": key})`` merges, and each header goes only to the session's own
     sites (or ``domains=``); ``session.headers.effective(url)`` is what a request to ``url`` carries.
+    ``owner`` is the principal id that created it: ids are per owner, so two clients may each have a session
+    ``work`` and never see the other's.
     """
 
     id: str
@@ -119,6 +121,8 @@ class Session:
     last_used_at: float = field(default_factory=time.time)
     expires_at: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The id of the :class:`~crawlkeeper.Principal` that created it ("local" over stdio); only it can use it.
+    owner: str = "local"
     #: True for the hidden one-shot session of a session-less crawl with a profile that logs in; it is closed with
     #: reason ``"temporary"`` right after that crawl and never listed.
     temporary: bool = False
