@@ -340,6 +340,23 @@ class App:
         async with self.limiter.slot(who.id):
             return await self._crawl_pooled(url, options, context_options, policy, work), options
 
+    def profile_of(self, session_id: str | None, profile: str | None) -> Profile | None:
+        """The profile a call uses: its session's, or the one it names."""
+        return self.profile(self.sessions.get(session_id).profile if session_id is not None else profile)
+
+    def crawl_options_for(self, session_id: str | None, profile: str | None, arguments: dict[str, Any]) -> CrawlOptions:
+        """The merged crawl options of a call (for tools that need them before loading a page)."""
+        session = self.sessions.get(session_id) if session_id is not None else None
+        request = CrawlRequest(url=None, profile=self.profile_of(session_id, profile), session=session,
+                               arguments=arguments)
+        return self.crawl_options(request)
+
+    async def robots_proxy(self, profile: str | None, session_id: str | None) -> str | None:
+        """The egress proxy a side request (robots.txt) of a call goes through; None for a fake browser."""
+        if not getattr(self.backend, "needs_proxy", True):
+            return None
+        return await self.proxy_url(self.policy_for(self.profile_of(session_id, profile)))
+
     def check_scripts(self, arguments: dict[str, Any], *, holds: bool, where: str) -> dict[str, Any]:
         """Apply ``[security] js_code`` to a call's scripts (``js_code``, a JavaScript ``wait_for``).
 
@@ -667,11 +684,12 @@ class App:
                                                       owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
                 step = "creating the browser context"
                 # A cookie-only session opens its page on first use: most of a session's cost is its page.
-                page = await self.backend.new_page(context) if url or method else None
+                new_page = functools.partial(_watched_page, self.backend, context, headers)
+                page = await new_page() if url or method else None
                 now = self.clock()
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
                                   created_at=now, last_used_at=now, generation=generation, owner=who.id,
-                                  page_factory=functools.partial(self.backend.new_page, context),
+                                  page_factory=new_page,
                                   headers=headers, temporary=temporary,
                                   holds_secrets=bool(prof and (prof.cookies or prof.auth)) or method is not None)
                 step = "the session_created hooks"
@@ -798,6 +816,13 @@ class App:
             problem = self.profile_problem(p)
             out.append({"name": p.name, "description": f"(broken) {problem}" if problem else p.description})
         return out
+
+
+async def _watched_page(backend: BrowserBackend, context: Any, headers: SessionHeaders) -> Any:
+    """A session's page whose ``set_extra_http_headers`` merges into ``session.headers`` (bound to its sites)."""
+    page = await backend.new_page(context)
+    headers.watch(page)
+    return page
 
 
 def _without_headers(options: ContextOptions) -> ContextOptions:
