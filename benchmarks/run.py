@@ -6,7 +6,9 @@
 Sections: (1) MCP overhead: crawl_url over stdio vs direct crawl4ai arun vs raw Playwright goto+content;
 (2) throughput: crawl_many vs arun_many at the same concurrency; (3) sessions: create_session vs a fresh
 browser per session, and memory per idle session; (4) start-up: initialize/tools-list vs `import mcp`;
-(5) the egress policy's cost: the same in-process crawl with and without the proxy.
+(5) the egress policy's cost: the same in-process crawl with and without the proxy; (6) the hostile-page
+guards' cost: a warm session-less crawl with its context wiped and page parked after every call and its
+downloads metered, against the same crawl reusing the context as is, unmetered (the behaviour before).
 Prints a table (min/median/max) and writes benchmarks/results/bench.png when matplotlib is installed.
 """
 
@@ -212,6 +214,45 @@ async def bench_egress(site: TestSite, config: Path, repeats: int) -> list[tuple
     return [("egress", off, None), ("egress", on, off)]
 
 
+async def bench_guards(site: TestSite, config: Path, repeats: int) -> list[tuple[str, Stats, Stats | None]]:
+    from crawlkeeper import guard
+    from crawlkeeper.runtime import build_app
+
+    url = site.url("/")
+    guarded = build_app(config)
+    before = build_app(config)
+
+    async def reuse_as_is(slot: object) -> bool:
+        return True  # no park, no cookie/storage wipe: the next call sees what this one left
+
+    before._wipe = reuse_as_is  # type: ignore[method-assign]
+    await guarded.startup()
+    await before.startup()
+
+    async def unguarded() -> None:
+        real = guard.meter_page
+
+        async def no_meter(page: object) -> None:
+            return None
+
+        guard.meter_page = no_meter  # type: ignore[assignment]
+        try:
+            await before.crawl(url)
+        finally:
+            guard.meter_page = real
+
+    try:
+        stats = await interleaved(repeats, {
+            "session-less crawl, context reused as is": unguarded,
+            "session-less crawl, wiped + parked + metered": lambda: guarded.crawl(url),
+        })
+    finally:
+        await guarded.shutdown()
+        await before.shutdown()
+    off, on = stats.values()
+    return [("guards", off, None), ("guards", on, off)]
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
@@ -256,6 +297,11 @@ async def main() -> int:
             print("\n".join(memory), flush=True)
         header("5. egress policy cost (in-process, same warm browser each)")
         rows = await bench_egress(site, config, repeats)
+        table += rows
+        for _, s, b in rows:
+            print(s.row(b), flush=True)
+        header("6. hostile-page guards' cost (in-process, warm session-less crawl)")
+        rows = await bench_guards(site, config, 3 if args.quick else repeats * 4)  # a few-% effect: more samples
         table += rows
         for _, s, b in rows:
             print(s.row(b), flush=True)

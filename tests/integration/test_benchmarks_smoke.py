@@ -19,8 +19,8 @@ def test_benchmark_script_runs_on_a_tiny_setting() -> None:
     result = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--no-chart"], cwd=BENCH,
                             capture_output=True, text=True, timeout=420)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for section in ("start-up", "MCP overhead", "throughput", "sessions", "egress policy cost"):
+    for section in ("start-up", "MCP overhead", "throughput", "sessions", "egress policy cost", "guards"):
         assert section in result.stdout
     rows = json.loads((BENCH / "results" / "bench.json").read_text())["rows"]
     assert all(r["ratio"] is None or r["ratio"] > 0 for r in rows)
-    assert {r["section"] for r in rows} >= {"startup", "overhead", "throughput", "sessions", "egress"}
+    assert {r["section"] for r in rows} >= {"startup", "overhead", "throughput", "sessions", "egress", "guards"}
