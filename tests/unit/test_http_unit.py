@@ -339,3 +339,20 @@ async def test_the_gate(caplog: pytest.LogCaptureFixture) -> None:
     gate.draining = True
     assert (await call_gate(gate, headers=ok_host))[0] == 503
     assert (await call_gate(gate, "GET", "/healthz"))[0] == 503
+
+
+# -- client configs --------------------------------------------------------------------------------
+
+
+def test_example_client_configs_for_http_are_valid_and_hold_no_token() -> None:
+    folder = Path(__file__).resolve().parents[2] / "examples" / "clients"
+    http_configs = 0
+    for path in folder.glob("*.json"):
+        servers = json.loads(path.read_text(encoding="utf-8"))["mcpServers"]
+        for entry in servers.values():
+            if "url" in entry:
+                http_configs += 1
+                assert entry["url"].endswith("/mcp")
+                auth = entry["headers"]["Authorization"]
+                assert auth.startswith("Bearer ") and ("${" in auth or "REPLACE" in auth), path
+    assert http_configs >= 2
