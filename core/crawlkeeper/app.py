@@ -782,7 +782,8 @@ class App:
     def profile_problem(self, profile: Profile) -> str | None:
         """What is wrong with a profile, checked without using it: its own error, or its ``[auth]`` table against
         its method's params model (``crawlkeeper profiles``, ``doctor`` and ``list_profiles`` show it)."""
-        return profile.error or auth_problem(profile, self.auth_methods, self.disabled_plugins())
+        problems = [profile.error, auth_problem(profile, self.auth_methods, self.disabled_plugins())]
+        return "; ".join(p for p in problems if p) or None
 
     async def cookie_names(self, session: Session) -> list[dict[str, str]]:
         try:
