@@ -6,11 +6,13 @@ MCP tools and CLI commands are thin layers over :class:`App`; plugins see it in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,8 @@ from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
 from .plugins import Hooks, PluginManager, _plugin_of, within
 from .profiles import ProfileStore
-from .sessions import SessionRegistry, iso, page_url
+from .sessions import SESSION_ID_RE, SessionMoved, SessionRegistry, iso, page_url
+from .state import SavedState, SessionKeeper, apply, delete_hint
 from .tools import ToolRegistry
 
 log = logging.getLogger("crawlkeeper.app")
@@ -119,6 +122,11 @@ class App:
         )
         self.backend.on_crash(self._on_crash)
         self.sessions = SessionRegistry(self.hooks, max_sessions=settings.sessions.max_sessions, clock=clock)
+        self.sessions.on_closed = self._session_closed
+        self.keeper = SessionKeeper(config)
+        self._restoring: dict[str, asyncio.Lock] = {}
+        self._crash_notes: dict[str, str] = {}
+        self._housekeeping: asyncio.Task[None] | None = None
         self.profiles = ProfileStore(self.hooks, config)
         self.limiter = Limiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
         self.pager = ContentPager()
@@ -158,16 +166,33 @@ class App:
             self.auth_methods[method.name] = (plugin, method)
         self.hooks.call("crawlkeeper_register_tools", registry=self.tools)
         self.profiles.refresh(force=True)
+        self.keeper.store = self.hooks.call("crawlkeeper_state_store", config=self.config)
 
     async def startup(self) -> None:
         if self._started:
             return
         await self.hooks.acall("crawlkeeper_startup", app=self)
         self._started = True
+        if self.keeper.enabled:
+            self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house())
 
     async def shutdown(self) -> None:
-        """Close every session (reason ``shutdown``), run shutdown hooks, close the browser and proxies."""
+        """Save and close every session (reason ``shutdown``), run shutdown hooks, close the browser and proxies."""
         try:
+            if self._housekeeping is not None:
+                self._housekeeping.cancel()
+                await asyncio.gather(self._housekeeping, return_exceptions=True)
+                self._housekeeping = None
+            if self.keeper.enabled:
+                await self.keeper.flush()
+                live = [s for s in self.sessions.all() if s.generation == self.backend.generation]
+                if live and self.backend.alive:
+                    # Within the MCP client's ~2 s shutdown window: what is not saved by then keeps its last save.
+                    saving = asyncio.gather(*(self.keeper.save(s, force_times=True) for s in live))
+                    try:
+                        await asyncio.wait_for(saving, 1.2)
+                    except asyncio.TimeoutError:
+                        log.error("saving sessions at shutdown took too long; unsaved changes are lost")
             await self.sessions.close_all("shutdown")
             if self._started:
                 await self.hooks.acall("crawlkeeper_shutdown", keep_going=True, app=self)
@@ -183,9 +208,19 @@ class App:
             for proxy in self._proxies.values():
                 await proxy.close()
             self._proxies.clear()
+            await self.keeper.close()
 
     def _on_crash(self, generation: int) -> None:
         self._pool.clear()
+        for session in self.sessions.all():
+            if session.generation <= generation and self.keeper.was_saved(session.id):
+                # Its state is saved: the next use restores it into the relaunched browser.
+                self.sessions.detach(session)
+                session.hibernated = session.closed = True
+                session.note = ("the browser crashed; the session was restored from its last saved state "
+                                "(changes made in the last seconds before the crash may be missing)")
+                self._crash_notes[session.id] = session.note
+                asyncio.get_running_loop().create_task(self.keeper.release(session.id))
         self.sessions.crashed(generation)
 
     # -- config merge ----------------------------------------------------------------------------
@@ -273,22 +308,27 @@ class App:
             content, next_cursor, meta = self.pager.next(cursor, url, max_chars)
             return {**meta, "content": content, "truncated": next_cursor is not None, "next_cursor": next_cursor}
         if session_id is not None:
-            session = self.sessions.get(session_id)
-            if profile is not None and profile != session.profile:
-                raise CrawlError(
-                    f"session '{session_id}' was created with profile {session.profile!r}; a session keeps its "
-                    "profile: drop the profile argument or create another session"
-                )
-            prof = self.profile(session.profile)
-            request = CrawlRequest(url=url, profile=prof, session=session, arguments=arguments)
-            options = self.crawl_options(request)
-            policy = self.policy_for(prof)
-            # The session first (arrival order, nothing awaited before it), then a global slot: calls queued
-            # on one session must not hold slots other sessions need.
-            async with self.sessions.use(session):
+            # The session first (arrival order), then a global slot: calls queued on one session must not hold
+            # slots other sessions need. A saved (hibernated, or pre-restart) session is restored here.
+            async with self.using_session(session_id) as session:
+                if profile is not None and profile != session.profile:
+                    raise CrawlError(
+                        f"session '{session_id}' was created with profile {session.profile!r}; a session keeps "
+                        "its profile: drop the profile argument or create another session"
+                    )
+                prof = self.profile(session.profile)
+                request = CrawlRequest(url=url, profile=prof, session=session, arguments=arguments)
+                options = self.crawl_options(request)
+                policy = self.policy_for(prof)
                 await self.check_url(url, policy)
                 async with self.limiter:
                     page_result = await self._crawl_page(session, url, options)
+                note, session.note = session.note, None
+            result = await self._shape(page_result, options, session_id)
+            result["restored"] = note is not None
+            if note:
+                result["note"] = note
+            return result
         else:
             prof = self.profile(profile)
             if prof is not None and (prof.cookies or prof.auth):
@@ -304,13 +344,189 @@ class App:
 
     async def _crawl_in_temporary_session(self, url: str, prof: Profile, arguments: dict[str, Any]) -> dict[str, Any]:
         """A session-less crawl with a profile that logs in: a session that lives for this one call."""
-        created = await self.create_session(profile=prof.name)
+        created = await self.create_session(profile=prof.name, durable=False)
         try:
             result = await self.crawl(url, session_id=created["session_id"], **arguments)
         finally:
             await self.sessions.close(created["session_id"], "closed")
         result["session_id"] = None
+        result.pop("restored", None)
         return result
+
+    # -- saved sessions: restore, hibernate ----------------------------------------------------------
+
+    @asynccontextmanager
+    async def using_session(self, session_id: str) -> AsyncIterator[Session]:
+        """Hold a session for one call (restoring it from saved state first if it is not active)."""
+        for _attempt in range(5):
+            session = await self.resume(session_id)
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    await stack.enter_async_context(self.sessions.use(session))
+                except SessionMoved:
+                    continue  # hibernated while this call waited for it: bring it back
+                try:
+                    yield session
+                finally:
+                    self.keeper.touched(session)
+                return
+        raise SessionError(f"session '{session_id}' kept being hibernated while this call waited; retry the call")
+
+    async def resume(self, session_id: str) -> Session:
+        """The active session, or the saved one restored into a new context; else the precise error."""
+        try:
+            return self.sessions.get(session_id)
+        except SessionError:
+            if not self.keeper.enabled or not SESSION_ID_RE.match(session_id):
+                raise
+        lock = self._restoring.setdefault(session_id, asyncio.Lock())
+        try:
+            async with lock:
+                with contextlib.suppress(SessionError):
+                    return self.sessions.get(session_id)  # restored by a call that held the lock before us
+                restored = await self._restore(session_id)
+                if restored is None:
+                    return self.sessions.get(session_id)  # raises: never created, closed, expired...
+                return restored
+        finally:
+            if not lock.locked() and self._restoring.get(session_id) is lock:
+                del self._restoring[session_id]
+
+    async def _restore(self, sid: str) -> Session | None:
+        if not await self.keeper.exists(sid):
+            return None
+        await self.keeper.claim(sid)
+        reserved = False
+        context: Any = None
+        try:
+            state = await self.keeper.load(sid)
+            if state is None:  # deleted by another process a moment ago
+                await self.keeper.release(sid)
+                return None
+            prof = self._saved_profile(sid, state)
+            await self._make_room()
+            self.sessions.reserve(sid)
+            reserved = True
+            policy = self.policy_for(prof)
+            options = self.context_options(CrawlRequest(url=None, profile=prof, session=None, arguments={}))
+            async with self.limiter:
+                proxy = await self._ensure_browser(policy)
+                context = await self.backend.new_context(options, proxy_url=proxy)
+                generation = self.backend.generation
+                await apply(context, state)
+            session = Session(
+                id=sid, profile=state.profile, context=context, page=None, created_at=state.created_at,
+                last_used_at=state.last_used_at, expires_at=state.expires_at, metadata=dict(state.metadata),
+                auth=state.auth, generation=generation, page_factory=functools.partial(self.backend.new_page, context),
+            )
+            session.note = self._crash_notes.pop(sid, None) or (
+                f"restored from the state saved at {iso(state.saved_at)}"
+            )
+            await self.hooks.acall("crawlkeeper_session_restored", session=session)
+        except BaseException as exc:
+            if reserved:
+                self.sessions.release(sid)
+            if context is not None:
+                await _close_quietly(context)
+            await self.keeper.release(sid)
+            if isinstance(exc, CrawlkeeperError) and not isinstance(exc, SessionError):
+                raise SessionError(f"session '{sid}' could not be restored: {exc}") from None
+            raise
+        self.keeper.remember(session, state)
+        self.sessions.forget_ended(sid)
+        self.sessions.add(session)
+        log.info("session %s restored from saved state", sid)
+        return session
+
+    def _saved_profile(self, sid: str, state: SavedState) -> Profile | None:
+        if state.profile is None:
+            return None
+        try:
+            return self.profile(state.profile)
+        except CrawlkeeperError as exc:
+            raise SessionError(
+                f"session '{sid}' was saved with profile '{state.profile}', which cannot be used now ({exc}); "
+                f"put the profile back, or {delete_hint(sid)}"
+            ) from None
+
+    async def _make_room(self) -> None:
+        """At ``max_sessions`` active sessions, hibernate the least recently used idle one (if it can be saved)."""
+        while self.keeper.enabled and self.sessions.occupied() >= self.sessions.max_sessions:
+            victim = self.sessions.lru_idle()
+            if victim is None or not await self.hibernate(victim):
+                return  # reserve() then refuses with the limit's message
+
+    async def hibernate(self, session: Session) -> bool:
+        """Save an idle session and close its context; its next use restores it. False if it could not be."""
+        if not self.keeper.enabled or not session.durable:
+            return False
+        async with session.lock:
+            if session.closed or session.ended or session.busy or self.sessions.peek(session.id) is not session:
+                return False
+            if session.generation != self.backend.generation or not await self.keeper.save(session, force_times=True):
+                return False
+            self.sessions.detach(session)
+            session.hibernated = session.closed = True
+        await self.hooks.acall("crawlkeeper_session_closing", keep_going=True, session=session, reason="hibernated")
+        await _close_quietly(session.context)
+        self.keeper.forget(session.id)
+        await self.keeper.release(session.id)
+        log.info("session %s hibernated", session.id)
+        return True
+
+    async def _session_closed(self, session: Session, reason: str) -> None:
+        """After a session's context closed: closing or expiry deletes its saved state, other reasons keep it."""
+        if not self.keeper.enabled or not session.durable:
+            return
+        if reason in ("closed", "expired", "evicted"):
+            await self.keeper.delete(session.id)
+        else:
+            self.keeper.forget(session.id)
+        await self.keeper.release(session.id)
+
+    async def _keep_house(self) -> None:
+        """Hibernate idle sessions; now and then delete saved sessions whose expiry passed."""
+        settings = self.config.settings.sessions
+        after = settings.hibernate_after_s
+        interval = max(0.2, min(after / 4, 5.0)) if after else 5.0
+        last_sweep = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if after:
+                    now = self.clock()
+                    for session in self.sessions.all():
+                        if not session.busy and not session.lock.locked() and now - session.last_used_at >= after:
+                            await self.hibernate(session)
+                if time.monotonic() - last_sweep >= 60:
+                    last_sweep = time.monotonic()
+                    await self.sweep_expired()
+            except Exception:
+                log.exception("session housekeeping failed; retrying")
+
+    async def sweep_expired(self) -> list[str]:
+        """Delete saved, inactive sessions whose ``expires_at`` has passed (expiry deletes the state)."""
+        deleted = []
+        now = self.clock()
+        for sid in await self.keeper.stored_ids():
+            if self.sessions.peek(sid) is not None or sid in self._restoring:
+                continue
+            try:
+                state = await self.keeper.load(sid)
+            except SessionError:
+                continue
+            if state is None or state.expires_at is None or state.expires_at > now:
+                continue
+            try:
+                await self.keeper.claim(sid)
+            except SessionError:
+                continue  # in use by another process, which decides
+            try:
+                await self.keeper.delete(sid)
+                deleted.append(sid)
+            finally:
+                await self.keeper.release(sid)
+        return deleted
 
     async def _crawl_page(self, session: Session, url: str, options: CrawlOptions) -> PageResult:
         """Crawl in a session's page, under the overall deadline; a page that hangs is replaced."""
@@ -466,6 +682,7 @@ class App:
         profile: str | None = None,
         auth: str | None = None,
         ttl_s: float | None = None,
+        durable: bool = True,
     ) -> dict[str, Any]:
         prof = self.profile(profile)
         auth_name = auth or ((prof.auth or {}).get("method") if prof else None)
@@ -474,7 +691,16 @@ class App:
         policy = self.policy_for(prof)
         if url:
             await self.check_url(url, policy)
+        durable = durable and self.keeper.enabled
+        if durable:
+            await self._make_room()
         sid = self.sessions.reserve(session_id)
+        if durable:
+            try:
+                await self._claim_new(sid)
+            except BaseException:
+                self.sessions.release(sid)
+                raise
         request = SessionRequest(session_id=sid, url=url, cookies=list(cookies or []), profile=prof,
                                  auth=auth_name, ttl_s=ttl_s)
         step = "creating the browser context"
@@ -491,8 +717,8 @@ class App:
                 page = await self.backend.new_page(context) if url or method else None
                 now = self.clock()
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
-                                  created_at=now, last_used_at=now, generation=generation,
-                                  page_factory=functools.partial(self.backend.new_page, context))
+                                  created_at=now, last_used_at=now, generation=generation, auth=auth_name,
+                                  durable=durable, page_factory=functools.partial(self.backend.new_page, context))
                 step = "the session_created hooks"
                 await self.hooks.acall("crawlkeeper_session_created", session=session, request=request)
                 for what in ("cookies", "ttl_s"):
@@ -511,10 +737,14 @@ class App:
             self.sessions.release(sid)
             if context is not None:
                 await _close_quietly(context)
+            if durable:
+                await self.keeper.release(sid)
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
                 raise
             raise _creation_error(sid, step, exc, method) from exc
         self.sessions.add(session)
+        if durable:
+            await self.keeper.save(session, force_times=True)  # a failure is logged; the session works anyway
         return {
             "session_id": sid,
             "profile": session.profile,
@@ -523,6 +753,22 @@ class App:
             "expires_at": iso(session.expires_at),
             "cookies": await self.cookie_names(session),
         }
+
+    async def _claim_new(self, sid: str) -> None:
+        """A new session's id must not name a saved one, the store must have room, and the lease is ours."""
+        stored = await self.keeper.stored_ids()
+        if sid in stored:
+            raise SessionError(
+                f"session '{sid}' already exists (saved, not active right now); use it with crawl_url, or close it "
+                "with close_session first to replace it with a new one"
+            )
+        limit = self.config.settings.sessions.max_stored
+        if len(stored) >= limit:
+            raise SessionError(
+                f"too many saved sessions: the limit is [sessions] max_stored = {limit}; close some with "
+                "close_session (list_sessions shows them) or raise the limit in the config"
+            )
+        await self.keeper.claim(sid)
 
     async def _ensure_browser(self, policy: EgressPolicy) -> str | None:
         """Start the browser if needed (behind the egress proxy) and return the proxy for ``policy``."""
@@ -572,22 +818,62 @@ class App:
         return [{"name": c.get("name", ""), "domain": c.get("domain", "")} for c in cookies]
 
     async def list_sessions(self) -> list[dict[str, Any]]:
+        """Active sessions, then saved ones that are not active here (``state``: ``hibernated``)."""
         out = []
         now = self.clock()
         for session in self.sessions.all():
             if session.expires_at is not None and session.expires_at <= now:
                 continue  # expired: the reaper (or the next use) closes it; it is no longer listed
-            out.append(self.sessions.describe(session, await self.cookie_names(session)))
+            out.append(self.sessions.describe(session, await self.cookie_names(session)) | {"state": "active"})
+        if not self.keeper.enabled:
+            return out
+        for sid in await self.keeper.stored_ids():
+            if self.sessions.peek(sid) is not None:
+                continue
+            try:
+                state = await self.keeper.load(sid)
+            except SessionError as exc:
+                out.append({"session_id": sid, "profile": None, "created_at": None, "last_used_at": None,
+                            "expires_at": None, "url": None, "cookies": [], "state": "hibernated",
+                            "error": str(exc)})
+                continue
+            if state is None or (state.expires_at is not None and state.expires_at <= now):
+                continue
+            out.append(describe_saved(state))
         return out
 
     async def close_session(self, session_id: str) -> dict[str, Any]:
-        if not await self.sessions.close(session_id, "closed"):
-            self.sessions.get(session_id)  # raises the precise message
+        if await self.sessions.close(session_id, "closed"):
+            return {"session_id": session_id, "closed": True}
+        if self.keeper.enabled and SESSION_ID_RE.match(session_id) and await self.keeper.exists(session_id):
+            async with self._restoring.setdefault(session_id, asyncio.Lock()):
+                await self.keeper.claim(session_id)  # refused while another process drives it
+                try:
+                    await self.keeper.delete(session_id)
+                finally:
+                    await self.keeper.release(session_id)
+            self._restoring.pop(session_id, None)
+            return {"session_id": session_id, "closed": True}
+        self.sessions.get(session_id)  # raises the precise message
         return {"session_id": session_id, "closed": True}
 
     def list_profiles(self) -> list[dict[str, str]]:
         return [{"name": p.name, "description": p.description if not p.error else f"(broken) {p.error}"}
                 for p in self.profiles.all()]
+
+
+def describe_saved(state: SavedState) -> dict[str, Any]:
+    """A listing entry for a saved session that is not active: never a cookie value, no query strings."""
+    return {
+        "session_id": state.session_id,
+        "profile": state.profile,
+        "created_at": iso(state.created_at),
+        "last_used_at": iso(state.last_used_at),
+        "expires_at": iso(state.expires_at),
+        "url": safe_url(state.url) if state.url else None,
+        "cookies": [{"name": c["name"], "domain": c["domain"]} for c in state.cookie_summary()],
+        "state": "hibernated",
+    }
 
 
 def _unhandled(what: str) -> str:

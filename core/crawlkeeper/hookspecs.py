@@ -3,7 +3,8 @@
 Implement a hook by defining a function (or method) with the same name, decorated with
 ``crawlkeeper.hookimpl``; take only the arguments you need. Hooks marked *async ok* may be ``async def``:
 the core awaits them one after another (never concurrently) and cuts each off after
-``[plugins] hook_timeout_s`` seconds. Async hooks are collect-all: no hook here uses ``firstresult``.
+``[plugins] hook_timeout_s`` seconds. Async hooks are collect-all; the only ``firstresult`` hook,
+``crawlkeeper_state_store``, is synchronous.
 
 An exception raised by a hook is reported with the plugin's name. Where it lands depends on the phase:
 at start-up it stops the server with a clear error; inside a session's lifecycle it fails only that one
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from .app import App
     from .config import Config
     from .models import AuthMethod, ConfigLayer, CrawlRequest, Profile, Session, SessionRequest
+    from .store import StateStore
     from .tools import ToolRegistry
 
 PROJECT = "crawlkeeper"
@@ -164,14 +166,58 @@ def crawlkeeper_session_closing(session: Session, reason: str) -> None:
     With reason ``"crashed"`` the browser is gone and ``session.page`` can no longer be used;
     ``session.page`` is None if the session never opened one.
 
+    With reason ``"hibernated"`` (idle, or making room under ``max_sessions``) or ``"shutdown"`` the session's
+    state was saved and it comes back on its next use, in this process or the next one: do not log out then.
+
     :param session: the session being closed.
-    :param reason: ``"closed"``, ``"expired"``, ``"evicted"``, ``"shutdown"`` or ``"crashed"``.
+    :param reason: ``"closed"``, ``"expired"``, ``"evicted"``, ``"shutdown"``, ``"crashed"`` or ``"hibernated"``.
+    """
+
+
+@hookspec
+def crawlkeeper_session_restored(session: Session) -> None:
+    """A saved session was brought back into a new browser context (*async ok*): after a restart, a
+    hibernation or a browser crash. Cookies, localStorage, IndexedDB and sessionStorage are already back, and
+    ``session.metadata`` holds what was saved (its JSON-serialisable values).
+
+    Re-apply here what ``crawlkeeper_session_created`` set up that is not browser storage (init scripts,
+    extra headers). Raising fails the call that needed the session, naming your plugin.
+
+    :param session: the restored session (``session.page`` is None until it is used).
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Saved sessions
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def crawlkeeper_state_store(config: Config) -> StateStore | None:
+    """Return the store where sessions are saved, at start-up (the first non-None answer wins; a plugin
+    registered after the built-ins is asked first, so installing one replaces the built-in ``statefile``).
+
+    A :class:`~crawlkeeper.store.StateStore` has ``description`` and ``load(key)``, ``save(key, blob)``,
+    ``delete(key)``, ``list()``, ``acquire(key)``, ``release(key)`` (each may be ``async def``). Blobs are
+    already encrypted by the core; ``save`` must replace atomically. ``acquire`` raises
+    :class:`~crawlkeeper.store.LeaseHeld` when another live process holds the key, and takes over the lease
+    of a process that died. No store at all (``statefile`` disabled, no replacement): sessions live in
+    memory only, as long as the process.
+
+    :param config: the server configuration.
+    :return: a store, or None to leave the choice to other plugins.
     """
 
 
 #: Hook names with their "async ok" status, for the plugin guide and the meta-tests.
 ASYNC_HOOKS = frozenset(
-    {"crawlkeeper_startup", "crawlkeeper_shutdown", "crawlkeeper_session_created", "crawlkeeper_session_closing"}
+    {
+        "crawlkeeper_startup",
+        "crawlkeeper_shutdown",
+        "crawlkeeper_session_created",
+        "crawlkeeper_session_closing",
+        "crawlkeeper_session_restored",
+    }
 )
 
 

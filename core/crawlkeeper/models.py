@@ -96,7 +96,8 @@ class Session:
     stand-ins in tests). A session created without ``url`` or ``auth`` opens its page on first use (a page
     costs a renderer process: ~0.3 s and ~50 MB), so ``page`` may be None until then: call
     ``await session.ensure_page()`` to get it. ``expires_at`` is maintained by the TTL plugin; ``metadata`` is
-    for plugins.
+    for plugins: key it by your plugin's name (``"myplugin.token_expiry"``); JSON-serialisable values are saved
+    with the session and come back after a restart, other values live only as long as this process.
     """
 
     id: str
@@ -107,6 +108,7 @@ class Session:
     last_used_at: float = field(default_factory=time.time)
     expires_at: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    auth: str | None = None  # the auth method it was created with (re-login uses it again)
     # Internal bookkeeping; plugins should treat these as read-only.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     busy: int = field(default=0, repr=False)
@@ -114,6 +116,9 @@ class Session:
     generation: int = field(default=0, repr=False)  # browser generation; a crash invalidates older ones
     ended: str | None = field(default=None, repr=False)  # why it ended, once closed/expired/crashed
     page_factory: Callable[[], Awaitable[Any]] | None = field(default=None, repr=False)
+    durable: bool = field(default=True, repr=False)  # False: never saved (a one-call temporary session)
+    hibernated: bool = field(default=False, repr=False)  # its state was saved and its context closed
+    note: str | None = field(default=None, repr=False)  # said once in the next call's result (e.g. restored)
 
     async def ensure_page(self) -> Page | Any:
         """The session's page, opened now if the session has none yet (or lost it to a timeout)."""

@@ -28,7 +28,7 @@ from .errors import CrawlkeeperError, PluginError
 log = logging.getLogger("crawlkeeper.plugins")
 
 ENTRY_POINT_GROUP = "crawlkeeper"
-BUILTIN_PLUGINS = ("cookies", "profiles", "ttl")
+BUILTIN_PLUGINS = ("cookies", "profiles", "ttl", "statefile")
 BUILTIN_DISTRIBUTION = "crawlkeeper"
 TRACING = bool(os.environ.get("CRAWLKEEPER_TRACE_PLUGINS"))
 

@@ -42,6 +42,8 @@ class CrawlResult(BaseModel):
     truncated: bool
     next_cursor: str | None = Field(description="Pass back as cursor (with the same url) for the next chunk.")
     session_id: str | None
+    restored: bool | None = Field(None, description="In a session: true when it was brought back from saved state.")
+    note: str | None = Field(None, description="Something the caller should know, e.g. why it was restored.")
 
 
 class CrawlFailure(BaseModel):
@@ -75,6 +77,10 @@ class SessionInfo(BaseModel):
     expires_at: str | None
     url: str | None
     cookies: list[CookieRef]
+    state: Literal["active", "hibernated"] = Field(
+        "active", description="hibernated: saved, its browser context closed; the next use restores it."
+    )
+    error: str | None = Field(None, description="Why a saved session cannot be restored (and what to do).")
 
 
 class SessionList(BaseModel):
@@ -249,7 +255,8 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
     @server.tool(title="List sessions", annotations=ToolAnnotations(readOnlyHint=True))
     @_errors_as_tool_errors
     async def list_sessions(ctx: Context) -> SessionList:
-        """List live sessions: ids, profile, times, current URL and cookie names/domains (never values)."""
+        """List sessions you can use: active ones and saved (hibernated) ones, with ids, profile, times, last URL
+        and cookie names/domains (never values). A hibernated session is restored on its next use."""
         return SessionList.model_validate({"sessions": await _app(ctx).list_sessions()})
 
     @server.tool(title="Close a session", annotations=ToolAnnotations(destructiveHint=True))

@@ -13,7 +13,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("crawlkeeper.sessions")
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-REASONS = ("closed", "expired", "evicted", "shutdown", "crashed")
+REASONS = ("closed", "expired", "evicted", "shutdown", "crashed", "hibernated")
 _MAX_TOMBSTONES = 10_000
 _CLOSE_CONTEXT_TIMEOUT_S = 3.0
 
@@ -37,7 +37,12 @@ _ENDED = {
     "evicted": "session '{id}' was evicted{detail}; call create_session again",
     "shutdown": "session '{id}' ended when the server shut down; call create_session again",
     "crashed": "session '{id}' was lost because the browser crashed; create it again with create_session",
+    "hibernated": "session '{id}' was hibernated; use it again to bring it back",
 }
+
+
+class SessionMoved(Exception):
+    """The session was hibernated while a call waited for it: look it up (and restore it) again."""
 
 
 class SessionRegistry:
@@ -51,6 +56,8 @@ class SessionRegistry:
         self._reserved: set[str] = set()
         self._ended: OrderedDict[str, str] = OrderedDict()
         self._closing_tasks: set[asyncio.Task[None]] = set()
+        #: Awaited once a session's context is closed (the app deletes or keeps its saved state there).
+        self.on_closed: Callable[[Session, str], Awaitable[None]] | None = None
 
     # -- lookup -------------------------------------------------------------------------------
 
@@ -105,12 +112,37 @@ class SessionRegistry:
         self._reserved.discard(session.id)
         self._sessions[session.id] = session
 
+    def detach(self, session: Session) -> None:
+        """Take a session out of the live ones without ending it (hibernated, or its browser crashed with its
+        state saved): its next use brings it back."""
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+        self._ended.pop(session.id, None)
+
+    def forget_ended(self, session_id: str) -> None:
+        self._ended.pop(session_id, None)
+
+    def peek(self, session_id: str) -> Session | None:
+        """The live session with this id, or None (no error)."""
+        return self._sessions.get(session_id)
+
+    def occupied(self) -> int:
+        """Live sessions plus ids being created or restored: what ``max_sessions`` bounds."""
+        return len(self._sessions) + len(self._reserved)
+
+    def lru_idle(self) -> Session | None:
+        """The least recently used session that no call is using or waiting for."""
+        idle = [s for s in self._sessions.values() if not s.busy and not s.lock.locked()]
+        return min(idle, key=lambda s: s.last_used_at, default=None)
+
     # -- use ------------------------------------------------------------------------------------
 
     @asynccontextmanager
     async def use(self, session: Session) -> AsyncIterator[Session]:
         """Hold the session for one call: in arrival order, after the acquire hooks agreed."""
         async with session.lock:
+            if session.hibernated:
+                raise SessionMoved(session.id)
             if session.ended or session.closed:
                 raise SessionError(session.ended or _ENDED["closed"].format(id=session.id, detail=""))
             try:
@@ -174,6 +206,11 @@ class SessionRegistry:
             await asyncio.wait_for(session.context.close(), _CLOSE_CONTEXT_TIMEOUT_S)
         except Exception as exc:  # a crashed browser, a hung context: the session is gone either way
             log.debug("closing the context of session %s failed: %s", session.id, exc)
+        if self.on_closed is not None:
+            try:
+                await self.on_closed(session, reason)
+            except Exception:
+                log.exception("after closing session %s", session.id)
         log.info("session %s closed (%s)", session.id, reason)
 
     def crashed(self, generation: int) -> None:
@@ -223,4 +260,4 @@ def iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-__all__ = ["REASONS", "SessionRegistry", "iso", "page_url"]
+__all__ = ["REASONS", "SessionMoved", "SessionRegistry", "iso", "page_url"]
