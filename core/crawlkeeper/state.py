@@ -199,7 +199,13 @@ async def _storage_state(context: Any) -> dict[str, Any]:
         state = await context.storage_state(indexed_db=True)
     except TypeError:  # a stand-in without IndexedDB support
         state = await context.storage_state()
-    return {"cookies": list(state.get("cookies") or []), "origins": list(state.get("origins") or [])}
+    origins = []
+    for origin in state.get("origins") or []:
+        origin = dict(origin)
+        origin["localStorage"] = [i for i in origin.get("localStorage") or [] if i.get("name") != _SS_MARKER]
+        if origin["localStorage"] or origin.get("indexedDB"):
+            origins.append(origin)
+    return {"cookies": list(state.get("cookies") or []), "origins": origins}
 
 
 def _closed(page: Any) -> bool:
@@ -209,28 +215,40 @@ def _closed(page: Any) -> bool:
         return True
 
 
-def session_storage_script(origin: str, items: dict[str, str]) -> str:
-    """An init script that puts ``items`` back into sessionStorage, only on ``origin``, once per tab (a
-    marker keeps later navigations from overwriting what the site changed since)."""
+def storage_script(kind: str, origin: str, items: dict[str, str]) -> str:
+    """An init script that puts ``items`` back into ``kind`` (sessionStorage or localStorage), only on ``origin``
+    and only once (a marker keeps later navigations from overwriting what the site changed since)."""
     return (
         "(() => { try {"
         f" if (location.origin !== {json.dumps(origin)}) return;"
-        f" if (sessionStorage.getItem({json.dumps(_SS_MARKER)})) return;"
+        f" const store = window.{kind};"
+        f" if (store.getItem({json.dumps(_SS_MARKER)})) return;"
         f" const items = {json.dumps(items)};"
-        " for (const [k, v] of Object.entries(items)) sessionStorage.setItem(k, v);"
-        f" sessionStorage.setItem({json.dumps(_SS_MARKER)}, '1');"
+        " for (const [k, v] of Object.entries(items)) store.setItem(k, v);"
+        f" store.setItem({json.dumps(_SS_MARKER)}, '1');"
         " } catch (e) {} })();"
     )
 
 
 async def apply(context: Any, state: SavedState) -> None:
-    """Put a saved state into a fresh context (before its first page opens)."""
-    if state.storage.get("cookies") or state.storage.get("origins"):
-        await context.set_storage_state(
-            {"cookies": state.storage.get("cookies") or [], "origins": state.storage.get("origins") or []}
-        )
-    for origin, items in state.session_storage.items():
-        await context.add_init_script(session_storage_script(origin, items))
+    """Put a saved state into a fresh context (before its first page opens).
+
+    Cookies go in with ``add_cookies`` and localStorage/sessionStorage with origin-scoped init scripts: a few
+    milliseconds. Playwright's ``set_storage_state`` takes 1-2 s (it visits every origin), so it is used only
+    for origins that hold IndexedDB, which nothing else can restore."""
+    cookies = list(state.storage.get("cookies") or [])
+    origins = list(state.storage.get("origins") or [])
+    with_idb = [o for o in origins if o.get("indexedDB")]
+    if with_idb:
+        await context.set_storage_state({"cookies": cookies, "origins": with_idb})
+    elif cookies:
+        await context.add_cookies(cookies)
+    for origin in origins:
+        if origin.get("localStorage") and not origin.get("indexedDB"):
+            items = {i["name"]: i["value"] for i in origin["localStorage"]}
+            await context.add_init_script(storage_script("localStorage", origin["origin"], items))
+    for origin_name, items in state.session_storage.items():
+        await context.add_init_script(storage_script("sessionStorage", origin_name, items))
 
 
 # -- the key ------------------------------------------------------------------------------------------

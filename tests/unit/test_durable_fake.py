@@ -3,12 +3,12 @@ recovery, expiry, and every fault the store can meet (corrupt, truncated, future
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -178,17 +178,25 @@ async def test_a_second_process_gets_a_clear_in_use_error(make_app: Callable[...
     await second.shutdown()
 
 
+def hold_lock_in_another_process(lock: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, filelock; l = filelock.FileLock(sys.argv[1], thread_local=False); "
+         "l.acquire(); print('held', flush=True); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )
+
+
+def replace_key(path: Path) -> None:
+    path.write_text("a-different-key-" + "x" * 40, encoding="utf-8")
+
+
 @pytest.mark.anyio
 async def test_the_lease_of_a_dead_process_is_taken_over(make_app: Callable[..., App]) -> None:
     app = make_app()
     await login_cookie_session(app)
     await app.shutdown()
     lock = store_dir(app) / (key_filename("local/gh") + ".lock")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time, filelock; l = filelock.FileLock(sys.argv[1], thread_local=False); "
-         "l.acquire(); print('held', flush=True); time.sleep(60)", str(lock)],
-        stdout=subprocess.PIPE, text=True,
-    )
+    holder = hold_lock_in_another_process(lock)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(LeaseHeld):
@@ -244,7 +252,7 @@ async def test_a_wrong_key_is_a_clear_error_and_overwrites_nothing(
     await app.shutdown()
     before = {p.name: p.read_bytes() for p in store_dir(app).iterdir() if p.suffix != ".lock"}
     key_file = Path(crawlkeeper_config.settings.sessions.key_file)
-    key_file.write_text("a-different-key-" + "x" * 40, encoding="utf-8")
+    replace_key(key_file)
     later = make_app()
     with pytest.raises(Exception) as info:
         await later.crawl(f"{SITE}/", session_id="gh")
@@ -410,9 +418,6 @@ async def test_changes_are_saved_debounced_and_unchanged_state_is_not_rewritten(
     first = path.read_bytes()
     await app.crawl(f"{SITE}/", session_id="d")
     await app.crawl(f"{SITE}/", session_id="d")
-    time.sleep(0.01)
-    import asyncio
-
     await asyncio.sleep(0.2)
     assert path.read_bytes() == first, "an unchanged jar was re-encrypted"
     await app.crawl(f"{SITE}/set", session_id="d")
