@@ -18,6 +18,8 @@ from .models import (
     Profile,
     Session,
     SessionRequest,
+    env_var_problem,
+    looks_like_env_name,
     resolve_secret,
 )
 from .options import ContextOptions, CrawlOptions
@@ -42,8 +44,10 @@ __all__ = [
     "SessionExpired",
     "SessionRequest",
     "__version__",
+    "env_var_problem",
     "hookimpl",
     "hookspec",
+    "looks_like_env_name",
     "register_secret",
     "resolve_secret",
 ]

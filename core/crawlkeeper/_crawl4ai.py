@@ -76,6 +76,7 @@ def make_crawler(
     args: list[str],
     proxy_url: str | None,
     after_goto: Any = None,
+    before_retrieve_html: Any = None,
     cdp_url: str | None = None,
 ) -> AsyncWebCrawler:
     """An ``AsyncWebCrawler`` whose browser is launched from ``executable_path`` with ``args``
@@ -101,6 +102,8 @@ def make_crawler(
     manager.session_ttl = NEVER
     if after_goto is not None:
         crawler.crawler_strategy.set_hook("after_goto", after_goto)
+    if before_retrieve_html is not None:
+        crawler.crawler_strategy.set_hook("before_retrieve_html", before_retrieve_html)
     return crawler
 
 

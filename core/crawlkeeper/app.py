@@ -41,7 +41,7 @@ from .models import (
 )
 from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
-from .plugins import Hooks, PluginManager, _plugin_of, within
+from .plugins import Hooks, PluginManager, within
 from .profiles import ProfileStore
 from .sessions import SESSION_ID_RE, SessionMoved, SessionRegistry, iso, page_url
 from .state import SavedState, SessionKeeper, apply, delete_hint
@@ -140,15 +140,7 @@ class App:
 
     def configure(self) -> None:
         """Synchronous start-up: plugin settings, auth methods, plugin tools, first profile load."""
-        try:
-            self.pm.hook.crawlkeeper_configure.call_historic(kwargs={"config": self.config})
-        except CrawlkeeperError:
-            raise
-        except Exception as exc:
-            plugin = _plugin_of(self.pm, "crawlkeeper_configure", exc.__traceback__) or "unknown"
-            raise PluginError(
-                f"plugin '{plugin}' failed in crawlkeeper_configure: {type(exc).__name__}: {exc}", plugin=plugin
-            ) from exc
+        self.hooks.configure(self.config)
         self.configure_plugins()
 
     def configure_plugins(self) -> None:
@@ -377,7 +369,7 @@ class App:
         try:
             return self.sessions.get(session_id)
         except SessionError:
-            if not self.keeper.enabled or not SESSION_ID_RE.match(session_id):
+            if not self.keeper.enabled or not SESSION_ID_RE.fullmatch(session_id):
                 raise
         lock = self._restoring.setdefault(session_id, asyncio.Lock())
         try:
@@ -845,7 +837,7 @@ class App:
     async def close_session(self, session_id: str) -> dict[str, Any]:
         if await self.sessions.close(session_id, "closed"):
             return {"session_id": session_id, "closed": True}
-        if self.keeper.enabled and SESSION_ID_RE.match(session_id) and await self.keeper.exists(session_id):
+        if self.keeper.enabled and SESSION_ID_RE.fullmatch(session_id) and await self.keeper.exists(session_id):
             async with self._restoring.setdefault(session_id, asyncio.Lock()):
                 await self.keeper.claim(session_id)  # refused while another process drives it
                 try:

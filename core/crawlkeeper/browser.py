@@ -256,6 +256,7 @@ class ChromiumBackend:
                 args=launch_args(self.extra_args),
                 proxy_url=self.proxy_url,
                 after_goto=_check_page_size,
+                before_retrieve_html=_run_call_scripts,
             )
             try:
                 await crawler.start()
@@ -368,11 +369,19 @@ class ChromiumBackend:
         key = f"ck-{id(page):x}"
         state = _PAGE_STATE.setdefault(page, _PageState())
         state.max_bytes, state.too_large, state.refused = int(options.max_page_mb * 1024 * 1024), None, None
+        state.script, state.script_error, state.navigated = None, None, False
+        run_options = options
+        if options.js_code or options.wait_for:
+            # Ours, not crawl4ai's: it swallows script errors and checks wait_for before the script runs.
+            deadline = asyncio.get_running_loop().time() + options.timeout_s
+            state.script = (options.js_code, options.wait_for, options.wait_until, deadline)
+            run_options = options.model_copy(update={"js_code": None, "wait_for": None})
         _crawl4ai.attach(crawler, key, page.context, page)
         try:
-            result = await crawler.arun(url, config=_crawl4ai.run_config(options, key))
+            result = await crawler.arun(url, config=_crawl4ai.run_config(run_options, key))
         finally:
             _crawl4ai.detach(crawler, key)
+            state.script = None
         if state.refused:
             raise CrawlError(
                 f"refused to crawl {safe_url(url)}: it redirects to an address the egress policy refuses "
@@ -384,20 +393,10 @@ class ChromiumBackend:
                 f"max_page_mb = {options.max_page_mb:g}; use css_selector on a smaller part, or raise "
                 "[crawl] max_page_mb"
             )
-        status = result.status_code
-        failed_before_js = any(m in (result.error_message or "") for m in _FAILED_BEFORE_JS)
-        if (not result.html and not result.success and options.js_code and page.url != "about:blank"
-                and not failed_before_js):
-            # js_code that submits a form navigates away while crawl4ai reads the page: wait for the page
-            # the script led to and process that one (multi-step logins depend on this).
-            try:
-                await page.wait_for_load_state("load", timeout=options.timeout_s * 1000)
-                html = await page.content()
-            except Exception:
-                raise CrawlError(_navigation_message(url, result.error_message or "no content")) from None
-            result = await crawler.arun("raw:" + html, config=_crawl4ai.process_config(options, page.url))
-            result.redirected_url = page.url
-            status = state.status or status
+        if state.script_error is not None:
+            error, state.script_error = state.script_error, None
+            raise type(error)(str(error))
+        status = state.status if state.navigated and state.status else result.status_code
         html = result.html or ""
         if not html and not result.success:
             error = result.error_message or "no content"
@@ -423,16 +422,36 @@ class ChromiumBackend:
         )
 
 
-#: crawl4ai errors raised before js_code ran (navigation, then wait_for): no script navigated, nothing to recover.
-_FAILED_BEFORE_JS = ("Failed on navigating ACS-GOTO", "Wait condition failed")
-
-
 @dataclass
 class _PageState:
     status: int | None = None
     max_bytes: int | None = None
     too_large: int | None = None
     refused: str | None = None  # the egress proxy refused a hop of the page's navigation
+    script: tuple[Any, str | None, str, float] | None = None  # (js_code, wait_for, wait_until, deadline)
+    script_error: CrawlError | None = None
+    navigated: bool = False  # js_code navigated: the status is the new document's
+
+
+async def _run_call_scripts(page: Any, context: Any = None, config: Any = None, **_: Any) -> Any:
+    """crawl4ai ``before_retrieve_html`` hook: the call's js_code, then its wait_for (see :mod:`.scripts`)."""
+    from .scripts import run_scripts, wait_for_condition
+
+    state = _PAGE_STATE.get(page)
+    if state is None or state.script is None:
+        return page
+    js_code, wait_for, wait_until, deadline = state.script
+    try:
+        if js_code:
+            state.navigated = await run_scripts(page, js_code, wait_until=wait_until, deadline=deadline)
+            if state.navigated and not state.too_large:
+                await _check_page_size(page)
+        if wait_for:
+            await wait_for_condition(page, wait_for, deadline)
+    except CrawlError as exc:
+        state.script_error = exc
+        raise
+    return page
 
 
 async def _check_page_size(page: Any, context: Any = None, url: str | None = None, response: Any = None,

@@ -112,14 +112,17 @@ _V6_CLASSES: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
         ("fec0::/10", "private"),  # deprecated site-local
         ("fc00::/7", "unique-local"),
         ("ff00::/8", "multicast"),
-        ("64:ff9b:1::/48", "reserved"),  # local-use NAT64
         ("2001:db8::/32", "reserved"),  # documentation
         ("100::/64", "reserved"),  # discard-only
     )
 )
 
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-_SIXTOFOUR = ipaddress.IPv6Network("2002::/16")
+# IPv6 forms that carry an IPv4 destination: each is classified by the IPv4 address it embeds.
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # IPv4-translated (RFC 2765 / SIIT, RFC 6145)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix (RFC 6052)
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # local-use NAT64 (RFC 8215): /48 to /96 prefixes
+_SIXTOFOUR = ipaddress.IPv6Network("2002::/16")  # 6to4 (RFC 3056)
+_TEREDO = ipaddress.IPv6Network("2001::/32")  # Teredo (RFC 4380): server and obfuscated client address
 _V6_UNSPECIFIED = ipaddress.IPv6Address("::")
 _V6_LOOPBACK = ipaddress.IPv6Address("::1")
 _LOOPBACK_NETS = (ipaddress.IPv4Network("127.0.0.0/8"), ipaddress.IPv6Network("::1/128"))
@@ -160,8 +163,47 @@ def _classify_v4(ip: ipaddress.IPv4Address) -> str | None:
     return None
 
 
+def _rfc6052(ip: ipaddress.IPv6Address, prefix_len: int) -> ipaddress.IPv4Address:
+    """The IPv4 address embedded after a NAT64 prefix of ``prefix_len`` bits (RFC 6052 section 2.2: bits
+    64-71, the "u" octet, are skipped)."""
+    bits = int(ip)
+    if prefix_len == 96:
+        return ipaddress.IPv4Address(bits & 0xFFFFFFFF)
+    high = 64 - prefix_len  # IPv4 bits before the u octet
+    before = (bits >> 64) & ((1 << high) - 1)
+    after = (bits >> (56 - (32 - high))) & ((1 << (32 - high)) - 1)
+    return ipaddress.IPv4Address((before << (32 - high)) | after)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """Every IPv4 address an IPv6 address may deliver to: IPv4-mapped, -compatible and -translated, 6to4,
+    Teredo (server and client) and NAT64 (well-known and every prefix length of the local-use range). Empty
+    for an IPv6 address that embeds none."""
+    if ip.ipv4_mapped is not None:
+        return (ip.ipv4_mapped,)
+    value = int(ip)
+    if value >> 32 == 0:
+        return (ipaddress.IPv4Address(value),) if value > 1 else ()  # IPv4-compatible; ::/::1 stay IPv6
+    if ip in _TRANSLATED or ip in _NAT64:
+        return (ipaddress.IPv4Address(value & 0xFFFFFFFF),)
+    if ip in _NAT64_LOCAL:  # the operator picks the prefix length: every layout is a possible destination
+        return tuple(dict.fromkeys(_rfc6052(ip, n) for n in (48, 56, 64, 96)))
+    if ip in _SIXTOFOUR and ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if ip in _TEREDO and ip.teredo is not None:
+        return ip.teredo
+    return ()
+
+
+_SEVERITY = ("metadata", "loopback", "link-local", "private", "cgnat", "unspecified", "multicast", "reserved")
+
+
 def classify_address(ip: IPAddress | str) -> str | None:
-    """The refused class of an address (e.g. ``'private'``), or ``None`` for a public address."""
+    """The refused class of an address (e.g. ``'private'``), or ``None`` for a public address.
+
+    An IPv6 address that embeds an IPv4 destination (see :func:`embedded_ipv4`) has the class of the
+    embedded address (the most sensitive one when a form embeds several), whatever the IPv6 range says.
+    """
     if isinstance(ip, str):
         ip = ipaddress.ip_address(ip)
     ip = _unwrap(ip)
@@ -173,12 +215,10 @@ def classify_address(ip: IPAddress | str) -> str | None:
         return "unspecified"
     if ip == _V6_LOOPBACK:
         return "loopback"
-    if ip in _NAT64:  # well-known NAT64 prefix: the embedded IPv4 address is the real destination
-        return _classify_v4(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    if ip in _SIXTOFOUR:
-        cls = ip.sixtofour and _classify_v4(ip.sixtofour)
-        if cls:
-            return cls
+    embedded = embedded_ipv4(ip)
+    if embedded:
+        found = {c for c in map(_classify_v4, embedded) if c is not None}
+        return min(found, key=lambda c: _SEVERITY.index(c) if c in _SEVERITY else len(_SEVERITY), default=None)
     for net6, cls in _V6_CLASSES:
         if ip in net6:
             return cls

@@ -3,8 +3,13 @@
 Implement a hook by defining a function (or method) with the same name, decorated with
 ``crawlkeeper.hookimpl``; take only the arguments you need. Hooks marked *async ok* may be ``async def``:
 the core awaits them one after another (never concurrently) and cuts each off after
-``[plugins] hook_timeout_s`` seconds. Async hooks are collect-all; the only ``firstresult`` hook,
-``crawlkeeper_state_store``, is synchronous.
+``[plugins] hook_timeout_s`` seconds. Async hooks are collect-all; ``firstresult`` hooks (such as
+``crawlkeeper_state_store``) are synchronous.
+
+Rules checked when a plugin is registered (a plugin breaking one fails at start-up, its name, the hook and the
+rule in the message): ``async def`` only on *async ok* hooks; hook wrappers (``wrapper=True``,
+``hookwrapper=True``) only on synchronous hooks that are not historic; argument names from the hook's
+signature. ``tryfirst=True``/``trylast=True`` order implementations of every hook.
 
 An exception raised by a hook is reported with the plugin's name. Where it lands depends on the phase:
 at start-up it stops the server with a clear error; inside a session's lifecycle it fails only that one
@@ -221,9 +226,16 @@ ASYNC_HOOKS = frozenset(
 )
 
 
+#: Synchronous "X or None" hooks whose first non-None result wins (pluggy's ``firstresult``).
+FIRSTRESULT_HOOKS = frozenset(
+    name for name, fn in list(globals().items())
+    if name.startswith("crawlkeeper_") and getattr(fn, f"{PROJECT}_spec", {}).get("firstresult")
+)
+
+
 def hook_names() -> list[str]:
     """Every hook name, in the order they are declared here."""
     return [name for name in globals() if name.startswith("crawlkeeper_")]
 
 
-__all__ = ["ASYNC_HOOKS", "PROJECT", "hook_names", "hookimpl", "hookspec"]
+__all__ = ["ASYNC_HOOKS", "FIRSTRESULT_HOOKS", "PROJECT", "hook_names", "hookimpl", "hookspec"]

@@ -20,8 +20,13 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
 
-#: What an environment variable name looks like (``value_env``/``*_env`` must hold a name, not a secret).
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: What an environment variable name may look like (``\\Z``, not ``$``: ``$`` also matches before a final newline).
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+#: A conventional name: upper case, digits and underscores (``SITE_TOKEN``). Only such a name, or one that is
+#: set in the environment, is ever shown back: anything else may be a secret pasted where the name belongs.
+_CONVENTIONAL_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+#: A long run of letters mixed with digits reads as a key (``AKIAIOSFODNN7EXAMPLE``), not as a word of a name.
+_KEY_LIKE_PART = re.compile(r"(?=[A-Z0-9]*[0-9])(?=[A-Z0-9]*[A-Z])[A-Z0-9]{16,}")
 
 #: Priority of the profile's layer in the merge; plugin layers default to 0 and so override profiles.
 PROFILE_LAYER_PRIORITY = -100
@@ -162,6 +167,33 @@ class CrawlRequest:
     arguments: dict[str, Any]  # the per-call arguments that were set
 
 
+def looks_like_env_name(value: str) -> bool:
+    """True if ``value`` may be shown in messages as an environment variable's name: it is set in the
+    environment, or it is a conventional name (upper-case letters, digits, ``_``, not starting with a digit, no
+    key-like run such as ``AKIAIOSFODNN7EXAMPLE``). Anything else may be a secret pasted where the name belongs."""
+    if value in os.environ:
+        return ENV_NAME.match(value) is not None
+    if not _CONVENTIONAL_ENV_NAME.fullmatch(value):
+        return False
+    return not any(_KEY_LIKE_PART.fullmatch(part) for part in value.split("_"))
+
+
+def env_var_problem(name: str) -> str | None:
+    """What is wrong with an environment variable reference (``value_env``, ``password_env``, any ``*_env``),
+    or ``None`` if that variable is set. The reference is named in the message only when it looks like a
+    variable's name (:func:`looks_like_env_name`); otherwise it is treated as a possible secret: masked, and
+    registered so no log line shows it either."""
+    if looks_like_env_name(name):
+        return None if name in os.environ else f"environment variable {name} is not set"
+    from .logs import register_secret
+
+    register_secret(name)
+    return (
+        "is not an environment variable name (it may be the secret itself, so it is not shown): put the "
+        "secret in an environment variable and give that variable's name, e.g. SITE_TOKEN"
+    )
+
+
 def resolve_secret(spec: dict[str, Any], *, what: str, base_dir: Path | None = None) -> str:
     """Resolve a secret given as ``value``, ``value_env = "VAR"`` or ``value_file = "PATH"``.
 
@@ -178,11 +210,12 @@ def _resolve(spec: dict[str, Any], *, what: str, base_dir: Path | None) -> str:
     from .errors import ConfigError
 
     if spec.get("value_env"):
-        var = spec["value_env"]
-        if not ENV_NAME.match(var):
-            raise ConfigError(f"{what}: value_env is not an environment variable name (give the name, not the secret)")
-        if var not in os.environ:
-            raise ConfigError(f"{what}: environment variable {var} is not set; export it or change value_env")
+        var = str(spec["value_env"])
+        problem = env_var_problem(var)
+        if problem is not None and not looks_like_env_name(var):
+            raise ConfigError(f"{what}: value_env {problem}")
+        if problem is not None:
+            raise ConfigError(f"{what}: {problem}; export it or change value_env")
         return os.environ[var]
     if spec.get("value_file"):
         path = Path(os.path.expanduser(spec["value_file"]))

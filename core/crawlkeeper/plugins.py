@@ -4,18 +4,27 @@
 ``crawlkeeper`` (built-ins included, they are ordinary entry points), then ``check_pending()`` so a
 misspelled hook is an error, not silence. ``CRAWLKEEPER_TRACE_PLUGINS=1`` logs every hook call to stderr.
 
-Hooks are called through :class:`Hooks`, which names the plugin behind any exception, awaits async
-implementations one by one with a timeout, and keeps one failing closing hook from stopping the others.
+The rules of the contract are checked where a plugin enters (:meth:`PluginManager.parse_hookimpl_opts`, run by
+pluggy's ``register`` before anything changes): ``async def`` only on hooks marked *async ok*, no hook wrappers
+on those hooks, no ``app`` argument on the start-up hooks. A plugin breaking one fails at registration with a
+message naming the plugin, the hook and the rule.
+
+Every hook is then called one way, through :class:`Hooks`, which calls pluggy itself (so wrappers,
+``tryfirst``/``trylast``, ``firstresult``, ``historic`` and tracing keep pluggy's meaning). Each implementation
+is guarded at registration: an exception names its plugin, an awaitable returned by an async implementation is
+awaited afterwards in call order with ``[plugins] hook_timeout_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import importlib.metadata
 import inspect
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import Any
@@ -48,7 +57,7 @@ class PluginInfo:
 
 
 class PluginManager(pluggy.PluginManager):
-    """pluggy's manager plus what crawlkeeper knows about each plugin (distribution, disabled)."""
+    """pluggy's manager plus crawlkeeper's registration rules and what it knows about each plugin."""
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT)
@@ -66,6 +75,62 @@ class PluginManager(pluggy.PluginManager):
             info = self.info(name)
             info.hooks = sorted(h.name for h in self.get_hookcallers(plugin) or [])
         return sorted(self.infos.values(), key=lambda i: (not i.builtin, i.name))
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        """pluggy's parsing plus crawlkeeper's rules, checked before pluggy changes anything (see module doc)."""
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None:
+            return None
+        hook_name = opts.get("specname") or name
+        caller = getattr(self.hook, hook_name, None)
+        if caller is None or not caller.has_spec():
+            return opts  # an unknown hook: check_pending() reports it with its name
+        problem = broken_rule(hook_name, inspect.getattr_static(plugin, name), opts, caller)
+        if problem:
+            raise pluggy.PluginValidationError(plugin, f"hook {hook_name}: {problem}")
+        return opts
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """Register ``plugin`` and guard its implementations (see :class:`Hooks`).
+
+        A historic hook (``crawlkeeper_configure``) already called is replayed for the new plugin inside
+        pluggy's ``register``; an exception there leaves nothing registered and names the plugin."""
+        plugin_name = name or self.get_canonical_name(plugin)
+        already = self.get_name(plugin) is not None
+        try:
+            registered = super().register(plugin, name=plugin_name)
+        except Exception as exc:
+            if already or self.get_name(plugin) is None:
+                raise  # pluggy refused it (invalid, or registered twice): nothing of the plugin ran
+            self.unregister(plugin)  # it raised while the historic hook was replayed for it
+            raise _named(exc, plugin_name, "crawlkeeper_configure") from exc
+        if registered is not None:
+            for caller in self.get_hookcallers(plugin) or []:
+                may_await = caller.name in hookspecs.ASYNC_HOOKS
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                        impl.function = _guarded(impl.function, impl.plugin_name, caller.name, may_await)
+        return registered
+
+
+def broken_rule(hook_name: str, attribute: Any, opts: pluggy.HookimplOpts, caller: Any = None) -> str | None:
+    """The contract rule an implementation breaks, in words, or None. ``attribute`` is the raw attribute
+    (a function, staticmethod or classmethod) as found on the plugin."""
+    fn = attribute.__func__ if isinstance(attribute, staticmethod | classmethod) else attribute
+    is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+    wrapper = bool(opts.get("wrapper") or opts.get("hookwrapper"))
+    if is_async and hook_name not in hookspecs.ASYNC_HOOKS:
+        allowed = ", ".join(sorted(hookspecs.ASYNC_HOOKS))
+        firstresult = caller is not None and caller.spec is not None and caller.spec.opts.get("firstresult")
+        why = "its first non-None result is used" if firstresult else (
+            "the core needs its answer at once")
+        return (f"`async def` is not allowed: this hook is synchronous ({why}); make it a plain `def` "
+                f"(hooks that may be async: {allowed})")
+    if wrapper and hook_name in hookspecs.ASYNC_HOOKS:
+        return ("hook wrappers (wrapper=True / hookwrapper=True) are not supported on async-ok hooks: the "
+                "implementations they would wrap are awaited after the wrapper has returned; order your "
+                "implementation with tryfirst=True / trylast=True instead")
+    return None
 
 
 def _env_list(name: str) -> list[str] | None:
@@ -133,7 +198,8 @@ def register(pm: PluginManager, plugin: object, name: str) -> None:
     except pluggy.PluginValidationError as exc:
         if pm.is_registered(plugin):
             pm.unregister(plugin)
-        raise PluginError(f"plugin '{name}' is invalid: {exc}", plugin=name) from None
+        detail = str(exc).replace("\n", " ")
+        raise PluginError(f"plugin '{name}' is invalid: {detail}", plugin=name) from None
     info = pm.info(name)
     if info.module is None:
         info.module = getattr(plugin, "__name__", type(plugin).__module__)
@@ -169,13 +235,14 @@ def _enable_tracing(pm: PluginManager) -> None:
     pm.add_hookcall_monitoring(before, after)
 
 
-def _trace(hook_name: str, plugin: str) -> None:
+
+def _trace(message: str, *args: Any) -> None:
     if TRACING:
-        logging.getLogger("crawlkeeper.trace").info("hook %s -> %s", hook_name, plugin)
+        logging.getLogger("crawlkeeper.trace").info(message, *args)
 
 
 def _plugin_of(pm: pluggy.PluginManager, hook_name: str, tb: TracebackType | None) -> str | None:
-    """Which plugin's implementation raised: match traceback frames against the hook's implementations."""
+    """Which plugin raised, for what escaped the guards (a hook wrapper): match traceback frames."""
     caller = getattr(pm.hook, hook_name, None)
     if caller is None:
         return None
@@ -200,7 +267,7 @@ class HookTimeout(PluginError):
     """A plugin's hook (or auth login) ran past ``[plugins] hook_timeout_s`` and was cut off."""
 
 
-async def within(awaitable: Any, timeout_s: float, what: str, plugin: str | None) -> Any:
+async def within(awaitable: Awaitable[Any], timeout_s: float, what: str, plugin: str | None) -> Any:
     """Await ``awaitable`` for at most ``timeout_s``. Only *our* deadline becomes :class:`HookTimeout`; a
     ``TimeoutError`` the plugin raises itself (a selector that never appeared) stays the plugin's error."""
     task = asyncio.ensure_future(awaitable)
@@ -216,85 +283,188 @@ async def within(awaitable: Any, timeout_s: float, what: str, plugin: str | None
     return task.result()
 
 
-class Hooks:
-    """Calls hooks so that every failure names its plugin.
+# -- the one hook-calling path -------------------------------------------------------------------------
 
-    Synchronous hooks go through pluggy (so tracing sees them); async implementations are awaited in
-    call order, each with ``timeout_s``.
+_KEEP_GOING: contextvars.ContextVar[bool] = contextvars.ContextVar("crawlkeeper_keep_going", default=False)
+
+
+@dataclass
+class _Pending:
+    """What a guarded async implementation returns to pluggy: its awaitable, with its plugin's name."""
+
+    plugin: str
+    awaitable: Awaitable[Any]
+
+    def discard(self) -> None:
+        close = getattr(self.awaitable, "close", None)
+        if close is not None:
+            close()  # never awaited: close it so Python does not warn "coroutine was never awaited"
+
+
+@dataclass
+class _CallState:
+    origins: dict[int, str] = field(default_factory=dict)  # id(result) -> plugin that returned it
+    pending: list[_Pending] = field(default_factory=list)
+
+
+_CALL: contextvars.ContextVar[_CallState | None] = contextvars.ContextVar("crawlkeeper_hook_call", default=None)
+
+
+def _named(exc: BaseException, plugin: str, hook_name: str) -> BaseException:
+    """The exception to raise for ``exc`` raised by ``plugin`` in ``hook_name``: it names the plugin.
+
+    A :class:`CrawlkeeperError` raised on purpose keeps its type and message (tagged with ``plugin``); a bare
+    ``PluginError`` the core raised on the plugin's behalf (a tool name clash) gets the plugin's name; anything
+    else becomes a :class:`PluginError`."""
+    if isinstance(exc, CrawlkeeperError):
+        if type(exc) is PluginError and not exc.plugin:
+            return PluginError(f"plugin '{plugin}' failed in {hook_name}: {exc}", plugin=plugin)
+        if not getattr(exc, "plugin", None):
+            exc.plugin = plugin  # type: ignore[attr-defined]
+        return exc
+    log.error("plugin %r raised in %s", plugin, hook_name, exc_info=exc)
+    return PluginError(f"plugin '{plugin}' failed in {hook_name}: {type(exc).__name__}: {exc}", plugin=plugin)
+
+
+def _guarded(fn: Callable[..., Any], plugin: str, hook_name: str, may_await: bool) -> Callable[..., Any]:
+    """Wrap one implementation so that whatever it raises names ``plugin``, and what it returns is traced back
+    to it. Installed once, at registration; pluggy still does the calling."""
+    if getattr(fn, "_crawlkeeper_guarded", False):
+        return fn
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            err = _named(exc, plugin, hook_name)
+            if _KEEP_GOING.get():
+                if err is exc:
+                    log.error("plugin %r failed in %s: %s", plugin, hook_name, exc)
+                return None
+            if err is exc:
+                raise
+            raise err from exc
+        state = _CALL.get()
+        if inspect.isawaitable(result):
+            if not may_await:  # an async callable the registration check could not see (a wrapped coroutine)
+                _Pending(plugin, result).discard()
+                raise PluginError(
+                    f"plugin '{plugin}' returned an awaitable from {hook_name}, which is synchronous (rule: "
+                    "`async def` only on async-ok hooks); make the implementation a plain `def`", plugin=plugin)
+            pending = _Pending(plugin, result)
+            if state is not None:
+                state.pending.append(pending)
+            return pending
+        if state is not None and result is not None:
+            state.origins[id(result)] = plugin
+            if isinstance(result, list | tuple):  # items keep their plugin when a wrapper rebuilds the list
+                state.origins.update((id(item), plugin) for item in result)
+        return result
+
+    guarded._crawlkeeper_guarded = True  # type: ignore[attr-defined]
+    return guarded
+
+
+class Hooks:
+    """The one way the core calls hooks.
+
+    Every call goes through pluggy (wrappers, ``tryfirst``/``trylast``, ``firstresult``, ``historic`` and
+    tracing keep their meaning); the implementations were guarded at registration, so any failure names its
+    plugin. ``call`` is for synchronous hooks, ``collect`` for list-returning ones (items paired with the
+    plugin that returned them), ``acall`` for *async ok* hooks: synchronous implementations run during the
+    pluggy call, then the awaitables of async ones are awaited in call order, each within ``timeout_s``.
     """
 
-    def __init__(self, pm: pluggy.PluginManager, timeout_s: float = 30.0) -> None:
+    def __init__(self, pm: PluginManager, timeout_s: float = 30.0) -> None:
         self.pm = pm
         self.timeout_s = timeout_s
 
-    def call(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call a synchronous hook; an exception becomes a :class:`PluginError` naming the plugin
-        (a :class:`CrawlkeeperError` raised on purpose keeps its type and message)."""
+    def _run(self, hook_name: str, kwargs: dict[str, Any], *, historic: bool = False) -> tuple[Any, _CallState]:
+        caller = getattr(self.pm.hook, hook_name)
+        state = _CallState()
+        token = _CALL.set(state)
         try:
-            return getattr(self.pm.hook, hook_name)(**kwargs)
-        except CrawlkeeperError as exc:
-            if exc.__class__ is PluginError:
-                culprit = None if exc.plugin else _plugin_of(self.pm, hook_name, exc.__traceback__)
-                if culprit:  # raised by the core on a plugin's behalf (a tool name clash): name the plugin
-                    raise PluginError(f"plugin '{culprit}' failed in {hook_name}: {exc}", plugin=culprit) from None
-                raise
-            plugin = _plugin_of(self.pm, hook_name, exc.__traceback__)
-            if plugin and not getattr(exc, "plugin", None):
-                exc.plugin = plugin  # type: ignore[attr-defined]
-            raise
+            if historic:
+                caller.call_historic(kwargs=kwargs)
+                result = None
+            else:
+                result = caller(**kwargs)
         except Exception as exc:
-            plugin = _plugin_of(self.pm, hook_name, exc.__traceback__) or "unknown"
-            log.error("plugin %r raised in %s", plugin, hook_name, exc_info=True)
-            raise PluginError(
-                f"plugin '{plugin}' failed in {hook_name}: {type(exc).__name__}: {exc}", plugin=plugin
-            ) from exc
+            for pending in state.pending:
+                pending.discard()
+            err = self._unguarded(hook_name, exc)
+            if err is exc:
+                raise
+            raise err from exc
+        finally:
+            _CALL.reset(token)
+        return result, state
+
+    def _unguarded(self, hook_name: str, exc: Exception) -> BaseException:
+        """Name the plugin of an exception the guards did not see (raised by a hook wrapper)."""
+        if isinstance(exc, CrawlkeeperError) and getattr(exc, "plugin", None):
+            return exc
+        culprit = _plugin_of(self.pm, hook_name, exc.__traceback__)
+        if culprit is None:
+            if isinstance(exc, CrawlkeeperError):
+                return exc
+            culprit = "unknown"
+        return _named(exc, culprit, hook_name)
+
+    def configure(self, config: Any) -> None:
+        """``crawlkeeper_configure``: historic, so a plugin registered later is configured at registration."""
+        self._run("crawlkeeper_configure", {"config": config}, historic=True)
+
+    def call(self, hook_name: str, **kwargs: Any) -> Any:
+        """Call a synchronous hook: pluggy's result (a list, or one value or None for a firstresult hook)."""
+        if hook_name in hookspecs.ASYNC_HOOKS:
+            raise TypeError(f"{hook_name} may be async: call it with acall()")
+        return self._run(hook_name, kwargs)[0]
 
     def collect(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call a list-returning hook and flatten the results as ``(plugin_name, item)`` pairs."""
+        results, state = self._run(hook_name, kwargs)
         out: list[tuple[str, Any]] = []
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
-            _trace(hook_name, impl.plugin_name)
-            try:
-                items = impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
-            except CrawlkeeperError as exc:
-                if not getattr(exc, "plugin", None):
-                    exc.plugin = impl.plugin_name  # type: ignore[attr-defined]
-                raise
-            except Exception as exc:
-                log.error("plugin %r raised in %s", impl.plugin_name, hook_name, exc_info=True)
+        for items in results:
+            plugin = state.origins.get(id(items), "unknown")  # "unknown": a hook wrapper made it
+            if not isinstance(items, list | tuple):
                 raise PluginError(
-                    f"plugin '{impl.plugin_name}' failed in {hook_name}: {type(exc).__name__}: {exc}",
-                    plugin=impl.plugin_name,
-                ) from exc
-            out.extend((impl.plugin_name, item) for item in items or [])
+                    f"plugin '{plugin}' returned {type(items).__name__} from {hook_name}; return a list "
+                    "(an empty one when you have nothing to add)", plugin=plugin)
+            out.extend((state.origins.get(id(item), plugin), item) for item in items)
         return out
 
-    async def acall(self, hook_name: str, *, keep_going: bool = False, **kwargs: Any) -> None:
-        """Call an "async ok" hook: sync results are done; coroutines are awaited in order with a timeout.
+    async def acall(self, hook_name: str, *, keep_going: bool = False, **kwargs: Any) -> list[Any]:
+        """Call an *async ok* hook; return every non-None result, awaited.
 
-        With ``keep_going`` every implementation runs and failures are only logged (closing hooks).
+        With ``keep_going`` every implementation runs and failures are only logged (closing, shutdown).
         """
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
-            name = impl.plugin_name
-            _trace(hook_name, name)
+        token = _KEEP_GOING.set(keep_going)
+        try:
+            results, _ = self._run(hook_name, kwargs)
+        finally:
+            _KEEP_GOING.reset(token)
+        out: list[Any] = []
+        for index, result in enumerate(results):
+            if not isinstance(result, _Pending):
+                out.append(result)
+                continue
+            _trace("hook %s awaiting %s", hook_name, result.plugin)
             try:
-                args = {k: kwargs[k] for k in impl.argnames if k in kwargs}
-                result = impl.function(**args)
-                if inspect.isawaitable(result):
-                    await within(result, self.timeout_s, hook_name, name)
-            except CrawlkeeperError as exc:
-                if keep_going:
-                    log.error("plugin %r failed in %s: %s", name, hook_name, exc)
-                    continue
-                if not getattr(exc, "plugin", None):
-                    exc.plugin = name  # type: ignore[attr-defined]
-                raise
+                value = await within(result.awaitable, self.timeout_s, hook_name, result.plugin)
             except Exception as exc:
-                log.error("plugin %r raised in %s", name, hook_name, exc_info=True)
+                err = _named(exc, result.plugin, hook_name)
                 if keep_going:
+                    if err is exc:
+                        log.error("plugin %r failed in %s: %s", result.plugin, hook_name, exc)
                     continue
-                raise PluginError(
-                    f"plugin '{name}' failed in {hook_name}: {type(exc).__name__}: {exc}", plugin=name
-                ) from exc
+                for later in results[index + 1:]:
+                    if isinstance(later, _Pending):
+                        later.discard()
+                if err is exc:
+                    raise
+                raise err from exc
+            if value is not None:
+                out.append(value)
+        return out

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("crawlkeeper.sessions")
 
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+#: Checked with ``fullmatch``: ``$`` alone also matches before a trailing newline (``"abc\n"``).
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 REASONS = ("closed", "expired", "evicted", "shutdown", "crashed", "hibernated")
 _MAX_TOMBSTONES = 10_000
 _CLOSE_CONTEXT_TIMEOUT_S = 3.0
@@ -88,7 +89,7 @@ class SessionRegistry:
         """Claim an id (generated, unguessable, if None) and a slot under ``max_sessions``."""
         if session_id is None:
             session_id = "s_" + secrets.token_urlsafe(12)
-        elif not SESSION_ID_RE.match(session_id):
+        elif not SESSION_ID_RE.fullmatch(session_id):
             raise SessionError(
                 f"invalid session_id {session_id!r}: use 1-64 letters, digits, '_', '.', ':' or '-'"
             )

@@ -19,13 +19,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from crawlkeeper import (
-    ENV_NAME,
     PROFILE_LAYER_PRIORITY,
     ConfigLayer,
     ContextOptions,
     CrawlOptions,
     CrawlRequest,
     Profile,
+    env_var_problem,
     hookimpl,
 )
 
@@ -44,11 +44,7 @@ LAUNCH_KEYS = {"executable_path", "headless", "extra_args", "cdp_url"}
 def env_problem(name: str) -> str | None:
     """What is wrong with an ``*_env`` reference, never echoing it unless it looks like a variable name
     (someone may have pasted the secret itself where the variable's name belongs)."""
-    if not ENV_NAME.match(name):
-        return "is not an environment variable name (give the variable's name, not the secret itself)"
-    if name not in os.environ:
-        return f"environment variable {name} is not set"
-    return None
+    return env_var_problem(name)
 
 
 class CookieEntry(BaseModel):
@@ -161,8 +157,9 @@ def load_profile_file(path: Path, display: str) -> Profile:
     auth = parsed.auth.model_dump() if parsed.auth else None
     if auth:
         for key, value in list(auth.items()):
-            if key.endswith("_env") and isinstance(value, str) and env_problem(value):
-                problems.append(f"[auth] {key}: {env_problem(value)}")
+            problem = env_problem(value) if key.endswith("_env") and isinstance(value, str) else None
+            if problem:
+                problems.append(f"[auth] {key}: {problem}")
             if key.endswith("_file") and isinstance(value, str):
                 file = Path(os.path.expanduser(value))
                 auth[key] = str(file if file.is_absolute() else path.parent / file)

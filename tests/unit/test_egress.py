@@ -238,6 +238,55 @@ def test_public_addresses_pass(ip: str) -> None:
     EgressPolicy().check_address("public.test", ipaddress.ip_address(ip))
 
 
+# Every IPv6 form that carries an IPv4 destination is classified by that IPv4 address (the bug: the
+# IPv4-translated ::ffff:0:a.b.c.d form of a private address was classified public).
+# 8.8.8.8 in every layout RFC 6052 allows inside the local-use /48 (prefixes /48, /56, /64 and /96).
+LOCAL_NAT64_PUBLIC = "64:ff9b:1:808:8:808:808:808"
+EMBEDDED_FORMS = [
+    # (form, IPv6 address embedding a private/loopback/metadata address, its class, same form embedding 8.8.8.8)
+    ("mapped", "::ffff:10.0.0.1", "private", "::ffff:8.8.8.8"),
+    ("translated", "::ffff:0:10.0.0.1", "private", "::ffff:0:8.8.8.8"),
+    ("translated", "::ffff:0:127.0.0.1", "loopback", "::ffff:0:8.8.4.4"),
+    ("translated", "::ffff:0:169.254.169.254", "metadata", "::ffff:0:1.1.1.1"),
+    ("compatible", "::10.0.0.1", "private", "::8.8.8.8"),
+    ("6to4", "2002:a00:1::1", "private", "2002:808:808::1"),
+    ("6to4", "2002:a9fe:a9fe::", "metadata", "2002:101:101::"),
+    ("teredo client", "2001:0:4136:e378:8000:63bf:f5ff:fffe", "private", "2001:0:4136:e378:8000:63bf:f7f7:f7f7"),
+    ("teredo server", "2001:0:7f00:1:8000:63bf:f7f7:f7f7", "loopback", "2001:0:4136:e378:8000:63bf:f7f7:f7f7"),
+    ("teredo", "2001:0:4136:e378:8000:63bf:5601:5601", "metadata", "2001:0:4136:e378:8000:63bf:fefe:fefe"),
+    ("nat64", "64:ff9b::10.0.0.1", "private", "64:ff9b::8.8.8.8"),
+    ("nat64", "64:ff9b::a9fe:a9fe", "metadata", "64:ff9b::808:808"),
+    ("nat64 local /96", "64:ff9b:1::10.0.0.1", "private", LOCAL_NAT64_PUBLIC),
+    ("nat64 local /48", "64:ff9b:1:a00:0:100::", "private", LOCAL_NAT64_PUBLIC),
+    ("nat64 local /56", "64:ff9b:1:a:0:1::", "private", LOCAL_NAT64_PUBLIC),
+    ("nat64 local /64", "64:ff9b:1:0:a:1::", "private", LOCAL_NAT64_PUBLIC),
+]
+
+
+@pytest.mark.parametrize(("form", "ip", "reason", "public"), EMBEDDED_FORMS)
+def test_ipv4_embedding_ipv6_forms_are_classified_by_the_embedded_address(
+    form: str, ip: str, reason: str, public: str
+) -> None:
+    assert classify_address(ip) == reason, form
+    with pytest.raises(EgressRefused) as info:
+        EgressPolicy().check_address("embedded.test", ip)
+    assert info.value.reason == reason
+    with pytest.raises(EgressRefused) as literal:
+        EgressPolicy().check_url(f"http://[{ip}]/")
+    assert literal.value.reason == reason
+    assert classify_address(public) is None, form
+    EgressPolicy().check_address("embedded.test", public)
+
+
+def test_listing_the_ipv4_address_does_not_allow_its_translated_forms() -> None:
+    # Only the IPv4-mapped form means the same socket address; the others go through a translator or relay.
+    policy = EgressPolicy.from_lists(allow_private=["10.0.0.1"])
+    policy.check_address("x.test", "::ffff:10.0.0.1")
+    for form in ("::ffff:0:10.0.0.1", "64:ff9b::10.0.0.1", "2002:a00:1::1"):
+        with pytest.raises(EgressRefused):
+            policy.check_address("x.test", form)
+
+
 def test_allow_private_entries() -> None:
     policy = EgressPolicy.from_lists(allow_private=["10.0.0.0/8", "Intranet.Example.", "::1"])
     policy.check_address("anything.test", ipaddress.ip_address("10.9.8.7"))

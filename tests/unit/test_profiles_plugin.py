@@ -330,3 +330,58 @@ def test_cli_profiles_names_the_broken_file(
     assert "broken.toml" in bad.output
     assert "timeout_s" in bad.output
     assert "plain" in bad.output  # the good ones are still listed
+
+
+# -- a secret pasted where a variable's name belongs ----------------------------------------------------------
+
+PASTED_SECRETS = ["ghp_R4nd0mT0kenV4lue0123456789abcdefXYZ", "AKIAIOSFODNN7EXAMPLE", "hunter2-pass!"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("secret", PASTED_SECRETS)
+@pytest.mark.parametrize("where", ["cookie", "auth"])
+async def test_a_secret_pasted_as_a_variable_name_is_never_echoed(
+    crawlkeeper_client: Callable[..., Any], crawlkeeper_config: Any, profiles: Callable[..., Path],
+    caplog: pytest.LogCaptureFixture, restore_logging: None, secret: str, where: str,
+) -> None:
+    # Before: `value_env = "ghp_..."` passed the name check (letters, digits, _) and came back as
+    # "environment variable ghp_... is not set" in list_profiles, tool errors, the log and `crawlkeeper profiles`.
+    caplog.set_level(logging.DEBUG)
+    if where == "cookie":
+        text = f'[[cookies]]\nname = "tok"\nvalue_env = "{secret}"\ndomain = "example.com"\n'
+    else:
+        text = f'[auth]\nmethod = "cookies"\nfile = "c.txt"\ntoken_env = "{secret}"\n'
+    profiles("pasted", text)
+    async with crawlkeeper_client() as client:
+        listed = {p["name"]: p["description"] for p in
+                  (await client.call_tool("list_profiles", {})).structured_content["profiles"]}
+        created = error_text(await client.call_tool("create_session", {"profile": "pasted"}))
+        crawled = error_text(await client.call_tool("crawl_url", {"url": f"{SITE}/", "profile": "pasted"}))
+    from crawlkeeper.cli import main
+    cli = CliRunner().invoke(main, ["profiles", "--config", str(crawlkeeper_config.path)])
+    for shown_text in (listed["pasted"], created, crawled, caplog.text, cli.output):
+        assert secret not in shown_text
+    assert listed["pasted"].startswith("(broken)")
+    assert "pasted.toml" in created and ("value_env" in created or "token_env" in created)
+    assert "may be the secret itself" in created
+    from crawlkeeper.logs import redact
+    assert redact(f"seen {secret} here") == "seen *** here"  # registered as a secret: masked in every log line
+
+
+def test_resolve_secret_never_echoes_a_pasted_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crawlkeeper import env_var_problem, looks_like_env_name, resolve_secret
+
+    secret = "sk_live_0123456789abcdefPASTED"
+    with pytest.raises(ConfigError) as info:
+        resolve_secret({"value_env": secret}, what="cookie 'sid'")
+    assert secret not in str(info.value) and "cookie 'sid': value_env" in str(info.value)
+    monkeypatch.delenv("SITE_TOKEN", raising=False)
+    assert env_var_problem("SITE_TOKEN") == "environment variable SITE_TOKEN is not set"
+    with pytest.raises(ConfigError, match="environment variable SITE_TOKEN is not set; export it"):
+        resolve_secret({"value_env": "SITE_TOKEN"}, what="cookie 'sid'")
+    monkeypatch.setenv("ck_lower_case_var", "from-the-env")  # a set variable is a name whatever its case
+    assert resolve_secret({"value_env": "ck_lower_case_var"}, what="x") == "from-the-env"
+    for name in ("SITE_TOKEN", "_PRIVATE", "API_KEY_2", "GITHUB_TOKEN_FOR_CI"):
+        assert looks_like_env_name(name), name
+    for value in ("ghp_abc", "token", "SITE_TOKEN\n", "2FA_CODE", "AKIAIOSFODNN7EXAMPLE", "A-B", "A" * 129):
+        assert not looks_like_env_name(value), value

@@ -69,6 +69,17 @@ async def test_explicit_id_is_used_and_duplicates_or_bad_ids_refused(crawlkeeper
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("bad", ["abc\n", "abc\r\n", "\nabc", "abc\x00", "a" * 65])
+async def test_session_ids_with_a_trailing_newline_or_control_are_refused(
+    crawlkeeper_client: Callable[..., Any], bad: str
+) -> None:
+    # `re.match` with `$` accepted "abc\n": `$` also matches before a trailing newline.
+    async with crawlkeeper_client() as client:
+        assert "invalid session_id" in error_text(await client.call_tool("create_session", {"session_id": bad}))
+        assert await listed_ids(client) == []
+
+
+@pytest.mark.anyio
 async def test_cookies_reach_the_context_and_values_never_leave(
     crawlkeeper_client: Callable[..., Any], crawlkeeper_app: Any, site: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -176,6 +176,9 @@ def test_cookies_echoes_names_never_values(site: Any) -> None:
     assert status == 200 and "Cookie flavour set" in body and "hidden-choc" not in body
     assert headers["Set-Cookie"] == "flavour=hidden-choc; Path=/"
     assert _fetch(site.url("/set-cookie?name=bad;name&value=x"))[0] == 400
+    # A trailing newline must not slip past the check (`re.match` with `$` let "name\n" through).
+    assert _fetch(site.url("/set-cookie?name=n%0A&value=x"))[0] == 400
+    assert _fetch(site.url("/set-cookie?name=n&value=x%0A"))[0] == 400
 
     # Records keep cookie names, never values.
     entry = next(r for r in site.requests if r["path"] == "/cookies")

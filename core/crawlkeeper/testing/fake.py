@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,8 +45,37 @@ class FakeResponse:
         self.ok = 200 <= status < 400
 
 
+_CLOSED = "Target page, context or browser has been closed"
+#: Chromium caps a cookie's lifetime at 400 days (RFC 6265bis); Playwright reports the capped value.
+_MAX_COOKIE_AGE_S = 400 * 86400
+_SECURE_HOSTS = ("localhost", "127.0.0.1", "::1")  # potentially trustworthy: secure cookies go there over http
+
+
+def _cookie_path_of(url_path: str) -> str:
+    """The default path of a cookie set for a URL: the URL path's directory (RFC 6265 5.1.4), as Chromium does."""
+    if not url_path.startswith("/") or url_path.count("/") == 1:
+        return "/"
+    return url_path[: url_path.rindex("/") + 1]
+
+
+def _cookie_matches(cookie: dict[str, Any], url: str) -> bool:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    domain = str(cookie["domain"]).lower()
+    if domain.startswith("."):
+        if host != domain[1:] and not host.endswith(domain):
+            return False
+    elif host != domain:
+        return False
+    path = parts.path or "/"
+    cpath = cookie["path"]
+    if not (path == cpath or (path.startswith(cpath) and (cpath.endswith("/") or path[len(cpath)] == "/"))):
+        return False
+    return not cookie["secure"] or parts.scheme == "https" or host in _SECURE_HOSTS
+
+
 class FakeContext:
-    """A browser context: its own cookie jar and pages."""
+    """A browser context: its own cookie jar and pages, with Playwright's cookie rules (see ``tests/contract``)."""
 
     _ids = itertools.count(1)
 
@@ -54,29 +84,69 @@ class FakeContext:
         self.browser = browser
         self.options = options
         self.jar: list[dict[str, Any]] = []
-        self.pages: list[FakePageHandle] = []
+        self._pages: list[FakePageHandle] = []
         self.closed = False
         self.init_scripts: list[str] = []
-        self.extra_headers: dict[str, str] = {}
+        self.extra_headers: dict[str, str] = dict(options.extra_headers or {})
+
+    @property
+    def pages(self) -> list[FakePageHandle]:
+        """Open pages, like Playwright's ``BrowserContext.pages``."""
+        return [page for page in self._pages if not page.closed]
+
+    def _check(self) -> None:
+        if self.closed:
+            raise RuntimeError(_CLOSED)
 
     async def add_cookies(self, cookies: list[dict[str, Any]]) -> None:
-        for cookie in cookies:
-            if not cookie.get("name"):
-                raise ValueError("Cookie should have a name")
-            if "url" in cookie:
-                host = urlsplit(cookie["url"]).hostname
-                if not host:
-                    raise ValueError("Cookie should have a valid url")
-                cookie = {k: v for k, v in cookie.items() if k != "url"} | {"domain": host, "path": "/"}
-            elif not cookie.get("domain") or not cookie.get("path"):
-                raise ValueError("Cookie should have a url or a domain/path pair")
-            self.jar = [c for c in self.jar if (c["name"], c["domain"]) != (cookie["name"], cookie["domain"])]
-            self.jar.append(dict(cookie))
+        self._check()
+        normalised = [self._normalise(cookie) for cookie in cookies]  # all or nothing, as in Playwright
+        for cookie in normalised:
+            key = (cookie["name"], cookie["domain"], cookie["path"])
+            self.jar = [c for c in self.jar if (c["name"], c["domain"], c["path"]) != key]
+            self.jar.append(cookie)
 
-    async def cookies(self, urls: Any = None) -> list[dict[str, Any]]:
-        return [dict(c) for c in self.jar]
+    @staticmethod
+    def _normalise(cookie: dict[str, Any]) -> dict[str, Any]:
+        if not cookie.get("name"):
+            raise ValueError("Cookie should have a name")
+        if cookie.get("url"):
+            parts = urlsplit(cookie["url"])
+            if not parts.hostname or parts.scheme not in ("http", "https"):
+                raise ValueError(f"Invalid cookie URL: {cookie['url']}")
+            domain, path = parts.hostname, _cookie_path_of(parts.path)
+        elif cookie.get("domain") and cookie.get("path"):
+            domain, path = cookie["domain"], cookie["path"]
+        else:
+            raise ValueError("Cookie should have a url or a domain/path pair")
+        expires = cookie.get("expires")
+        if expires is None or expires < 0:
+            expires = -1
+        else:
+            expires = float(min(expires, time.time() + _MAX_COOKIE_AGE_S))
+        return {
+            "name": cookie["name"],
+            "value": str(cookie.get("value", "")),
+            "domain": domain,
+            "path": path,
+            "expires": expires,
+            "httpOnly": bool(cookie.get("httpOnly", False)),
+            "secure": bool(cookie.get("secure", False)),
+            "sameSite": cookie.get("sameSite") or "Lax",
+        }
 
-    async def clear_cookies(self) -> None:
+    async def cookies(self, urls: str | list[str] | None = None) -> list[dict[str, Any]]:
+        self._check()
+        now = time.time()
+        self.jar = [c for c in self.jar if c["expires"] == -1 or c["expires"] > now]
+        if isinstance(urls, str):
+            urls = [urls]
+        if not urls:
+            return [dict(c) for c in self.jar]
+        return [dict(c) for c in self.jar if any(_cookie_matches(c, url) for url in urls)]
+
+    async def clear_cookies(self, **_: Any) -> None:
+        self._check()
         self.jar.clear()
 
     async def storage_state(self, **_: Any) -> dict[str, Any]:
@@ -88,23 +158,28 @@ class FakeContext:
         await self.add_cookies([dict(c) for c in state.get("cookies") or []])
 
     async def new_page(self) -> FakePageHandle:
+        self._check()
         page = FakePageHandle(self)
-        self.pages.append(page)
+        self._pages.append(page)
         return page
 
-    async def add_init_script(self, script: str) -> None:
-        self.init_scripts.append(script)
+    async def add_init_script(self, script: str | None = None, **_: Any) -> None:
+        self._check()
+        self.init_scripts.append(script or "")
 
     async def set_extra_http_headers(self, headers: dict[str, str]) -> None:
+        self._check()
         self.extra_headers.update(headers)
 
-    async def close(self) -> None:
+    async def close(self, **_: Any) -> None:
         self.closed = True
-        for page in self.pages:
+        for page in self._pages:
             page.closed = True
 
-    def cookie_names(self) -> list[str]:
-        return sorted(c["name"] for c in self.jar)
+    def cookie_names(self, url: str | None = None) -> list[str]:
+        """Names of the cookies in the jar (only those a request to ``url`` would carry, if given)."""
+        jar = self.jar if url is None else [c for c in self.jar if _cookie_matches(c, url)]
+        return sorted(c["name"] for c in jar)
 
 
 class FakePageHandle:
@@ -132,11 +207,12 @@ class FakePageHandle:
         status = 200
         for _hop in range(10):
             self.browser.navigations.append((self.context.id, url))
+            self.browser.requests.append(FakeRequest(self.context.id, url, dict(self.context.extra_headers)))
             spec = self.browser.find(url)
             if spec is None:
                 self.url, self._html, status = url, "<html><head><title>Not found</title></head></html>", 404
                 break
-            if spec.requires_cookie and spec.requires_cookie not in self.context.cookie_names():
+            if spec.requires_cookie and spec.requires_cookie not in self.context.cookie_names(url):
                 if spec.login_url:
                     url = urljoin(url, spec.login_url)
                     continue
@@ -210,6 +286,15 @@ class FakePageHandle:
         self.closed = True
 
 
+@dataclass
+class FakeRequest:
+    """One request the fake browser "sent": its context, its URL and the extra headers it carried."""
+
+    context_id: int
+    url: str
+    headers: dict[str, str]
+
+
 def _has_selector(html: str, selector: str) -> bool:
     """A rough CSS match for canned pages: ``#id``, ``.class``, ``tag``, ``[name=x]``, ``tag[name=x]``."""
     for part in (p.strip() for p in selector.split(",")):
@@ -217,7 +302,7 @@ def _has_selector(html: str, selector: str) -> bool:
             return True
         if part.startswith(".") and re.search(rf'class=["\'][^"\']*\b{re.escape(part[1:])}\b', html):
             return True
-        attr = re.match(r"^(\w*)\[(\w+)=['\"]?([^'\"\]]+)['\"]?\]$", part)
+        attr = re.fullmatch(r"(\w*)\[(\w+)=['\"]?([^'\"\]]+)['\"]?\]", part)
         if attr and re.search(rf'{attr.group(2)}=["\']?{re.escape(attr.group(3))}\b', html):
             return True
         if re.fullmatch(r"\w+", part) and re.search(rf"<{part}\b", html, re.I):
@@ -243,6 +328,7 @@ class FakeBrowser:
         self.generation = 0
         self.pages: dict[str, CannedPage] = {}
         self.navigations: list[tuple[int, str]] = []
+        self.requests: list[FakeRequest] = []  # every navigation hop, with the headers it carried
         self.contexts: list[FakeContext] = []
         self.started = False
         self._crash_callbacks: list[Callable[[int], None]] = []

@@ -54,8 +54,8 @@ _MAX_CHAIN = 50
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _HTML = "text/html; charset=utf-8"
 # RFC 6265: cookie-name is an RFC 7230 token, cookie-value is *cookie-octet.
-_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_COOKIE_VALUE_RE = re.compile(r"^[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*$")
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # fullmatch: "$" allows a trailing newline
+_COOKIE_VALUE_RE = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
 _URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))  # printable ASCII minus space: left as-is
 _REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization"})
 
@@ -499,9 +499,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _set_cookie(self) -> None:
         name = self._param("name") or ""
         value = self._param("value") or ""
-        if not _TOKEN_RE.match(name):
+        if not _TOKEN_RE.fullmatch(name):
             raise _BadRequest("name must be a valid cookie name")
-        if not _COOKIE_VALUE_RE.match(value):
+        if not _COOKIE_VALUE_RE.fullmatch(value):
             raise _BadRequest("value contains characters not allowed in a cookie")
         title = f"Cookie {name} set"
         content = "<p>The cookie was set for the whole site (Path=/).</p>\n" + _filler("Set cookie", 2)

@@ -15,6 +15,7 @@ from typing import Any
 import crawlkeeper_form_login
 import pytest
 from crawlkeeper_form_login import DEFAULT_PASSWORD_SELECTOR, DEFAULT_SUBMIT_SELECTOR, DEFAULT_USERNAME_SELECTOR
+from pydantic import ValidationError
 
 from crawlkeeper.testing import FakeBrowser, FakePageHandle
 
@@ -369,6 +370,14 @@ async def test_a_secret_pasted_into_password_env_is_refused_without_echoing_it(
     assert "profile 'work'" in message and "password_env" in message and "not an environment variable name" in message
     assert "hunter2" not in message
     assert site.visited() == []
+
+
+def test_password_env_with_a_trailing_newline_is_not_a_name() -> None:
+    # `re.match` with `$` accepted "WORK_PASSWORD\n" (`$` matches before a final newline).
+    with pytest.raises(ValidationError):
+        crawlkeeper_form_login.FormLoginParams.model_validate(
+            {"login_url": LOGIN, "username": USERNAME, "password_env": ENV + "\n"}
+        )
 
 
 @pytest.mark.anyio

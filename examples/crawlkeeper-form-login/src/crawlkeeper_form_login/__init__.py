@@ -31,7 +31,7 @@ from urllib.parse import urljoin, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from crawlkeeper import AuthMethod, ConfigError, CrawlError, Session, hookimpl, register_secret
+from crawlkeeper import AuthMethod, ConfigError, CrawlError, Session, hookimpl, looks_like_env_name, register_secret
 
 __version__ = "0.1.0"
 __all__ = ["FormLoginParams", "__version__", "crawlkeeper_auth_methods", "login"]
@@ -45,7 +45,6 @@ DEFAULT_FAILURE_SELECTOR = ".error, .alert-danger, [role=alert]"
 
 #: Once success or an error message shows, how long the other still gets to show up (see _wait_for_outcome).
 GRACE_S = 0.25
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class FormLoginParams(BaseModel):
@@ -94,8 +93,11 @@ class FormLoginParams(BaseModel):
     @field_validator("password_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError("must be the NAME of an environment variable (letters, digits, _), not a password")
+        # Only a set variable or a conventional name (SITE_PASSWORD) is accepted, and so ever shown in a message:
+        # anything else may be the password itself, pasted where its variable's name belongs.
+        if value is not None and not looks_like_env_name(value):
+            register_secret(value)
+            raise ValueError("must be the NAME of an environment variable (e.g. SITE_PASSWORD), not a password")
         return value
 
     @field_validator("success_url")
