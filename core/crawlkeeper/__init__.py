@@ -6,6 +6,7 @@ The public API for plugins: ``hookimpl`` (and ``hookspec``), ``AuthMethod``, ``C
 
 from __future__ import annotations
 
+from .browser import PageResult
 from .errors import ConfigError, CrawlError, CrawlkeeperError, PluginError, SessionError, SessionExpired
 from .hookspecs import hookimpl, hookspec
 from .logs import register_secret
@@ -23,6 +24,7 @@ from .models import (
     resolve_secret,
 )
 from .options import ContextOptions, CrawlOptions
+from .store import LeaseHeld, StateStore
 
 __version__ = "0.1.0"
 
@@ -37,12 +39,15 @@ __all__ = [
     "CrawlOptions",
     "CrawlRequest",
     "CrawlkeeperError",
+    "LeaseHeld",
+    "PageResult",
     "PluginError",
     "Profile",
     "Session",
     "SessionError",
     "SessionExpired",
     "SessionRequest",
+    "StateStore",
     "__version__",
     "env_var_problem",
     "hookimpl",

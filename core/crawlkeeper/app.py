@@ -315,8 +315,22 @@ class App:
                 await self.check_url(url, policy)
                 async with self.limiter:
                     page_result = await self._crawl_page(session, url, options)
+                relogged_in = False
+                if self._logged_out(session, page_result):
+                    # Never hand back the login page as if it were the content: log in again, once, and retry.
+                    await self._relogin(session, prof, page_result)
+                    async with self.limiter:
+                        page_result = await self._crawl_page(session, url, options)
+                    if self._logged_out(session, page_result):
+                        raise SessionError(
+                            f"session '{session_id}' is still logged out after logging in again with "
+                            f"'{session.auth}' ({_where(page_result)}); check the profile's [auth] settings, or "
+                            "close the session and create it again"
+                        )
+                    relogged_in = True
                 note, session.note = session.note, None
             result = await self._shape(page_result, options, session_id)
+            result["relogged_in"] = relogged_in
             result["restored"] = note is not None
             if note:
                 result["note"] = note
@@ -334,6 +348,42 @@ class App:
                 page_result = await self._crawl_pooled(url, options, self.context_options(request, layers), policy)
         return await self._shape(page_result, options, session_id)
 
+    def _logged_out(self, session: Session, page: PageResult) -> bool:
+        verdicts = self.hooks.call("crawlkeeper_logged_out", session=session, result=page)
+        return any(v is True for v in verdicts or [])
+
+    async def _relogin(self, session: Session, prof: Profile | None, page: PageResult) -> None:
+        """Run the session's auth method again, bounded per hour; a clear error when it cannot be done."""
+        sid, where = session.id, _where(page)
+        if not session.auth:
+            raise SessionError(
+                f"session '{sid}' was logged out by the site ({where}); create it again, or give its profile an "
+                "[auth] method so crawlkeeper can log it in again by itself"
+            )
+        now = self.clock()
+        limit = self.config.settings.sessions.max_relogins_per_hour
+        recent = [t for t in session.metadata.get(RELOGINS_KEY, []) if isinstance(t, int | float) and now - t < 3600]
+        if len(recent) >= limit:
+            raise SessionError(
+                f"session '{sid}' was logged out by the site ({where}) and was already logged in again {len(recent)} "
+                f"times in the last hour ([sessions] max_relogins_per_hour = {limit}); check that the login "
+                "works (credentials, the site), then close the session and create it again"
+            )
+        session.metadata[RELOGINS_KEY] = [*recent, now]
+        try:
+            method = self._auth_method(session.auth)
+            params = self._auth_params(method, prof)
+            await session.ensure_page()
+            plugin = self.auth_methods[method.name][0]
+            await within(method.login(session, params), self.hooks.timeout_s, "its login", plugin)
+        except Exception as exc:
+            detail = str(exc) if isinstance(exc, CrawlkeeperError) else f"{type(exc).__name__}: {first_line(exc)}"
+            raise SessionError(
+                f"session '{sid}' was logged out by the site ({where}) and logging in again with '{session.auth}' "
+                f"failed: {detail}. Close the session and create it again"
+            ) from None
+        log.info("session %s was logged out by the site and logged in again with %s", sid, session.auth)
+
     async def _crawl_in_temporary_session(self, url: str, prof: Profile, arguments: dict[str, Any]) -> dict[str, Any]:
         """A session-less crawl with a profile that logs in: a session that lives for this one call."""
         created = await self.create_session(profile=prof.name, durable=False)
@@ -343,6 +393,7 @@ class App:
             await self.sessions.close(created["session_id"], "closed")
         result["session_id"] = None
         result.pop("restored", None)
+        result.pop("relogged_in", None)
         return result
 
     # -- saved sessions: restore, hibernate ----------------------------------------------------------
@@ -793,8 +844,10 @@ class App:
         from pydantic import ValidationError
 
         auth = (prof.auth or {}) if prof else {}
-        # The profile's [auth] table holds the params of the method it names, not of another one.
-        table = {k: v for k, v in auth.items() if k != "method"} if auth.get("method") == method.name else {}
+        # The profile's [auth] table holds the params of the method it names, not of another one; the
+        # logged_out_* keys are crawlkeeper's own (how to tell a logged-out page), not the method's.
+        table = ({k: v for k, v in auth.items() if k != "method" and not k.startswith("logged_out_")}
+                 if auth.get("method") == method.name else {})
         try:
             return method.params_model.model_validate(table)
         except ValidationError as exc:
@@ -852,6 +905,13 @@ class App:
     def list_profiles(self) -> list[dict[str, str]]:
         return [{"name": p.name, "description": p.description if not p.error else f"(broken) {p.error}"}
                 for p in self.profiles.all()]
+
+
+RELOGINS_KEY = "crawlkeeper.relogins"  # times of recent re-logins (in metadata: they survive restarts)
+
+
+def _where(page: PageResult) -> str:
+    return f"final URL {safe_url(page.final_url)}, status {page.status}"
 
 
 def describe_saved(state: SavedState) -> dict[str, Any]:

@@ -62,6 +62,9 @@ class SessionsSettings(BaseModel):
     )
     max_stored: int = Field(1000, ge=1, le=1_000_000, description="Saved sessions, active or hibernated.")
     save_delay_s: float = Field(1.0, gt=0, le=600, description="Changes are saved at most this often.")
+    max_relogins_per_hour: int = Field(
+        3, ge=0, le=1000, description="Re-logins of one session after the site logged it out, per hour."
+    )
     key_file: Path | None = Field(
         None, description="File holding the state key (default: keyring, else <config dir>/state.key)."
     )

@@ -25,6 +25,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .app import App
+    from .browser import PageResult
     from .config import Config
     from .models import AuthMethod, ConfigLayer, CrawlRequest, Profile, Session, SessionRequest
     from .store import StateStore
@@ -189,6 +190,24 @@ def crawlkeeper_session_restored(session: Session) -> None:
     extra headers). Raising fails the call that needed the session, naming your plugin.
 
     :param session: the restored session (``session.page`` is None until it is used).
+    """
+
+
+@hookspec
+def crawlkeeper_logged_out(session: Session, result: PageResult) -> bool | None:
+    """Judge whether a crawl in ``session`` came back logged out (synchronous and cheap).
+
+    Called after every crawl in a session. Return True when ``result`` is a logged-out page (the site's login
+    page, a 401), False or None otherwise; one True is enough. Then, if the session was created with an auth
+    method, the core runs its ``login`` again (at most once per call, and ``[sessions] max_relogins_per_hour``
+    times per session) and repeats the crawl; otherwise the call is an error saying the site logged the
+    session out. The built-in ``profiles`` plugin judges from the profile's ``[auth]`` table:
+    ``logged_out_url`` (a substring or regular expression of the final URL), ``logged_out_status`` (default
+    ``[401]``) and ``logged_out_selector`` (a CSS selector present only on logged-out pages).
+
+    :param session: the session the crawl ran in (``session.profile``, ``session.auth``).
+    :param result: the page: ``url`` (asked for), ``final_url``, ``status``, ``title``, ``html``.
+    :return: True (logged out), False, or None (no opinion).
     """
 
 

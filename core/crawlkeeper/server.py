@@ -43,6 +43,9 @@ class CrawlResult(BaseModel):
     next_cursor: str | None = Field(description="Pass back as cursor (with the same url) for the next chunk.")
     session_id: str | None
     restored: bool | None = Field(None, description="In a session: true when it was brought back from saved state.")
+    relogged_in: bool | None = Field(
+        None, description="In a session: true when the site had logged it out and it was logged in again."
+    )
     note: str | None = Field(None, description="Something the caller should know, e.g. why it was restored.")
 
 

@@ -340,6 +340,7 @@ class SessionKeeper:
         self._kept: dict[str, _Kept] = {}
         self._leases: set[str] = set()
         self.save_failures = 0
+        self.save_count = 0  # blobs written (for benchmarks and tests)
 
     @property
     def enabled(self) -> bool:
@@ -475,6 +476,7 @@ class SessionKeeper:
             return False
         kept.hash, kept.saved_at, kept.times = digest, time.time(), times
         kept.session_storage = state.session_storage
+        self.save_count += 1
         return True
 
     def touched(self, session: Session) -> None:
