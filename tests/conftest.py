@@ -18,6 +18,12 @@ os.environ["XDG_CONFIG_HOME"] = os.path.join(_HOME, "config")
 os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
 
 
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """This repo runs its async tests on asyncio only (the shipped pytest plugin leaves the choice to projects)."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="session")
 def test_site() -> Iterator[TestSite]:
     """The loopback test website (login form, cookies, slow and long pages), started once per run."""

@@ -1,13 +1,18 @@
 """crawlkeeper: an MCP server that crawls the web through crawl4ai with real, authenticated browser sessions.
 
 The public API for plugins: ``hookimpl`` (and ``hookspec``), ``AuthMethod``, ``ConfigLayer``, ``Profile``,
-``Session``, ``SessionExpired``. Importing this package is cheap: no browser, crawl4ai or MCP import happens here.
+``Session``, ``SessionExpired``, and every type a hook receives (``Config``, ``Server``, ``ToolRegistry``,
+``SessionRequest``, ``CrawlRequest``). Importing this package is cheap: no browser, crawl4ai or MCP import
+happens here.
 """
 
 from __future__ import annotations
 
 from .browser import PageResult
+from .config import Config
 from .errors import ConfigError, CrawlError, CrawlkeeperError, PluginError, SessionError, SessionExpired
+from .handle import Server
+from .headers import SessionHeaders, is_credential, own_sites, unscoped_credentials
 from .hookspecs import hookimpl, hookspec
 from .logs import register_secret
 from .models import (
@@ -23,8 +28,9 @@ from .models import (
     looks_like_env_name,
     resolve_secret,
 )
-from .options import ContextOptions, CrawlOptions
+from .options import ContextOptions, CrawlOptions, SecretRef
 from .store import LeaseHeld, StateStore
+from .tools import ToolRegistry
 
 __version__ = "0.1.0"
 
@@ -32,6 +38,7 @@ __all__ = [
     "ENV_NAME",
     "PROFILE_LAYER_PRIORITY",
     "AuthMethod",
+    "Config",
     "ConfigError",
     "ConfigLayer",
     "ContextOptions",
@@ -43,16 +50,23 @@ __all__ = [
     "PageResult",
     "PluginError",
     "Profile",
+    "SecretRef",
+    "Server",
     "Session",
     "SessionError",
     "SessionExpired",
+    "SessionHeaders",
     "SessionRequest",
     "StateStore",
+    "ToolRegistry",
     "__version__",
     "env_var_problem",
     "hookimpl",
     "hookspec",
+    "is_credential",
     "looks_like_env_name",
+    "own_sites",
     "register_secret",
     "resolve_secret",
+    "unscoped_credentials",
 ]

@@ -1,6 +1,7 @@
 """The application: config, plugins, browser, sessions, profiles and the crawl pipeline, wired together.
 
-MCP tools and CLI commands are thin layers over :class:`App`; plugins see it in ``crawlkeeper_startup``.
+MCP tools and CLI commands are thin layers over :class:`App`; plugins see a narrow handle on it, a
+:class:`~crawlkeeper.Server`, in ``crawlkeeper_startup``/``crawlkeeper_shutdown``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from .errors import (
     SessionError,
     first_line,
 )
-from .logs import safe_url, scrub
+from .handle import Server
+from .headers import SessionHeaders, holds_credentials, own_sites, resolve_headers
+from .logs import safe_url, scrub, scrub_secrets
 from .models import (
     AuthMethod,
     ConfigLayer,
@@ -62,6 +65,7 @@ class _PoolEntry:
     generation: int
     context: Any
     users: int = 0
+    holds_secrets: bool = False  # a credential header from the configuration (js_code policy)
     idle_pages: list[tuple[Any, int]] = field(default_factory=list)  # (page, crawls it served)
 
 
@@ -127,6 +131,7 @@ class App:
         self._restoring: dict[str, asyncio.Lock] = {}
         self._crash_notes: dict[str, str] = {}
         self._housekeeping: asyncio.Task[None] | None = None
+        self.server = Server(config, self.sessions, lambda: self.clock())  # what startup/shutdown hooks see
         self.profiles = ProfileStore(self.hooks, config)
         self.limiter = Limiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
         self.pager = ContentPager()
@@ -163,7 +168,7 @@ class App:
     async def startup(self) -> None:
         if self._started:
             return
-        await self.hooks.acall("crawlkeeper_startup", app=self)
+        await self.hooks.acall("crawlkeeper_startup", server=self.server)
         self._started = True
         if self.keeper.enabled:
             self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house())
@@ -187,7 +192,7 @@ class App:
                         log.error("saving sessions at shutdown took too long; unsaved changes are lost")
             await self.sessions.close_all("shutdown")
             if self._started:
-                await self.hooks.acall("crawlkeeper_shutdown", keep_going=True, app=self)
+                await self.hooks.acall("crawlkeeper_shutdown", keep_going=True, server=self.server)
         finally:
             self._started = False
             for entry in list(self._pool.values()):
@@ -309,6 +314,9 @@ class App:
                         "its profile: drop the profile argument or create another session"
                     )
                 prof = self.profile(session.profile)
+                arguments = self.check_scripts(
+                    arguments, holds=session.holds_secrets or bool(session.headers and session.headers.holds_secrets),
+                    where=f"session '{session_id}'")
                 request = CrawlRequest(url=url, profile=prof, session=session, arguments=arguments)
                 options = self.crawl_options(request)
                 policy = self.policy_for(prof)
@@ -338,14 +346,20 @@ class App:
         else:
             prof = self.profile(profile)
             if prof is not None and (prof.cookies or prof.auth):
+                self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
                 return await self._crawl_in_temporary_session(url, prof, arguments)
             request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
             layers = self._layers(request)
+            context_options = self.context_options(request, layers)
+            where = f"a crawl with {prof.label}" if prof else "a crawl with credential headers from the configuration"
+            arguments = self.check_scripts(arguments, holds=holds_credentials(context_options.extra_headers),
+                                           where=where)
+            request.arguments = arguments
             options = self.crawl_options(request, layers)
             policy = self.policy_for(prof)
             await self.check_url(url, policy)
             async with self.limiter:
-                page_result = await self._crawl_pooled(url, options, self.context_options(request, layers), policy)
+                page_result = await self._crawl_pooled(url, options, context_options, policy)
         return await self._shape(page_result, options, session_id)
 
     def _logged_out(self, session: Session, page: PageResult) -> bool:
@@ -383,6 +397,50 @@ class App:
                 f"failed: {detail}. Close the session and create it again"
             ) from None
         log.info("session %s was logged out by the site and logged in again with %s", sid, session.auth)
+
+    def check_scripts(self, arguments: dict[str, Any], *, holds: bool, where: str) -> dict[str, Any]:
+        """Apply ``[security] js_code`` to a call's scripts (``js_code``, a JavaScript ``wait_for``).
+
+        Returns the arguments to crawl with: where scripts are refused, a plain ``wait_for`` is pinned to CSS
+        (crawl4ai would otherwise run one that is not a valid selector as JavaScript).
+        """
+        mode = self.config.settings.security.js_code
+        if mode == "allow" or (mode == "no-secrets" and not holds):
+            return arguments
+        wait_for = str(arguments.get("wait_for") or "").strip()
+        scripted = wait_for.startswith(("js:", "()", "function"))
+        if arguments.get("js_code") or scripted:
+            what = "js_code" if arguments.get("js_code") else "a JavaScript wait_for"
+            if mode == "deny":
+                raise CrawlError(
+                    f"{what} is switched off on this server ([security] js_code = \"deny\"); crawl without it, "
+                    "or ask the operator to set [security] js_code = \"no-secrets\" or \"allow\""
+                )
+            raise CrawlError(
+                f"{what} is refused in {where}: it holds secrets of a profile or an auth method that a script "
+                "could read or send away ([security] js_code = \"no-secrets\", the default). Crawl without the "
+                "script, or in a session without those secrets; an operator who trusts every page and agent can "
+                "set [security] js_code = \"allow\""
+            )
+        if wait_for and not wait_for.startswith("css:"):
+            return {**arguments, "wait_for": "css:" + wait_for}
+        return arguments
+
+    async def _install_headers(
+        self, context: Any, options: ContextOptions, policy: EgressPolicy, prof: Profile | None, params: Any,
+        owner: str,
+    ) -> SessionHeaders:
+        """Bind the configured headers (config file, profile, plugin layers) to the context's own sites."""
+        sites = own_sites(allowed_domains=policy.allowed_domains, header_domains=options.header_domains,
+                          cookies=prof.cookies if prof else (), auth=params)
+        headers = SessionHeaders(context, sites=sites, owner=owner)
+        configured = resolve_headers(options.extra_headers, owner=owner)
+        for secret in (False, True):
+            chosen = {name: value for name, value, credential in configured if credential is secret}
+            if chosen:
+                source = prof.label if prof else "the configuration"
+                await headers.add(chosen, secret=secret, source=f"[browser] extra_headers of {source}")
+        return headers
 
     async def _crawl_in_temporary_session(self, url: str, prof: Profile, arguments: dict[str, Any]) -> dict[str, Any]:
         """A session-less crawl with a profile that logs in: a session that lives for this one call."""
@@ -452,15 +510,21 @@ class App:
             reserved = True
             policy = self.policy_for(prof)
             options = self.context_options(CrawlRequest(url=None, profile=prof, session=None, arguments={}))
+            method = self.auth_methods.get(state.auth or "")
+            params = self._auth_params(method[1], prof) if method else None
             async with self.limiter:
                 proxy = await self._ensure_browser(policy)
-                context = await self.backend.new_context(options, proxy_url=proxy)
+                context = await self.backend.new_context(_without_headers(options), proxy_url=proxy)
                 generation = self.backend.generation
+                headers = await self._install_headers(context, options, policy, prof, params,
+                                                      owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
+                await _restore_headers(headers, state)
                 await apply(context, state)
             session = Session(
                 id=sid, profile=state.profile, context=context, page=None, created_at=state.created_at,
                 last_used_at=state.last_used_at, expires_at=state.expires_at, metadata=dict(state.metadata),
                 auth=state.auth, generation=generation, page_factory=functools.partial(self.backend.new_page, context),
+                headers=headers, holds_secrets=state.holds_secrets,
             )
             session.note = self._crash_notes.pop(sid, None) or (
                 f"restored from the state saved at {iso(state.saved_at)}"
@@ -646,8 +710,15 @@ class App:
             proxy = await self._ensure_browser(policy)
             entry = self._pool.get(key)
             if entry is None or entry.generation != self.backend.generation:
-                context = await self.backend.new_context(options, proxy_url=proxy)
-                entry = self._pool[key] = _PoolEntry(key, self.backend.generation, context)
+                context = await self.backend.new_context(_without_headers(options), proxy_url=proxy)
+                try:
+                    headers = await self._install_headers(context, options, policy, None, None,
+                                                          owner="a session-less crawl")
+                except BaseException:
+                    await _close_quietly(context)
+                    raise
+                entry = self._pool[key] = _PoolEntry(key, self.backend.generation, context,
+                                                     holds_secrets=headers.holds_secrets)
             self._pool.move_to_end(key)
             entry.users += 1
         await self._trim_pool()
@@ -678,6 +749,9 @@ class App:
             "output": options.output,
             "session_id": session_id,
         }
+        # The one seam every crawl result passes (cursor pages are cut from what is stored here): no value
+        # registered as a secret leaves the server, whatever a script or a page echoed.
+        content, meta = scrub_secrets(content), scrub_secrets(meta)
         chunk, next_cursor = self.pager.first(result.url, content, options.max_chars, meta)
         return {**meta, "content": chunk, "truncated": next_cursor is not None, "next_cursor": next_cursor}
 
@@ -754,14 +828,21 @@ class App:
             options = self.context_options(crawl_request)
             async with self.limiter:
                 proxy = await self._ensure_browser(policy)
-                context = await self.backend.new_context(options, proxy_url=proxy)
+                context = await self.backend.new_context(_without_headers(options), proxy_url=proxy)
                 generation = self.backend.generation
+                step = "applying the headers"
+                headers = await self._install_headers(context, options, policy, prof, params,
+                                                      owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
+                step = "creating the browser context"
                 # A cookie-only session opens its page on first use: most of a session's cost is its page.
                 page = await self.backend.new_page(context) if url or method else None
                 now = self.clock()
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
                                   created_at=now, last_used_at=now, generation=generation, auth=auth_name,
-                                  durable=durable, page_factory=functools.partial(self.backend.new_page, context))
+                                  durable=durable,
+                                  page_factory=functools.partial(self.backend.new_page, context),
+                                  headers=headers,
+                                  holds_secrets=bool(prof and (prof.cookies or prof.auth)) or method is not None)
                 step = "the session_created hooks"
                 await self.hooks.acall("crawlkeeper_session_created", session=session, request=request)
                 for what in ("cookies", "ttl_s"):
@@ -905,6 +986,21 @@ class App:
     def list_profiles(self) -> list[dict[str, str]]:
         return [{"name": p.name, "description": p.description if not p.error else f"(broken) {p.error}"}
                 for p in self.profiles.all()]
+
+
+async def _restore_headers(headers: SessionHeaders, state: SavedState) -> None:
+    """Put back the headers plugins added (an auth method's API key...); the configured ones were just installed
+    from the current config, which wins over a saved copy."""
+    for h in state.headers:
+        if str(h.get("source", "")).startswith("[browser] extra_headers"):
+            continue
+        await headers.add({h["name"]: h["value"]}, domains=h.get("domains"), secret=bool(h.get("credential")),
+                          source=str(h.get("source") or "a plugin"))
+
+
+def _without_headers(options: ContextOptions) -> ContextOptions:
+    """The options a backend creates a context with: headers are installed afterwards, bound to their sites."""
+    return options.model_copy(update={"extra_headers": {}})
 
 
 RELOGINS_KEY = "crawlkeeper.relogins"  # times of recent re-logins (in metadata: they survive restarts)

@@ -30,7 +30,18 @@ def fail(exc: BaseException, code: int = 2) -> None:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """Every command ends in a clear message, never a traceback, when its input (config file, environment
+    variable, profile, plugin) is bad."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CrawlkeeperError as exc:
+            fail(exc)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="crawlkeeper")
 def main() -> None:
     """An MCP server that crawls the web through crawl4ai with real, authenticated browser sessions."""
@@ -42,7 +53,7 @@ def main() -> None:
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING... (default: $CRAWLKEEPER_LOG_LEVEL or INFO)")
 def serve(config_path: str | None, transport: str, log_level: str | None) -> None:
     """Serve MCP over stdio (logs go to stderr; stdout carries only the protocol)."""
-    setup_logging(log_level)
+    setup_logging(log_level, default="INFO")
     if transport != "stdio":
         fail(CrawlkeeperError(
             "the HTTP transport is not available yet: it ships together with bearer-token auth and Origin "
@@ -66,7 +77,7 @@ def serve(config_path: str | None, transport: str, log_level: str | None) -> Non
 def crawl(config_path: str | None, url: str, profile: str | None, output: str, css_selector: str | None,
           timeout_s: float | None) -> None:
     """Crawl URL and print its content to stdout."""
-    setup_logging("WARNING")
+    setup_logging(default="WARNING")
     from .runtime import build_app
 
     async def run() -> None:
@@ -95,7 +106,7 @@ def crawl(config_path: str | None, url: str, profile: str | None, output: str, c
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(config_path: str | None, as_json: bool) -> None:
     """List plugins: name, version, distribution, hooks, auth methods, disabled or not."""
-    setup_logging("WARNING")
+    setup_logging(default="WARNING")
     from .runtime import build_app
 
     try:
@@ -130,7 +141,7 @@ def plugins(config_path: str | None, as_json: bool) -> None:
 @config_option
 def profiles(config_path: str | None) -> None:
     """List and validate every profile; exit 1 when any is broken."""
-    setup_logging("ERROR")
+    setup_logging(default="ERROR")
     from .runtime import build_app
 
     try:
@@ -159,7 +170,7 @@ def doctor(config_path: str | None) -> None:
     """Check the config, the plugins and the browser, with a fix for each problem."""
     from .doctor import run_doctor
 
-    setup_logging("ERROR")
+    setup_logging(default="ERROR")
     sys.exit(run_doctor(config_path))
 
 
@@ -310,7 +321,7 @@ def demo(config_path: str | None) -> None:
     With --config, the server uses your config (127.0.0.1 is allowed on top of it, for the demo site)."""
     from .demo import run_demo
 
-    setup_logging("WARNING")
+    setup_logging(default="WARNING")
     sys.exit(asyncio.run(run_demo(os.path.abspath(config_path) if config_path else None)))
 
 

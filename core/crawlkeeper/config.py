@@ -1,19 +1,25 @@
 """Finding, reading and validating the config file, with environment overrides.
 
 Lookup: ``--config PATH`` > ``$CRAWLKEEPER_CONFIG`` > ``./crawlkeeper.toml`` > the user config dir
-(``~/.config/crawlkeeper/config.toml`` on Linux). ``CRAWLKEEPER_<SECTION>__<KEY>`` overrides a key.
-Errors name the file (or the environment variable) and the key.
+(``~/.config/crawlkeeper/config.toml`` on Linux). ``CRAWLKEEPER_<SECTION>__<KEY>`` overrides a key
+(``CRAWLKEEPER_PLUGINS__<NAME>__<KEY>`` a plugin's setting): a list is given as JSON (``["a", "b"]``) or as a
+comma list (``a,b``), a table as JSON, anything else as plain text. Errors name the file or the environment
+variable, and the key.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import sys
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .options import ContextOptions, CrawlOptions
@@ -42,6 +48,19 @@ class BrowserSettings(ContextOptions):
 
         check_browser_args(args)
         return args
+
+    @model_validator(mode="after")
+    def _credential_headers_need_sites(self) -> BrowserSettings:
+        from .headers import unscoped_credentials
+
+        bad = unscoped_credentials(self.extra_headers, self.header_domains)
+        if bad:
+            raise ValueError(
+                f"extra_headers {', '.join(repr(n) for n in bad)} carry credentials but have no site to go to; "
+                "set [browser] header_domains (they are then sent only to those domains), or put them in a "
+                "profile with [security] allowed_domains"
+            )
+        return self
 
     def context_options(self) -> dict[str, Any]:
         """The keys of this section that are per-context defaults (the config file's merge layer)."""
@@ -91,16 +110,24 @@ class ProfilesSettings(BaseModel):
     dir: Path = Path("profiles")
 
 
+JsCodePolicy = Literal["allow", "no-secrets", "deny"]
+
+
 class SecuritySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     allow_private: list[str] = Field(default_factory=list)
     allowed_schemes: list[str] = Field(default_factory=lambda: ["http", "https"])
+    js_code: JsCodePolicy = Field(
+        "no-secrets",
+        description="Caller-supplied scripts (js_code, wait_for='js:...'): 'allow' everywhere, 'no-secrets' only "
+        "in sessions and crawls holding no profile or auth-method secret, 'deny' never.",
+    )
 
 
-class Settings(BaseSettings):
-    """The whole config file. Environment variables override file values."""
+class Settings(BaseModel):
+    """The whole config file, with the environment's overrides merged in (see :func:`load_config`)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+    model_config = ConfigDict(extra="forbid")
 
     browser: BrowserSettings = Field(default_factory=BrowserSettings)
     crawl: CrawlSettings = Field(default_factory=CrawlSettings)
@@ -110,25 +137,124 @@ class Settings(BaseSettings):
     profiles: ProfilesSettings = Field(default_factory=ProfilesSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)  # environment beats the file
+
+def _is_list(annotation: Any) -> bool:
+    """Whether a field takes a list (``list[str]``, ``list[str] | None`` ...)."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_list(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+    return False
+
+
+def _is_table(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_table(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+    if origin is dict or annotation is dict:
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def env_value(var: str, raw: str, annotation: Any) -> Any:
+    """An environment override's value for a field of type ``annotation``: a list from JSON or a comma list, a
+    table from JSON, anything else as the text (pydantic converts it)."""
+    text = raw.strip()
+    if _is_list(annotation) or (annotation is None and text.startswith("[")):
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"environment variable {var}: not a valid JSON list ({exc}); give a JSON list like "
+                    '["a", "b"] or a comma list like a,b') from None
+            if not isinstance(value, list):
+                raise ConfigError(f"environment variable {var}: expected a list")
+            return value
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if _is_table(annotation) or (annotation is None and text.startswith("{")):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(
+                f"environment variable {var}: a table is given as a JSON object, like {{\"key\": 1}} ({exc})"
+            ) from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"environment variable {var}: expected a JSON object (a table)")
+        return value
+    return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """The ``CRAWLKEEPER_<SECTION>__<KEY>`` variables of ``environ`` as nested tables, and which variable set
+    which key (for error messages). Unknown sections or keys are errors naming the variable."""
+    tree: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or "__" not in var[len(ENV_PREFIX):]:
+            continue  # CRAWLKEEPER_CONFIG, CRAWLKEEPER_LOG_LEVEL ... are not settings
+        path = tuple(part.lower() for part in var[len(ENV_PREFIX):].split("__"))
+        if any(not part for part in path):
+            raise ConfigError(f"environment variable {var}: empty part in the name; use CRAWLKEEPER_<SECTION>__<KEY>")
+        annotation = _annotation_at(var, path)
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {var} conflicts with another variable setting the same key")
+        node[path[-1]] = env_value(var, environ[var], annotation)
+        origins[path] = var
+    return tree, origins
+
+
+def _annotation_at(var: str, path: tuple[str, ...]) -> Any:
+    """The type of the setting at ``path`` (None inside a plugin's table: the plugin's model decides)."""
+    model: type[BaseModel] = Settings
+    for depth, part in enumerate(path):
+        fields = model.model_fields
+        if model is PluginsSettings and part not in fields:
+            return None  # [plugins.<name>] tables are validated by the plugin
+        if part not in fields:
+            section = "".join(f"[{p}]" for p in path[:depth]) or "a section"
+            close = difflib.get_close_matches(part, list(fields), n=1)
+            hint = f"; did you mean {ENV_PREFIX}{'__'.join(p.upper() for p in (*path[:depth], close[0]))}?" if close \
+                else f"; known: {', '.join(fields)}"
+            what = "section" if depth == 0 else f"key of {section}"
+            raise ConfigError(f"environment variable {var}: unknown {what} '{part}'{hint}")
+        annotation = fields[part].annotation
+        if depth == len(path) - 1:
+            return annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise ConfigError(f"environment variable {var}: '{part}' is not a table")
+        model = annotation
+    return None
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 class Config:
     """The loaded configuration: validated ``settings``, where it came from, and plugin settings access."""
 
-    def __init__(self, settings: Settings, path: Path | None, raw: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        path: Path | None,
+        raw: dict[str, Any],
+        env_origins: dict[tuple[str, ...], str] | None = None,
+    ) -> None:
         self.settings = settings
         self.path = path
         self.raw = raw
+        self.env_origins = dict(env_origins or {})  # which environment variable set which key
 
     @property
     def origin(self) -> str:
@@ -152,14 +278,22 @@ class Config:
         """Validate ``[plugins.<plugin>]`` with ``model``; errors name the file, the key and the plugin."""
         table = (self.settings.plugins.model_extra or {}).get(plugin, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"{self.origin}: [plugins.{plugin}] must be a table, got {type(table).__name__}")
+            where = self.env_origins.get(("plugins", plugin))
+            origin = f"environment variable {where}" if where else self.origin
+            raise ConfigError(f"{origin}: [plugins.{plugin}] must be a table, got {type(table).__name__}")
+        table = dict(table)
+        for key, value in table.items():
+            var = self.env_origins.get(("plugins", plugin, key))
+            field_info = model.model_fields.get(key)
+            if var and field_info is not None and isinstance(value, str):
+                table[key] = env_value(var, value, field_info.annotation)  # a comma list for a list setting
         try:
             return model.model_validate(table)
         except ValidationError as exc:
             problems = []
             for err in exc.errors():
-                env_var = f"{ENV_PREFIX}PLUGINS__{plugin.upper()}__" + "__".join(str(p).upper() for p in err["loc"])
-                origin = f"environment variable {env_var}" if env_var in os.environ else self.origin
+                var = _origin_of(self.env_origins, ("plugins", plugin, *(str(p) for p in err["loc"])))
+                origin = f"environment variable {var}" if var else self.origin
                 problems.append(f"{origin}: {_describe(err, f'plugins.{plugin}')}")
             raise ConfigError(f"invalid settings for plugin '{plugin}': " + "; ".join(problems)) from None
 
@@ -170,8 +304,11 @@ def user_config_dir() -> Path:
     return Path(platformdirs.user_config_dir("crawlkeeper", appauthor=False))
 
 
-def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+def find_config(
+    explicit: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Path | None:
     """The config file to use, or None for built-in defaults. An explicit path must exist."""
+    environ = os.environ if environ is None else environ
     if explicit:
         path = Path(explicit).expanduser()
         if not path.exists():
@@ -179,7 +316,7 @@ def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
         if path.is_dir():
             raise ConfigError(f"config file {path} is a directory; pass the path of a .toml file")
         return path
-    env = os.environ.get("CRAWLKEEPER_CONFIG")
+    env = environ.get("CRAWLKEEPER_CONFIG")
     if env:
         path = Path(env).expanduser()
         if not path.is_file():
@@ -191,35 +328,49 @@ def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     return None
 
 
-def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
-    """Find, parse and validate the config. Raises :class:`ConfigError` naming the file and key."""
-    path = find_config(explicit)
+def load_config(
+    explicit: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Find, parse and validate the config. Raises :class:`ConfigError` naming the file or variable and the key.
+
+    :param environ: where ``CRAWLKEEPER_*`` overrides (and ``CRAWLKEEPER_CONFIG``) are read; ``os.environ`` by
+        default, ``{}`` for a config that nothing outside the file changes (the test fixtures).
+    """
+    environ = os.environ if environ is None else environ
+    path = find_config(explicit, environ=environ)
     raw: dict[str, Any] = {}
     if path is not None:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    overrides, origins = env_overrides(environ)
     try:
-        settings = Settings(**raw)
+        settings = Settings.model_validate(_deep_merge(raw, overrides))
     except ValidationError as exc:
-        origin = str(path) if path else "the environment"
-        raise ConfigError(
-            "invalid configuration: " + "; ".join(_describe(err, None, origin) for err in exc.errors())
-        ) from None
-    return Config(settings, path.resolve() if path else None, raw)
+        file_origin = str(path) if path else "the built-in defaults"
+        problems = []
+        for err in exc.errors():
+            var = _origin_of(origins, tuple(str(p) for p in err["loc"]))
+            problems.append(_describe(err, None, f"environment variable {var}" if var else file_origin))
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    return Config(settings, path.resolve() if path else None, raw, origins)
+
+
+def _origin_of(origins: dict[tuple[str, ...], str], loc: tuple[str, ...]) -> str | None:
+    """The environment variable that set ``loc`` or a table above it, if one did."""
+    for depth in range(len(loc), 0, -1):
+        if loc[:depth] in origins:
+            return origins[loc[:depth]]
+    return None
 
 
 def _describe(err: Any, prefix: str | None, origin: str | None = None) -> str:
     loc = [str(p) for p in err["loc"]]
-    env_var = ENV_PREFIX + "__".join(p.upper() for p in loc)
-    where = origin
-    if prefix is None and loc and env_var in os.environ:
-        where = f"environment variable {env_var}"
     key = ".".join(([prefix] if prefix else []) + loc)
     if len(loc) >= 2 and prefix is None:
         key = f"[{loc[0]}] " + ".".join(loc[1:])
     msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-    return f"{where + ': ' if where else ''}{key}: {msg}"
+    return f"{origin + ': ' if origin else ''}{key}: {msg}"

@@ -54,6 +54,10 @@ async def run_demo(config_path: str | None = None) -> int:
             env["CRAWLKEEPER_SECURITY__ALLOW_PRIVATE"] = json.dumps(allowed)  # env beats the file
         else:
             config = _config(Path(tmp))
+        from .runtime import build_app
+
+        # A bad config, CRAWLKEEPER_* variable or plugin name is reported here, not by a server dying mid-demo.
+        build_app(config)
         params = StdioServerParameters(
             command=sys.executable,
             args=["-m", "crawlkeeper", "serve", "--config", str(config)],

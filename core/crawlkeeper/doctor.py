@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import click
 
@@ -20,7 +21,7 @@ def _line(ok: bool | None, what: str, detail: str = "", fix: str = "") -> None:
 def run_doctor(config_path: str | None) -> int:
     """Print one line per check with a fix for each failure; return the exit code (0 when all passed)."""
     from .config import load_config
-    from .plugins import create_plugin_manager
+    from .plugins import check_plugin_names, create_plugin_manager
 
     failures = 0
     try:
@@ -31,6 +32,7 @@ def run_doctor(config_path: str | None) -> int:
         return 1
     try:
         pm = create_plugin_manager(config.disabled_plugins)
+        check_plugin_names(pm, config)
         from .app import App
 
         app = App(config, pm)
@@ -52,6 +54,14 @@ def run_doctor(config_path: str | None) -> int:
           f"{len(app.profiles.all())} in {config.profiles_dir}" + (f", {len(broken)} broken" if broken else ""),
           "run `crawlkeeper profiles` to see what is wrong" if broken else "")
     failures += bool(broken)
+    unscoped = [p.name for p in app.profiles.all() if not p.error and holds_secrets(p)
+                and not (p.security or {}).get("allowed_domains")]
+    if unscoped:
+        _line(None, "profile scope",
+              f"{', '.join(unscoped)} hold secrets (cookies, credential headers or a login) but no [security] "
+              "allowed_domains: their sessions may be sent to any host, where a hostile page or an open redirect "
+              "can reach for them",
+              "add [security] allowed_domains = [\"your-site.example\"] to each of these profiles")
     candidate = getattr(app.backend, "candidate", None)
     if candidate is None or candidate.problem:
         _line(False, "browser", candidate.problem if candidate else "unknown backend",
@@ -79,6 +89,14 @@ def run_doctor(config_path: str | None) -> int:
               "a display keep headless = true")
         failures += 1
     return 1 if failures else 0
+
+
+def holds_secrets(profile: Any) -> bool:
+    """Whether a profile carries something secret: cookies, an auth method, or a credential header."""
+    from .headers import holds_credentials
+
+    headers = (profile.browser or {}).get("extra_headers") or {}
+    return bool(profile.cookies or profile.auth or (isinstance(headers, dict) and holds_credentials(headers)))
 
 
 def _blank_request():  # type: ignore[no-untyped-def]

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .app import App
     from .browser import PageResult
     from .config import Config
+    from .handle import Server
     from .models import AuthMethod, ConfigLayer, CrawlRequest, Profile, Session, SessionRequest
     from .store import StateStore
     from .tools import ToolRegistry
@@ -54,23 +54,24 @@ def crawlkeeper_configure(config: Config) -> None:
 
 
 @hookspec
-def crawlkeeper_startup(app: App) -> None:
+def crawlkeeper_startup(server: Server) -> None:
     """The server is starting (*async ok*). Start background tasks here (the TTL reaper does).
 
     Called once per server (once per MCP connection over stdio). An exception aborts start-up.
 
-    :param app: the running application: ``app.sessions`` (the registry), ``app.config``, ``app.clock``.
+    :param server: a :class:`~crawlkeeper.Server`: ``server.sessions()``, ``server.in_use(session)``,
+        ``await server.close_session(session, reason, detail)``, ``server.config``, ``server.clock()``.
     """
 
 
 @hookspec
-def crawlkeeper_shutdown(app: App) -> None:
+def crawlkeeper_shutdown(server: Server) -> None:
     """The server is stopping (*async ok*); stop what ``crawlkeeper_startup`` started.
 
     Called after every session was closed with reason ``"shutdown"``. Keep it short: an MCP client
     kills the server about 2 seconds after closing its stdin. Exceptions are logged and ignored.
 
-    :param app: the running application.
+    :param server: the same :class:`~crawlkeeper.Server` as at start-up.
     """
 
 

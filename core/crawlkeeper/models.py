@@ -20,6 +20,8 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
 
+    from .headers import SessionHeaders
+
 #: What an environment variable name may look like (``\\Z``, not ``$``: ``$`` also matches before a final newline).
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 #: A conventional name: upper case, digits and underscores (``SITE_TOKEN``). Only such a name, or one that is
@@ -85,6 +87,9 @@ class AuthMethod:
     :param params_model: pydantic model validating the profile's ``[auth]`` table (minus ``method``).
     :param login: ``async def login(session, params)``; drive ``session.page``; raise to fail the login
         (the message is shown to the caller, so never put a secret in it).
+
+    The method's *login URL* is its ``login_url`` param (else its ``url`` param), by convention: its host is
+    one of the profile's own sites, where headers the method adds with ``session.headers.add`` are sent.
     """
 
     name: str
@@ -103,6 +108,9 @@ class Session:
     ``await session.ensure_page()`` to get it. ``expires_at`` is maintained by the TTL plugin; ``metadata`` is
     for plugins: key it by your plugin's name (``"myplugin.token_expiry"``); JSON-serialisable values are saved
     with the session and come back after a restart, other values live only as long as this process.
+    ``headers`` (a :class:`~crawlkeeper.SessionHeaders`) is how a plugin adds request headers:
+    ``await session.headers.add({"X-Api-Key": key})`` merges, and each header goes only to the session's own
+    sites (or ``domains=``); ``session.headers.effective(url)`` is what a request to ``url`` carries.
     """
 
     id: str
@@ -124,6 +132,8 @@ class Session:
     durable: bool = field(default=True, repr=False)  # False: never saved (a one-call temporary session)
     hibernated: bool = field(default=False, repr=False)  # its state was saved and its context closed
     note: str | None = field(default=None, repr=False)  # said once in the next call's result (e.g. restored)
+    headers: SessionHeaders | Any = field(default=None, repr=False)
+    holds_secrets: bool = field(default=False, repr=False)  # profile/auth secrets live here (js_code policy)
 
     async def ensure_page(self) -> Page | Any:
         """The session's page, opened now if the session has none yet (or lost it to a timeout)."""

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import difflib
 import functools
 import importlib.metadata
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import Any
@@ -63,6 +64,7 @@ class PluginManager(pluggy.PluginManager):
         super().__init__(hookspecs.PROJECT)
         self.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        self.known: set[str] = set(BUILTIN_PLUGINS)  # every installed or given plugin name, loaded or not
 
     def info(self, name: str) -> PluginInfo:
         return self.infos.setdefault(name, PluginInfo(name=name))
@@ -130,11 +132,20 @@ def broken_rule(hook_name: str, attribute: Any, opts: pluggy.HookimplOpts, calle
         return ("hook wrappers (wrapper=True / hookwrapper=True) are not supported on async-ok hooks: the "
                 "implementations they would wrap are awaited after the wrapper has returned; order your "
                 "implementation with tryfirst=True / trylast=True instead")
+    if hook_name in ("crawlkeeper_startup", "crawlkeeper_shutdown") and not wrapper:
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        if "app" in params:
+            return ("the argument `app` was replaced by `server` (a crawlkeeper.Server: sessions(), in_use(), "
+                    "close_session(), config, clock()) in crawlkeeper 0.2.0; rename the parameter "
+                    "(see CHANGELOG.md)")
     return None
 
 
-def _env_list(name: str) -> list[str] | None:
-    value = os.environ.get(name)
+def _env_list(environ: Mapping[str, str], name: str) -> list[str] | None:
+    value = environ.get(name)
     if value is None:
         return None
     return [item.strip() for item in value.split(",") if item.strip()]
@@ -145,6 +156,7 @@ def create_plugin_manager(
     *,
     load_entry_points: bool = True,
     extra_plugins: Iterable[tuple[str, object]] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> PluginManager:
     """Build a fresh plugin manager.
 
@@ -152,21 +164,25 @@ def create_plugin_manager(
     :param load_entry_points: load the ``crawlkeeper`` entry-point group; ``CRAWLKEEPER_LOAD_PLUGINS``
         narrows it (empty: none at all; a comma list: only those).
     :param extra_plugins: ``(name, plugin)`` pairs registered after the entry points (tests, embedding).
+    :param environ: where ``CRAWLKEEPER_DISABLE_PLUGINS``, ``CRAWLKEEPER_LOAD_PLUGINS`` and
+        ``CRAWLKEEPER_TRACE_PLUGINS`` are read (``os.environ`` by default; ``{}`` in the test fixtures).
     :raises PluginError: a plugin failed to import or declares a hook that does not exist.
     """
+    environ = os.environ if environ is None else environ
     pm = PluginManager()
-    blocked = set(disable) | set(_env_list("CRAWLKEEPER_DISABLE_PLUGINS") or [])
+    blocked = set(disable) | set(_env_list(environ, "CRAWLKEEPER_DISABLE_PLUGINS") or [])
     for name in blocked:
         pm.set_blocked(name)
         pm.info(name).disabled = True
-    if os.environ.get("CRAWLKEEPER_TRACE_PLUGINS"):
+    if environ.get("CRAWLKEEPER_TRACE_PLUGINS"):
         global TRACING
         TRACING = True
         _enable_tracing(pm)
     if load_entry_points:
-        allow = _env_list("CRAWLKEEPER_LOAD_PLUGINS")
+        allow = _env_list(environ, "CRAWLKEEPER_LOAD_PLUGINS")
         for ep in _entry_points():
             _describe_entry_point(pm, ep)
+            pm.known.add(ep.name)
             if allow is not None and ep.name not in allow:
                 pm.info(ep.name).disabled = True
                 continue
@@ -184,8 +200,50 @@ def create_plugin_manager(
                 plugin = plugin()  # a class entry point gets a fresh instance per plugin manager
             register(pm, plugin, ep.name)
     for name, plugin in extra_plugins:
+        pm.known.add(name)
         register(pm, plugin, name)
     return pm
+
+
+def _unknown(names: Iterable[str], known: set[str]) -> list[str]:
+    """One phrase per unknown name: ``'baerer' (did you mean 'bearer'?)``."""
+    out = []
+    for name in names:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        out.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return out
+
+
+def check_plugin_names(pm: PluginManager, config: Any, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse plugin names that match no installed plugin, wherever they are given: ``[plugins] disable``,
+    ``CRAWLKEEPER_DISABLE_PLUGINS``, ``CRAWLKEEPER_LOAD_PLUGINS`` and ``[plugins.<name>]`` tables. A typo there
+    would otherwise leave the plugin someone meant to switch off (or configure) silently as it was.
+
+    :raises PluginError: naming the setting, the unknown names and the closest installed names.
+    """
+    environ = os.environ if environ is None else environ
+    known = set(pm.known)
+    installed = ", ".join(sorted(known)) or "none"
+    problems = []
+    sources: list[tuple[str, list[str]]] = [
+        (f"[plugins] disable in {config.origin}", list(config.settings.plugins.disable)),
+    ]
+    for var in ("CRAWLKEEPER_DISABLE_PLUGINS", "CRAWLKEEPER_LOAD_PLUGINS"):
+        sources.append((f"environment variable {var}", _env_list(environ, var) or []))
+    tables = [name for name, value in (config.settings.plugins.model_extra or {}).items() if isinstance(value, dict)]
+    for name in tables:
+        var = config.env_origins.get(("plugins", name)) or next(
+            (v for k, v in config.env_origins.items() if k[:2] == ("plugins", name)), None)
+        where = f"environment variable {var}" if var else config.origin
+        sources.append((f"[plugins.{name}] in {where}", [name]))
+    for where, names in sources:
+        unknown = _unknown(names, known)
+        if unknown:
+            problems.append(f"{where} names no installed plugin: {', '.join(unknown)}")
+    if problems:
+        raise PluginError("; ".join(problems) + f". Installed plugins: {installed}")
 
 
 def register(pm: PluginManager, plugin: object, name: str) -> None:

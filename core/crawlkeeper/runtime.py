@@ -13,7 +13,7 @@ from typing import Any
 
 from .app import App
 from .config import Config, load_config
-from .plugins import create_plugin_manager
+from .plugins import check_plugin_names, create_plugin_manager
 
 log = logging.getLogger("crawlkeeper")
 
@@ -28,6 +28,7 @@ def build_app(
     """Load the config, load the plugins, and configure an :class:`App` (no browser is started)."""
     config = config or load_config(config_path)
     pm = create_plugin_manager(config.disabled_plugins, extra_plugins=extra_plugins or [])
+    check_plugin_names(pm, config)
     app = App(config, pm, **kwargs)
     app.configure()
     return app

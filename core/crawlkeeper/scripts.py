@@ -115,8 +115,10 @@ async def run_scripts(page: Any, js_code: str | Sequence[str], *, wait_until: st
             before = watch.events
             where = f" (script {index} of {len(scripts)})" if len(scripts) > 1 else ""
             try:
+                # A second beyond the deadline: on a slow machine the load may have used the whole budget, and
+                # a script that never ends is stopped by the caller's watchdog anyway (with its page).
                 outcome = await asyncio.wait_for(
-                    page.evaluate(_WRAPPER.replace("__SCRIPT__", script)), remaining(deadline)
+                    page.evaluate(_WRAPPER.replace("__SCRIPT__", script)), remaining(deadline) + 1.0
                 )
             except asyncio.TimeoutError:
                 raise PageTimeout(f"js_code{where} did not finish in time on {safe_url(page.url)}") from None
@@ -196,7 +198,8 @@ def wait_kind(condition: str) -> tuple[str, str]:
 async def wait_for_condition(page: Any, condition: str, deadline: float) -> None:
     """Wait until ``condition`` holds on the page (its current document); an error if it never does."""
     kind, expr = wait_kind(condition)
-    timeout_ms = remaining(deadline) * 1000
+    # At least half a second to look, even when loading used up the budget: "not met" must mean not met.
+    timeout_ms = max(0.5, remaining(deadline)) * 1000
     try:
         if kind == "css":
             await page.wait_for_selector(expr, state="attached", timeout=timeout_ms)

@@ -13,12 +13,14 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from . import __version__
 from .app import App
 from .errors import CrawlkeeperError
-from .logs import scrub
+from .logs import scrub, scrub_secrets
+from .options import CALL_OPTIONS, call_parameters
 
 log = logging.getLogger("crawlkeeper.server")
 SHUTDOWN_BUDGET_S = 1.8
@@ -124,15 +126,65 @@ class CookieInput(BaseModel):
 Url = Annotated[str, Field(description="The page to crawl (http or https).", min_length=1, max_length=8192)]
 SessionId = Annotated[str | None, Field(description="Crawl inside this session (see create_session).")]
 ProfileName = Annotated[str | None, Field(description="Use this profile (see list_profiles).")]
-OutputArg = Annotated[
-    Literal["markdown", "html", "text", "links"] | None, Field(description="Content format; markdown by default.")
-]
-CssSelector = Annotated[str | None, Field(description="Only keep content inside this CSS selector.")]
-WaitFor = Annotated[str | None, Field(description="Wait for a CSS selector ('css:SEL') or a JS predicate ('js:...').")]
-JsCode = Annotated[str | list[str] | None, Field(description="JavaScript to run in the page after it loads.")]
-TimeoutS = Annotated[float | None, Field(gt=0, le=600, description="Give up after this many seconds.")]
-MaxChars = Annotated[int | None, Field(ge=200, le=1_000_000, description="Chunk size of the returned content.")]
 Cursor = Annotated[str | None, Field(description="next_cursor of an earlier call with the same url.")]
+
+
+def _crawl_options(names: tuple[str, ...] = CALL_OPTIONS) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a tool written as ``async def tool(ctx, url, ..., **options)`` the crawl options ``names`` as real,
+    typed, documented parameters, generated from :class:`~crawlkeeper.options.CrawlOptions` (one declaration)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(fn, eval_str=True)
+        params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        extra = call_parameters(names)
+        fn.__signature__ = signature.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
+        fn.__annotations__ = {**{p.name: p.annotation for p in params}, **{p.name: p.annotation for p in extra},
+                              "return": signature.return_annotation}
+        return fn
+
+    return decorate
+
+
+class _StrictArguments(BaseModel):
+    """Mixed into every tool's argument model: an unknown argument is an error naming it (a silently dropped
+    ``wait_untill`` would leave the caller believing it applied), and inputs are never echoed (cookie values)."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, arbitrary_types_allowed=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_arguments(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = {f.alias or name for name, f in cls.model_fields.items()}
+            unknown = sorted(str(k) for k in data if k not in known)
+            if unknown:
+                import difflib
+
+                hints = []
+                for name in unknown:
+                    close = difflib.get_close_matches(name, known, n=1)
+                    hints.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+                raise PydanticCustomError(
+                    "unknown_argument",
+                    "unknown argument(s) {names}; this tool takes: {known}",
+                    {"names": ", ".join(hints), "known": ", ".join(sorted(known))},
+                )
+        return data
+
+
+def strict_arguments(server: MCPServer) -> None:
+    """Make every registered tool refuse unknown arguments (``additionalProperties: false`` in its schema).
+
+    mcp 2.3's ``MCPServer`` builds each tool's argument model from the function signature with extra keys
+    ignored and offers no option for it, so the model is swapped for a strict subclass after registration
+    (``Tool.fn_metadata.arg_model`` and ``Tool.parameters``; pinned by the unit tests)."""
+    for tool in server._tool_manager.list_tools():
+        model = tool.fn_metadata.arg_model
+        if issubclass(model, _StrictArguments):
+            continue
+        strict = type(model.__name__, (model, _StrictArguments), {"__module__": model.__module__})
+        tool.fn_metadata.arg_model = strict
+        tool.parameters = strict.model_json_schema(by_alias=True)
 
 
 def _errors_as_tool_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -181,44 +233,33 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
     read_only = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
 
     @server.tool(title="Crawl a URL", annotations=read_only)
+    @_crawl_options()
     @_errors_as_tool_errors
     async def crawl_url(
         ctx: Context,
         url: Url,
         session_id: SessionId = None,
         profile: ProfileName = None,
-        output: OutputArg = None,
-        css_selector: CssSelector = None,
-        wait_for: WaitFor = None,
-        js_code: JsCode = None,
-        timeout_s: TimeoutS = None,
-        max_chars: MaxChars = None,
         cursor: Cursor = None,
+        **options: Any,
     ) -> CrawlResult:
         """Load a page in a real browser and return its content (markdown by default, or html, text, links).
 
         Long content comes in chunks of max_chars: when truncated is true, call again with the same url and
         cursor=next_cursor. Pass session_id to crawl as a logged-in session created with create_session."""
-        result = await _app(ctx).crawl(
-            url, session_id=session_id, profile=profile, cursor=cursor, output=output, css_selector=css_selector,
-            wait_for=wait_for, js_code=js_code, timeout_s=timeout_s, max_chars=max_chars,
-        )
+        result = await _app(ctx).crawl(url, session_id=session_id, profile=profile, cursor=cursor, **options)
         return CrawlResult.model_validate(result)
 
     @server.tool(title="Crawl many URLs", annotations=read_only)
+    @_crawl_options()
     @_errors_as_tool_errors
     async def crawl_many(
         ctx: Context,
         urls: Annotated[list[Url], Field(min_length=1, max_length=500, description="Pages to crawl.")],
         session_id: SessionId = None,
         profile: ProfileName = None,
-        output: OutputArg = None,
-        css_selector: CssSelector = None,
-        wait_for: WaitFor = None,
-        js_code: JsCode = None,
-        timeout_s: TimeoutS = None,
-        max_chars: MaxChars = None,
         concurrency: Annotated[int, Field(ge=1, le=32, description="Pages loaded at once.")] = 4,
+        **options: Any,
     ) -> CrawlManyResult:
         """Crawl several pages in parallel. Results come in input order; a page that fails gets {url, error}
         in its slot and the others still succeed. Progress notifications are sent as pages complete."""
@@ -227,9 +268,7 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
             await ctx.report_progress(done, total, message)
 
         results = await _app(ctx).crawl_many(
-            urls, concurrency=concurrency, progress=progress, session_id=session_id, profile=profile,
-            output=output, css_selector=css_selector, wait_for=wait_for, js_code=js_code, timeout_s=timeout_s,
-            max_chars=max_chars,
+            urls, concurrency=concurrency, progress=progress, session_id=session_id, profile=profile, **options
         )
         return CrawlManyResult(
             results=[CrawlFailure(**r) if "error" in r else CrawlResult.model_validate(r) for r in results]
@@ -281,6 +320,7 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
             _plugin_tool(spec.fn, app), name=spec.name, description=spec.description,
             annotations=ToolAnnotations(readOnlyHint=spec.read_only),
         )
+    strict_arguments(server)
     return server
 
 
@@ -297,7 +337,8 @@ def _plugin_tool(fn: Callable[..., Any], app: App) -> Callable[..., Any]:
         if wants_app:
             kwargs["app"] = app
         result = fn(**kwargs)
-        return await result if inspect.isawaitable(result) else result
+        result = await result if inspect.isawaitable(result) else result
+        return scrub_secrets(result) if isinstance(result, str | dict | list) else result
 
     # Always: with ``__wrapped__`` gone, MCP would otherwise see ``call(**kwargs)`` and not the tool's arguments.
     call.__signature__ = signature.replace(  # type: ignore[attr-defined]

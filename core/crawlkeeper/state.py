@@ -79,6 +79,8 @@ class SavedState:
     storage: dict[str, Any] = field(default_factory=dict)  # Playwright storage state: cookies, origins
     session_storage: dict[str, dict[str, str]] = field(default_factory=dict)  # origin -> items
     saved_at: float = 0.0
+    headers: list[dict[str, Any]] = field(default_factory=list)  # plugin-added request headers, with scopes
+    holds_secrets: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,7 +88,7 @@ class SavedState:
             "session": {
                 "id": self.session_id, "profile": self.profile, "auth": self.auth, "created_at": self.created_at,
                 "last_used_at": self.last_used_at, "expires_at": self.expires_at, "url": self.url,
-                "metadata": self.metadata,
+                "metadata": self.metadata, "headers": self.headers, "holds_secrets": self.holds_secrets,
             },
             "storage": self.storage,
             "session_storage": self.session_storage,
@@ -111,7 +113,8 @@ class SavedState:
                 expires_at=None if rec.get("expires_at") is None else float(rec["expires_at"]),
                 url=rec.get("url"), metadata=dict(rec.get("metadata") or {}),
                 storage=dict(data.get("storage") or {}), session_storage=dict(data.get("session_storage") or {}),
-                saved_at=float(data.get("saved_at") or 0.0),
+                saved_at=float(data.get("saved_at") or 0.0), headers=list(rec.get("headers") or []),
+                holds_secrets=bool(rec.get("holds_secrets")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateCorrupt(f"the saved state of {what} is missing or has a bad field ({exc})") from None
@@ -137,6 +140,9 @@ class SavedState:
         """Cookie and storage values of a loaded session must never be logged."""
         for c in self.storage.get("cookies") or []:
             register_secret(str(c.get("value", "")))
+        for h in self.headers:
+            if h.get("credential"):
+                register_secret(str(h.get("value", "")))
 
 
 def encode(state: SavedState) -> bytes:
@@ -186,11 +192,13 @@ async def capture(session: Session, previous: dict[str, dict[str, str]] | None =
         except Exception as exc:  # navigating right now, a page without a document: keep what we had
             log.debug("session %s: sessionStorage not read (%s)", session.id, type(exc).__name__)
     url = page_url(session)
+    snapshot = getattr(session.headers, "snapshot", None)
     return SavedState(
         session_id=session.id, profile=session.profile, auth=session.auth, created_at=session.created_at,
         last_used_at=session.last_used_at, expires_at=session.expires_at,
         url=url if url and url != "about:blank" else None, metadata=json_metadata(session),
         storage=storage, session_storage=session_storage, saved_at=time.time(),
+        headers=snapshot() if snapshot is not None else [], holds_secrets=session.holds_secrets,
     )
 
 

@@ -28,16 +28,31 @@ _PLAYWRIGHT_KEYS = ("name", "value", "url", "domain", "path", "expires", "httpOn
 _SAME_SITE = {"strict": "Strict", "lax": "Lax", "none": "None", "no_restriction": "None"}
 
 
-def normalise(cookie: dict[str, Any], session_url: str | None, *, what: str) -> dict[str, Any]:
-    """A Playwright cookie from ``cookie``; without url/domain it applies to ``session_url``."""
+def normalise(
+    cookie: dict[str, Any], session_url: str | None, *, what: str, bound: bool = False, http_only: bool = False
+) -> dict[str, Any]:
+    """A Playwright cookie from ``cookie``; without url/domain it applies to ``session_url``.
+
+    ``bound``: the cookie must name its own site (``url`` or ``domain``) and never falls back to
+    ``session_url`` -- a profile's secret must not follow whatever URL the caller passes.
+    ``http_only``: the default of ``httpOnly`` when the cookie does not say (scripts cannot read it).
+    """
     name = cookie.get("name")
     if not name:
         raise CrawlError(f"{what}: a cookie has no name")
+    if bound and not cookie.get("url") and not cookie.get("domain"):
+        raise CrawlError(
+            f"{what} '{name}' has neither url nor domain: a profile cookie must name the site it belongs to "
+            "(it is never sent to the URL a caller passes); add domain = \"...\" or url = \"https://...\""
+        )
+    check_same_site(cookie, what=f"{what} '{name}'")
     out = {k: cookie[k] for k in _PLAYWRIGHT_KEYS if cookie.get(k) is not None}
     if "value" not in out:
         out["value"] = resolve_secret(cookie, what=f"{what} '{name}'")
     out["value"] = str(out["value"])
     register_secret(out["value"])
+    if http_only:
+        out.setdefault("httpOnly", True)
     if "url" not in out and "domain" not in out:
         if not session_url:
             raise CrawlError(
@@ -57,6 +72,16 @@ def normalise(cookie: dict[str, Any], session_url: str | None, *, what: str) -> 
         else:
             out["sameSite"] = same_site
     return out
+
+
+def check_same_site(cookie: dict[str, Any], *, what: str) -> None:
+    """Chromium silently drops a ``SameSite=None`` cookie that is not ``Secure``: say so instead."""
+    same_site = _SAME_SITE.get(str(cookie.get("sameSite") or "").lower())
+    if same_site == "None" and not cookie.get("secure"):
+        raise CrawlError(
+            f"{what} has sameSite = \"None\" without secure = true: browsers refuse such a cookie (it would "
+            "silently never be sent); add secure = true (https sites) or use sameSite = \"Lax\""
+        )
 
 
 async def add_cookies(session: Session, cookies: list[dict[str, Any]], *, what: str) -> None:
@@ -79,7 +104,8 @@ async def crawlkeeper_session_created(session: Session, request: SessionRequest)
     cookies: list[dict[str, Any]] = []
     if request.profile is not None:
         what = f"{request.profile.label} cookie"
-        cookies += [normalise(c, request.url, what=what) for c in request.profile.cookies]
+        # Bound to their own site and HttpOnly unless the profile says otherwise (issue 13).
+        cookies += [normalise(c, None, what=what, bound=True, http_only=True) for c in request.profile.cookies]
     cookies += [normalise(c, request.url, what="cookie") for c in request.cookies]
     request.mark_handled("cookies")
     if cookies:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crawlkeeper import (
     PROFILE_LAYER_PRIORITY,
+    Config,
     ConfigLayer,
     ContextOptions,
     CrawlOptions,
@@ -29,6 +30,8 @@ from crawlkeeper import (
     Session,
     env_var_problem,
     hookimpl,
+    own_sites,
+    unscoped_credentials,
 )
 
 if sys.version_info >= (3, 11):
@@ -139,8 +142,50 @@ def _check_overrides(model: type[BaseModel], table: dict[str, Any], section: str
     return problems
 
 
-def load_profile_file(path: Path, display: str) -> Profile:
-    """Parse and validate one file; any problem becomes ``Profile.error`` naming the file and the key."""
+def _check_headers(browser: dict[str, Any], base: Path) -> list[str]:
+    """``[browser] extra_headers`` given by reference: the variable is set, the file exists (made absolute)."""
+    problems = []
+    headers = browser.get("extra_headers")
+    if not isinstance(headers, dict):
+        return problems
+    for name, spec in headers.items():
+        if not isinstance(spec, dict):
+            continue
+        if isinstance(spec.get("value_env"), str) and env_problem(spec["value_env"]):
+            problems.append(f"[browser] extra_headers.{name}.value_env: {env_problem(spec['value_env'])}")
+        if isinstance(spec.get("value_file"), str):
+            file = Path(os.path.expanduser(spec["value_file"]))
+            spec["value_file"] = str(file if file.is_absolute() else base / file)
+            if not Path(spec["value_file"]).is_file():
+                problems.append(f"[browser] extra_headers.{name}.value_file: {spec['value_file']} does not exist")
+    return problems
+
+
+def _unbound_headers(parsed: ProfileFile, cookies: list[dict[str, Any]], server_sites: list[str]) -> list[str]:
+    """Credential-like headers with no site of the profile's own to go to."""
+    headers = parsed.browser.get("extra_headers")
+    if not isinstance(headers, dict):
+        return []
+    try:
+        sites = own_sites(
+            allowed_domains=parsed.security.allowed_domains if parsed.security else None,
+            header_domains=parsed.browser.get("header_domains") or server_sites,
+            cookies=cookies,
+            auth=parsed.auth.model_dump() if parsed.auth else None,
+        )
+    except (ValueError, TypeError) as exc:
+        return [f"[browser] header_domains: {exc}"]
+    return [
+        f"[browser] extra_headers.{name}: a credential header needs the profile's own sites, and this profile "
+        "has none; set [security] allowed_domains (or [browser] header_domains) to the domains it may go to"
+        for name in unscoped_credentials(headers, sites)
+    ]
+
+
+def load_profile_file(path: Path, display: str, server_sites: list[str] | None = None) -> Profile:
+    """Parse and validate one file; any problem becomes ``Profile.error`` naming the file and the key.
+
+    ``server_sites``: the server config's ``[browser] header_domains`` (a scope for headers too)."""
     name = path.stem
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -158,11 +203,19 @@ def load_profile_file(path: Path, display: str) -> Profile:
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"{key}: {msg}")
         return Profile(name=name, source=display, error=f"{display}: " + "; ".join(problems))
-    problems = _check_overrides(ContextOptions, parsed.browser, "browser")
+    problems = _check_headers(parsed.browser, path.parent)
+    problems += _check_overrides(ContextOptions, parsed.browser, "browser")
     problems += _check_overrides(CrawlOptions, parsed.crawl, "crawl")
     cookies = []
     for index, cookie in enumerate(parsed.cookies):
         entry = cookie.model_dump(exclude_none=True)
+        if not cookie.url and not cookie.domain:
+            # Never bound to the caller's URL: that would send the secret wherever an agent points it.
+            problems.append(f"cookies[{index}] ('{cookie.name}'): give url or domain (a profile cookie must name "
+                            "the site it belongs to)")
+        if (cookie.sameSite or "").lower() in ("none", "no_restriction") and not cookie.secure:
+            problems.append(f"cookies[{index}] ('{cookie.name}').sameSite: \"None\" needs secure = true (browsers "
+                            "drop such a cookie silently); add secure = true or use \"Lax\"")
         if cookie.value_env:
             problem = env_problem(cookie.value_env)
             if problem:
@@ -173,6 +226,8 @@ def load_profile_file(path: Path, display: str) -> Profile:
             if not Path(entry["value_file"]).is_file():
                 problems.append(f"cookies[{index}] ('{cookie.name}').value_file: {entry['value_file']} does not exist")
         cookies.append(entry)
+    if not problems:
+        problems += _unbound_headers(parsed, cookies, server_sites or [])
     auth = parsed.auth.model_dump(exclude_none=True) if parsed.auth else None
     if auth:
         for key, value in list(auth.items()):
@@ -203,7 +258,7 @@ class ProfilesPlugin:
         self._cache: dict[Path, _Cached] = {}
 
     @hookimpl
-    def crawlkeeper_load_profiles(self, config: Any) -> list[Profile]:
+    def crawlkeeper_load_profiles(self, config: Config) -> list[Profile]:
         directory: Path = config.profiles_dir
         try:
             files = sorted(p for p in directory.glob("*.toml") if p.is_file())
@@ -226,12 +281,13 @@ class ProfilesPlugin:
             del self._cache[gone]
         return out
 
-    def _reload(self, path: Path, stamp: tuple[int, int], previous: _Cached | None, config: Any) -> _Cached:
+    def _reload(self, path: Path, stamp: tuple[int, int], previous: _Cached | None, config: Config) -> _Cached:
         try:
             display = str(path.relative_to(config.base_dir))
         except ValueError:
             display = str(path)
-        profile = load_profile_file(path, display)
+        server_sites = list(getattr(config.settings.browser, "header_domains", []) or [])
+        profile = load_profile_file(path, display, server_sites)
         if profile.error is None:
             if previous is not None:
                 log.info("profile %s reloaded from %s", profile.name, display)

@@ -12,11 +12,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crawlkeeper import CrawlError, Session, SessionExpired, SessionRequest, hookimpl
+from crawlkeeper import Config, CrawlError, Server, Session, SessionExpired, SessionRequest, hookimpl
 
 log = logging.getLogger("crawlkeeper.plugins.ttl")
 
@@ -39,7 +38,7 @@ class TTLPlugin:
         self._reapers: dict[int, asyncio.Task[None]] = {}
 
     @hookimpl
-    def crawlkeeper_configure(self, config: Any) -> None:
+    def crawlkeeper_configure(self, config: Config) -> None:
         self.settings = config.plugin_settings("ttl", TTLSettings)
 
     # -- bookkeeping ----------------------------------------------------------------------------
@@ -83,34 +82,34 @@ class TTLPlugin:
 
     # -- the reaper -------------------------------------------------------------------------------
 
-    async def reap_once(self, app: Any) -> list[str]:
+    async def reap_once(self, server: Server) -> list[str]:
         """Close every expired session that is not in the middle of a call; return their ids."""
         now = self.clock()
         closed = []
-        for session in app.sessions.all():
-            if session.busy or session.lock.locked():
+        for session in server.sessions():
+            if server.in_use(session):
                 continue  # the call finishes first; expiry applies after it
             reason = self.why_expired(session, now)
-            if reason and await app.sessions.close(session.id, "expired", reason, session=session):
+            if reason and await server.close_session(session, "expired", reason):
                 closed.append(session.id)
         return closed
 
-    async def _reap_forever(self, app: Any) -> None:
+    async def _reap_forever(self, server: Server) -> None:
         while True:
             await asyncio.sleep(self.settings.reap_interval_s)
             try:
-                for session_id in await self.reap_once(app):
+                for session_id in await self.reap_once(server):
                     log.info("session %s expired", session_id)
             except Exception:
                 log.exception("the TTL reaper failed; retrying")
 
     @hookimpl
-    def crawlkeeper_startup(self, app: Any) -> None:
-        self._reapers[id(app)] = asyncio.get_running_loop().create_task(self._reap_forever(app))
+    def crawlkeeper_startup(self, server: Server) -> None:
+        self._reapers[id(server)] = asyncio.get_running_loop().create_task(self._reap_forever(server))
 
     @hookimpl
-    async def crawlkeeper_shutdown(self, app: Any) -> None:
-        task = self._reapers.pop(id(app), None)
+    async def crawlkeeper_shutdown(self, server: Server) -> None:
+        task = self._reapers.pop(id(server), None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

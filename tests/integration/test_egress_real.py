@@ -397,6 +397,7 @@ domain = "{ALLOWED}"
     "hdr": f"""description = "a bearer token header"
 [browser]
 extra_headers = {{Authorization = "Bearer {CANARY_HEADER}"}}
+header_domains = ["{ALLOWED}"]
 """,
 }
 

@@ -33,6 +33,11 @@ window.go = function (path) {
 def extra() -> Iterator[ExtraSite]:
     with ExtraSite() as site:
         site.page("/spa", SPA)
+        site.page("/slow.png", b"not really a png", headers={"content-type": "image/png"}, delay_s=1.5)
+        site.page("/onload", html_page("Onload", """<p>A page whose last words are written by its load event,
+which waits for a slow image; long enough to count as content for the crawler.</p><img src="/slow.png">
+<script>window.addEventListener('load', () => document.body.insertAdjacentHTML('beforeend',
+'<p id="loaded">written at the load event</p>'));</script>"""))
         yield site
 
 
@@ -145,3 +150,13 @@ async def test_the_second_script_of_a_list_runs_on_the_page_the_first_led_to(
     })
     assert result["final_url"] == test_site.url("/links")
     assert "second script ran on /links" in result["content"]
+
+
+@pytest.mark.anyio
+async def test_wait_until_per_call(server: Server, extra: ExtraSite) -> None:
+    early = await server.ok("crawl_url", {"url": extra.url("/onload"), "wait_until": "domcontentloaded"})
+    assert "written at the load event" not in early["content"]
+    loaded = await server.ok("crawl_url", {"url": extra.url("/onload"), "wait_until": "load"})
+    assert "written at the load event" in loaded["content"]
+    message = await server.error("crawl_url", {"url": extra.url("/onload"), "wait_untill": "load"})
+    assert "wait_untill" in message

@@ -79,7 +79,7 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers = list(root.handlers)
     level = root.level
-    names = ("httpx", "httpcore", "asyncio", "mcp.server.lowlevel.server")
+    names = ("httpx", "httpcore", "asyncio", "mcp.server.lowlevel.server", "crawlkeeper.trace")
     noisy = {name: logging.getLogger(name).level for name in names}
     yield
     for handler in list(root.handlers):

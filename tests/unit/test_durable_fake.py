@@ -503,3 +503,37 @@ async def test_list_sessions_over_mcp_shows_states(crawlkeeper_client: Callable[
         assert crawled.structured_content["restored"] is True
         again = await client.call_tool("create_session", {"session_id": "x"})
         assert "already exists" in error_text(again)
+
+
+class HeaderLogin:
+    """An auth method that logs in by sending an API key header (like the plugin guide's apikey example)."""
+
+    @hookimpl
+    def crawlkeeper_auth_methods(self) -> list[Any]:
+        from pydantic import BaseModel
+
+        from crawlkeeper import AuthMethod
+
+        class NoParams(BaseModel):
+            pass
+
+        async def login(session: Any, params: Any) -> None:
+            await session.headers.add({"X-Api-Key": "k-durable-123"}, domains=["example.com"])
+
+        return [AuthMethod("hdr", "header login", NoParams, login)]
+
+
+@pytest.mark.anyio
+async def test_headers_an_auth_method_added_come_back_after_a_restart(make_app: Callable[..., App]) -> None:
+    first = make_app(("hdr", HeaderLogin()))
+    await first.create_session(session_id="h", auth="hdr")
+    assert first.sessions.get("h").headers.effective(f"{SITE}/") == {"X-Api-Key": "k-durable-123"}
+    await first.shutdown()
+    assert b"k-durable-123" not in state_file(first, "h").read_bytes()
+    second = make_app(("hdr", HeaderLogin()))
+    await second.crawl(f"{SITE}/", session_id="h")
+    session = second.sessions.get("h")
+    assert session.headers.effective(f"{SITE}/") == {"X-Api-Key": "k-durable-123"}
+    assert session.headers.effective("https://elsewhere.example/") == {}
+    assert session.holds_secrets and session.auth == "hdr"
+    await second.shutdown()

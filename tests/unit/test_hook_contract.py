@@ -388,3 +388,51 @@ def test_pluggys_own_argument_validation_is_kept() -> None:
     with pytest.raises(PluginError, match=r"plugin 'wrong'.*crawlkeeper_session_acquire.*sesion"):
         bare_pm(("wrong", WrongArgs()))
     assert pluggy.PluginValidationError  # pluggy's error is what the factory translates
+
+
+# -- the narrow Server handle for start-up and shutdown --------------------------------------------------------
+
+
+def test_a_startup_hook_taking_app_is_refused_with_the_new_name() -> None:
+    class Old:
+        @hookimpl
+        def crawlkeeper_startup(self, app: Any) -> None:
+            pass
+
+    with pytest.raises(PluginError) as info:
+        bare_pm(("old", Old()))
+    assert "'old'" in str(info.value) and "crawlkeeper_startup" in str(info.value)
+    assert "`app` was replaced by `server`" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_startup_gets_a_server_handle_with_sessions_config_and_clock(
+    crawlkeeper_app: Any, crawlkeeper_register: Any
+) -> None:
+    from crawlkeeper import Server
+
+    seen: list[Any] = []
+
+    class Watcher:
+        @hookimpl
+        def crawlkeeper_startup(self, server: Server) -> None:
+            seen.append(server)
+
+    crawlkeeper_register(Watcher(), "watcher")
+    await crawlkeeper_app.startup()
+    try:
+        (server,) = seen
+        assert isinstance(server, Server)
+        assert not hasattr(server, "pm") and not hasattr(server, "backend")  # narrow: not the whole App
+        assert server.config is crawlkeeper_app.config
+        assert isinstance(server.clock(), float)
+        created = await crawlkeeper_app.create_session(session_id="s1")
+        (session,) = server.sessions()
+        assert session.id == created["session_id"] and not server.in_use(session)
+        with pytest.raises(ValueError, match="shutdown"):
+            await server.close_session(session, "shutdown")
+        assert await server.close_session(session, "evicted", "to make room")
+        assert not await server.close_session(session, "evicted")  # already gone
+        assert server.sessions() == []
+    finally:
+        await crawlkeeper_app.shutdown()

@@ -212,7 +212,7 @@ def test_tracing_logs_hook_calls(monkeypatch: pytest.MonkeyPatch, caplog: pytest
 async def test_tracing_covers_async_hooks(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(ck_plugins, "TRACING", True)
     caplog.set_level(logging.INFO, logger="crawlkeeper.trace")
-    await Hooks(bare_pm(("starter", Starter()))).acall("crawlkeeper_startup", app=None)
+    await Hooks(bare_pm(("starter", Starter()))).acall("crawlkeeper_startup", server=None)
     assert any(
         "crawlkeeper_startup" in r.getMessage() and "starter" in r.getMessage()
         for r in caplog.records
@@ -239,24 +239,24 @@ class Starter:
         self.stopped: list[Any] = []
 
     @hookimpl
-    async def crawlkeeper_startup(self, app: Any) -> None:
-        self.started.append(app)
+    async def crawlkeeper_startup(self, server: Any) -> None:
+        self.started.append(server)
 
     @hookimpl
-    def crawlkeeper_shutdown(self, app: Any) -> None:
-        self.stopped.append(app)
+    def crawlkeeper_shutdown(self, server: Any) -> None:
+        self.stopped.append(server)
 
 
 class Exploder:
     @hookimpl
-    async def crawlkeeper_startup(self, app: Any) -> None:
+    async def crawlkeeper_startup(self, server: Any) -> None:
         await asyncio.sleep(0)
         raise RuntimeError("boom in startup")
 
 
 class Sleeper:
     @hookimpl
-    async def crawlkeeper_startup(self, app: Any) -> None:
+    async def crawlkeeper_startup(self, server: Any) -> None:
         await asyncio.sleep(30)
 
 
@@ -277,8 +277,8 @@ class Closer:
 async def test_acall_awaits_async_and_runs_sync_implementations() -> None:
     starter = Starter()
     hooks = Hooks(bare_pm(("starter", starter)))
-    await hooks.acall("crawlkeeper_startup", app="APP")
-    await hooks.acall("crawlkeeper_shutdown", app="APP")
+    await hooks.acall("crawlkeeper_startup", server="APP")
+    await hooks.acall("crawlkeeper_shutdown", server="APP")
     assert starter.started == ["APP"]
     assert starter.stopped == ["APP"]
 
@@ -287,7 +287,7 @@ async def test_acall_awaits_async_and_runs_sync_implementations() -> None:
 async def test_acall_names_the_plugin_that_raised() -> None:
     hooks = Hooks(bare_pm(("starter", Starter()), ("exploder", Exploder())))
     with pytest.raises(PluginError) as info:
-        await hooks.acall("crawlkeeper_startup", app=None)
+        await hooks.acall("crawlkeeper_startup", server=None)
     message = str(info.value)
     assert "'exploder'" in message
     assert "crawlkeeper_startup" in message
@@ -299,11 +299,11 @@ async def test_acall_names_the_plugin_that_raised() -> None:
 async def test_acall_keeps_crawlkeeper_errors_and_tags_the_plugin() -> None:
     class Refuser:
         @hookimpl
-        async def crawlkeeper_startup(self, app: Any) -> None:
+        async def crawlkeeper_startup(self, server: Any) -> None:
             raise ConfigError("bad settings for refuser")
 
     with pytest.raises(ConfigError, match="bad settings for refuser") as info:
-        await Hooks(bare_pm(("refuser", Refuser()))).acall("crawlkeeper_startup", app=None)
+        await Hooks(bare_pm(("refuser", Refuser()))).acall("crawlkeeper_startup", server=None)
     assert info.value.plugin == "refuser"  # type: ignore[attr-defined]
 
 
@@ -312,7 +312,7 @@ async def test_acall_cuts_off_a_hanging_hook_naming_the_plugin() -> None:
     hooks = Hooks(bare_pm(("sleeper", Sleeper())), timeout_s=0.05)
     started = time.monotonic()
     with pytest.raises(PluginError) as info:
-        await hooks.acall("crawlkeeper_startup", app=None)
+        await hooks.acall("crawlkeeper_startup", server=None)
     assert time.monotonic() - started < 2
     message = str(info.value)
     assert "'sleeper'" in message

@@ -436,12 +436,12 @@ class Lifecycle:
         self.events: list[str] = []
 
     @hookimpl
-    async def crawlkeeper_startup(self, app: Any) -> None:
+    async def crawlkeeper_startup(self, server: Any) -> None:
         self.events.append("startup")
 
     @hookimpl
-    async def crawlkeeper_shutdown(self, app: Any) -> None:
-        self.events.append(f"shutdown with {len(app.sessions)} sessions")
+    async def crawlkeeper_shutdown(self, server: Any) -> None:
+        self.events.append(f"shutdown with {len(server.sessions())} sessions")
 
 
 @pytest.mark.anyio

@@ -170,10 +170,10 @@ async def test_reap_once_closes_expired_idle_sessions(
     fake_clock.advance(30)
     await crawl(app, "d")  # d was used recently: not expired
     fake_clock.advance(31)
-    assert await ttl.reap_once(app) == ["a", "b", "c"]
+    assert await ttl.reap_once(app.server) == ["a", "b", "c"]
     assert recorder.closed == [("a", "expired"), ("b", "expired"), ("c", "expired")]
     assert await live(app) == ["d"]
-    assert await ttl.reap_once(app) == []  # nothing more to do
+    assert await ttl.reap_once(app.server) == []  # nothing more to do
 
 
 @pytest.mark.anyio
@@ -190,14 +190,14 @@ async def test_reaper_skips_a_session_in_use(
     c.busy += 1  # a call is running on c
     try:
         async with b.lock:  # a call holds b
-            closed = await asyncio.wait_for(ttl.reap_once(app), 2)
+            closed = await asyncio.wait_for(ttl.reap_once(app.server), 2)
     finally:
         c.busy -= 1
     assert closed == ["a"]
     assert recorder.closed == [("a", "expired")]
     assert app.sessions.get("b") is b and app.sessions.get("c") is c  # still there, just not listed
     assert await live(app) == ["d"]
-    assert await asyncio.wait_for(ttl.reap_once(app), 2) == ["b", "c"]  # once free, they go too
+    assert await asyncio.wait_for(ttl.reap_once(app.server), 2) == ["b", "c"]  # once free, they go too
     assert sorted(recorder.closed) == [("a", "expired"), ("b", "expired"), ("c", "expired")]
     assert b.context.closed and c.context.closed and not app.sessions.get("d").context.closed
     with pytest.raises(SessionError) as info:

@@ -5,6 +5,6 @@
 pytest loads automatically once crawlkeeper is installed.
 """
 
-from .fake import CannedPage, FakeBrowser, FakeContext, FakePageHandle
+from .fake import CannedPage, FakeBrowser, FakeContext, FakePageHandle, FakeRequest, FakeRoute
 
-__all__ = ["CannedPage", "FakeBrowser", "FakeContext", "FakePageHandle"]
+__all__ = ["CannedPage", "FakeBrowser", "FakeContext", "FakePageHandle", "FakeRequest", "FakeRoute"]

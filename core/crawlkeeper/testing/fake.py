@@ -1,14 +1,23 @@
-"""A fake browser for plugin tests: canned pages, recorded navigations and cookies, no Chromium.
+"""A fake browser for plugin tests: canned pages, recorded navigations, requests and cookies, no Chromium.
 
 It implements the core's ``BrowserBackend`` and the small part of Playwright's ``BrowserContext``/``Page`` API
 that auth plugins use (``goto``, ``fill``, ``click``, ``wait_for_url``, ``wait_for_selector``, ``content``,
-``title``, ``evaluate``, ``add_cookies``, ``cookies``). Each page is a :class:`FakePage` spec added with
-:meth:`FakeBrowser.add_page`; a form submission is modelled by ``on_click={"#submit": handler}``.
+``title``, ``evaluate``, ``add_cookies``, ``cookies``, ``set_extra_http_headers``, ``route``). Each page is a
+:class:`CannedPage` added with :meth:`FakeBrowser.add_page`; a form submission is modelled by
+``on_click={"#submit": handler}``.
+
+Headers behave as on Chromium (``tests/contract/test_headers.py`` holds both to the same tests):
+``set_extra_http_headers`` *replaces* the context-wide set, route handlers run last-registered first and
+``route.fallback(headers=...)`` replaces a request's headers, redirect hops carry the first request's headers
+without passing route handlers, and a canned page's ``<img>``, ``<script>``, ``<iframe>`` and stylesheet
+``<link>`` are requested after it loads. Every request is recorded in :attr:`FakeBrowser.requests` with the
+headers it carried (names lower-cased) and the names of the cookies sent with it.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import itertools
 import re
 import time
@@ -36,6 +45,67 @@ class CannedPage:
     requires_cookie: str | None = None  # without this cookie: redirect to ``login_url`` (or 401)
     login_url: str | None = None
     on_click: dict[str, Handler] = field(default_factory=dict)
+
+
+class _RouteRequest:
+    """What a route handler sees (Playwright's ``Request``, the parts handlers use)."""
+
+    def __init__(self, url: str, headers: dict[str, str], resource_type: str, frame_navigation: bool) -> None:
+        self.url = url
+        self.headers = dict(headers)
+        self.resource_type = resource_type
+        self.method = "GET"
+        self._navigation = frame_navigation
+
+    def is_navigation_request(self) -> bool:
+        return self._navigation
+
+    async def all_headers(self) -> dict[str, str]:
+        return dict(self.headers)
+
+
+class FakeRoute:
+    """Playwright's ``Route``: ``fallback``/``continue_`` (optionally with replacement headers), ``abort``."""
+
+    def __init__(self, request: _RouteRequest) -> None:
+        self.request = request
+        self.outcome: str | None = None
+        self.headers: dict[str, str] | None = None
+
+    def _settle(self, outcome: str, headers: dict[str, str] | None) -> None:
+        if self.outcome is not None:
+            raise RuntimeError("Route is already handled!")
+        self.outcome = outcome
+        if headers is not None:  # Playwright: the given headers *replace* the request's (names lower-cased)
+            self.headers = {k.lower(): str(v) for k, v in headers.items()}
+
+    async def fallback(self, *, headers: dict[str, str] | None = None, **_: Any) -> None:
+        self._settle("fallback", headers)
+
+    async def continue_(self, *, headers: dict[str, str] | None = None, **_: Any) -> None:
+        self._settle("continue", headers)
+
+    async def abort(self, error_code: str | None = None) -> None:
+        self._settle("abort", None)
+
+    async def fulfill(self, **_: Any) -> None:
+        self._settle("fulfill", None)
+
+
+def _route_matches(matcher: Any, url: str) -> bool:
+    if callable(matcher):
+        return bool(matcher(url))
+    if isinstance(matcher, re.Pattern):
+        return bool(matcher.search(url))
+    return fnmatch.fnmatch(url, str(matcher).replace("**", "*"))
+
+
+_SUBRESOURCES = (
+    (re.compile(r"<img\b[^>]*?\bsrc=[\"']([^\"']+)[\"']", re.I), "image"),
+    (re.compile(r"<script\b[^>]*?\bsrc=[\"']([^\"']+)[\"']", re.I), "script"),
+    (re.compile(r"<iframe\b[^>]*?\bsrc=[\"']([^\"']+)[\"']", re.I), "document"),
+    (re.compile(r"<link\b(?=[^>]*\brel=[\"']?stylesheet)[^>]*?\bhref=[\"']([^\"']+)[\"']", re.I), "stylesheet"),
+)
 
 
 class FakeResponse:
@@ -87,7 +157,11 @@ class FakeContext:
         self._pages: list[FakePageHandle] = []
         self.closed = False
         self.init_scripts: list[str] = []
-        self.extra_headers: dict[str, str] = dict(options.extra_headers or {})
+        # Chromium's context-wide headers: set at creation, *replaced* by set_extra_http_headers.
+        self.extra_headers: dict[str, str] = {
+            k: v for k, v in (options.extra_headers or {}).items() if isinstance(v, str)
+        }
+        self.routes: list[tuple[Any, Callable[..., Any]]] = []
 
     @property
     def pages(self) -> list[FakePageHandle]:
@@ -169,7 +243,46 @@ class FakeContext:
 
     async def set_extra_http_headers(self, headers: dict[str, str]) -> None:
         self._check()
-        self.extra_headers.update(headers)
+        self.extra_headers = dict(headers)  # as on Chromium: replaces, never merges
+
+    async def route(self, url: Any, handler: Callable[..., Any], **_: Any) -> None:
+        self._check()
+        self.routes.append((url, handler))
+
+    async def unroute(self, url: Any, handler: Callable[..., Any] | None = None) -> None:
+        self.routes = [(u, h) for u, h in self.routes if not (u == url and (handler is None or h == handler))]
+
+    async def unroute_all(self, **_: Any) -> None:
+        self.routes.clear()
+
+    async def _request(self, page: FakePageHandle, url: str, resource_type: str) -> dict[str, str] | None:
+        """Send one request through the route handlers, as Chromium does; record it. None if aborted."""
+        headers = {k.lower(): v for k, v in {**self.extra_headers, **page.extra_headers}.items()}
+        if self.options.user_agent:
+            headers.setdefault("user-agent", self.options.user_agent)
+        for matcher, handler in reversed(self.routes):  # Playwright: the last registered route runs first
+            if not _route_matches(matcher, url):
+                continue
+            route = FakeRoute(_RouteRequest(url, headers, resource_type, resource_type == "document"))
+            params = [p for p in inspect.signature(handler).parameters.values() if p.kind != p.VAR_KEYWORD]
+            result = handler(route, route.request) if len(params) >= 2 else handler(route)
+            if inspect.isawaitable(result):
+                await result
+            if route.outcome is None:
+                raise RuntimeError(f"a route handler for {url} neither continued, fell back nor aborted it")
+            if route.headers is not None:
+                headers = route.headers
+            if route.outcome == "abort":
+                return None
+            if route.outcome != "fallback":
+                break
+        self._record(url, resource_type, headers)
+        return headers
+
+    def _record(self, url: str, resource_type: str, headers: dict[str, str]) -> None:
+        self.browser.requests.append(
+            FakeRequest(self.id, url, dict(headers), resource_type, self.cookie_names(url))
+        )
 
     async def close(self, **_: Any) -> None:
         self.closed = True
@@ -187,6 +300,7 @@ class FakePageHandle:
 
     def __init__(self, context: FakeContext) -> None:
         self.context = context
+        self.extra_headers: dict[str, str] = {}
         self.url = "about:blank"
         self.closed = False
         self.filled: dict[str, str] = {}
@@ -202,12 +316,22 @@ class FakePageHandle:
         if self.closed or self.context.closed:
             raise RuntimeError("Target page, context or browser has been closed")
 
+    async def set_extra_http_headers(self, headers: dict[str, str]) -> None:
+        self.extra_headers = dict(headers)
+
     async def goto(self, url: str, **_: Any) -> FakeResponse:
         self._check()
         status = 200
+        sent: dict[str, str] | None = None
         for _hop in range(10):
             self.browser.navigations.append((self.context.id, url))
-            self.browser.requests.append(FakeRequest(self.context.id, url, dict(self.context.extra_headers)))
+            if sent is None:
+                sent = await self.context._request(self, url, "document")
+                if sent is None:
+                    raise RuntimeError(f"net::ERR_FAILED at {url} (aborted by a route)")
+            else:
+                # Redirect hops skip route handlers and carry the first request's headers, as Playwright does.
+                self.context._record(url, "document", sent)
             spec = self.browser.find(url)
             if spec is None:
                 self.url, self._html, status = url, "<html><head><title>Not found</title></head></html>", 404
@@ -228,7 +352,15 @@ class FakePageHandle:
                 continue
             self.url, self._html, status = url, spec.html, spec.status
             break
+        await self._load_subresources()
         return FakeResponse(status, self.url)
+
+    async def _load_subresources(self) -> None:
+        for pattern, kind in _SUBRESOURCES:
+            for src in pattern.findall(self._html):
+                target = urljoin(self.url, src)
+                if urlsplit(target).scheme in ("http", "https"):
+                    await self.context._request(self, target, kind)
 
     async def content(self) -> str:
         self._check()
@@ -288,11 +420,18 @@ class FakePageHandle:
 
 @dataclass
 class FakeRequest:
-    """One request the fake browser "sent": its context, its URL and the extra headers it carried."""
+    """One request the fake browser "sent": what a server would have received (cookie values aside)."""
 
     context_id: int
     url: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    resource_type: str = "document"  # "document", "image", "script", "stylesheet"
+    cookie_names: list[str] = field(default_factory=list)
+    method: str = "GET"
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.url).hostname or "").lower()
 
 
 def _has_selector(html: str, selector: str) -> bool:
@@ -328,7 +467,7 @@ class FakeBrowser:
         self.generation = 0
         self.pages: dict[str, CannedPage] = {}
         self.navigations: list[tuple[int, str]] = []
-        self.requests: list[FakeRequest] = []  # every navigation hop, with the headers it carried
+        self.requests: list[FakeRequest] = []  # every request (navigation hops, subresources) and its headers
         self.contexts: list[FakeContext] = []
         self.started = False
         self._crash_callbacks: list[Callable[[int], None]] = []
@@ -346,6 +485,10 @@ class FakeBrowser:
             if fnmatch.fnmatch(url, pattern):
                 return page
         return None
+
+    def requests_to(self, host: str) -> list[FakeRequest]:
+        """The requests sent to ``host`` (exactly that host name)."""
+        return [r for r in self.requests if r.host == host.lower()]
 
     def visited(self, context: Any = None) -> list[str]:
         """URLs navigated to, for one context (a session's ``context``) or all."""

@@ -8,7 +8,13 @@
 - ``crawlkeeper_client``: ``async with crawlkeeper_client() as client:`` an in-memory MCP client
   (``mcp.Client``) connected to the app; tool calls go through the real MCP layer.
 
-Async tests run with anyio's pytest plugin (installed with mcp): mark them ``@pytest.mark.anyio``.
+The fixtures are hermetic: no ``CRAWLKEEPER_*`` environment variable and no config file of the user's reaches
+them (the config is read from the test's own folder; the plugin manager ignores ``CRAWLKEEPER_DISABLE_PLUGINS``,
+``CRAWLKEEPER_LOAD_PLUGINS`` and ``CRAWLKEEPER_TRACE_PLUGINS``).
+
+Async tests run with anyio's pytest plugin (installed with mcp): mark them ``@pytest.mark.anyio``. This plugin
+does not choose anyio's backend for you (a pytest plugin must not override fixtures it does not own): to run
+only on asyncio, put ``@pytest.fixture def anyio_backend(): return "asyncio"`` in your ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -30,11 +36,6 @@ async def _fake_resolver(host: str, port: int) -> list[str]:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def crawlkeeper_config_toml() -> str:
     """Extra TOML appended to the test config (override to change settings)."""
     return ""
@@ -46,7 +47,7 @@ def crawlkeeper_config(tmp_path: Path, crawlkeeper_config_toml: str) -> Config:
     (folder / "profiles").mkdir(parents=True)
     path = folder / "crawlkeeper.toml"
     path.write_text(crawlkeeper_config_toml, encoding="utf-8")
-    config = load_config(path)
+    config = load_config(path, environ={})  # hermetic: the user's CRAWLKEEPER_* variables never leak in
     # Saved sessions and their key stay in the test's folder, never in the user's data or config dirs.
     extra = config.settings.plugins.model_extra
     if extra is not None and "dir" not in extra.setdefault("statefile", {}):
@@ -66,7 +67,7 @@ def crawlkeeper_app(crawlkeeper_config: Config, crawlkeeper_browser: FakeBrowser
     from ..app import App
     from ..plugins import create_plugin_manager
 
-    pm = create_plugin_manager(crawlkeeper_config.disabled_plugins)
+    pm = create_plugin_manager(crawlkeeper_config.disabled_plugins, environ={})
     app = App(crawlkeeper_config, pm, backend=crawlkeeper_browser, resolver=_fake_resolver)
     app.configure()
     yield app
@@ -86,6 +87,10 @@ def crawlkeeper_register(crawlkeeper_app: Any) -> Iterator[Callable[..., Any]]:
         for old in (pm.get_plugin(name), plugin if pm.is_registered(plugin) else None):
             if old is not None and pm.is_registered(old):
                 pm.unregister(old)
+        if pm.is_blocked(name):
+            raise pytest.UsageError(
+                f"crawlkeeper_register: plugin '{name}' is disabled by [plugins] disable in the test config "
+                f"({crawlkeeper_app.config.origin}); remove it from crawlkeeper_config_toml to register it")
         register(pm, plugin, name)
         added.append(plugin)
         crawlkeeper_app.configure_plugins()
