@@ -43,7 +43,7 @@ async def direct_crawler():  # type: ignore[no-untyped-def]
     from crawlkeeper import _crawl4ai
 
     crawler = _crawl4ai.make_crawler(executable_path=find_browser().path, headless=True, args=launch_args([]),
-                                     proxy_url=None)
+                                     proxy=None)
     await crawler.start()
     return crawler
 

@@ -8,6 +8,11 @@ moves them fails loudly instead of leaking cookies:
 - ``BrowserManager._build_browser_args`` is wrapped per instance to add ``executable_path`` and the egress proxy;
 - ``BrowserManager.sessions[session_id] = (context, page, last_used)`` makes ``arun(session_id=...)`` use our page;
 - ``BrowserManager.session_ttl`` is set out of reach so crawl4ai's own 30-minute expiry never fires.
+
+crawl4ai's own logger appends every URL (query tokens included) and every Playwright error to
+``<base>/.crawl4ai/crawler.log``, unrotated: each crawler gets :func:`quiet_logger` instead, which writes no
+file and hands crawl4ai's messages to Python logging (``crawlkeeper.crawl4ai``, DEBUG) with URLs stripped of
+query strings and registered secrets masked.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.metadata
+import inspect
+import logging
 import os
 import time
 from pathlib import Path
@@ -29,11 +36,63 @@ NEVER = 10**9  # seconds; crawl4ai's session expiry must never fire behind our b
 SUPPORTED = ("0.9.",)
 
 
+#: Log files crawl4ai wrote in our cache dir before crawlkeeper gave it a logger: full URLs, tokens included.
+STALE_LOGS = (".crawl4ai/crawler.log", ".crawl4ai/crawler_db.log")
+
+
 def prepare_environment(cache_dir: Path) -> None:
     """Keep crawl4ai's files out of ``~`` (must run before crawl4ai is imported; the banner is switched off
-    in :mod:`crawlkeeper.browser`)."""
+    in :mod:`crawlkeeper.browser`), and delete the unredacted logs older versions let it write there."""
     os.environ.setdefault("CRAWL4_AI_BASE_DIRECTORY", str(cache_dir))
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in STALE_LOGS:
+        try:
+            (cache_dir / name).unlink()
+        except OSError:
+            pass
+
+
+_log = logging.getLogger("crawlkeeper.crawl4ai")
+
+
+@functools.lru_cache(maxsize=1)
+def _quiet_logger_class() -> type:
+    from crawl4ai.async_logger import AsyncLoggerBase
+
+    from .logs import scrub
+
+    class QuietLogger(AsyncLoggerBase):  # type: ignore[misc]
+        """crawl4ai's logger interface, writing no file: messages go to Python logging at DEBUG, scrubbed."""
+
+        verbose = False  # crawl4ai sets this from each run's config; nothing is printed either way
+
+        def _emit(self, tag: str, message: str, params: dict[str, Any] | None = None, **_: Any) -> None:
+            if not _log.isEnabledFor(logging.DEBUG):
+                return
+            try:
+                text = message.format(**params) if params else message
+            except Exception:
+                text = message
+            _log.debug("[%s] %s", tag, scrub(str(text)))
+
+        def debug(self, message: str, tag: str = "DEBUG", **kwargs: Any) -> None:
+            self._emit(tag, message, **kwargs)
+
+        info = success = warning = error = critical = exception = fatal = alert = notice = debug
+
+        def url_status(self, url: str, success: bool, timing: float, tag: str = "FETCH",
+                       url_length: int = 100) -> None:
+            self._emit(tag, f"{url} {'ok' if success else 'failed'} in {timing:.2f} s")
+
+        def error_status(self, url: str, error: str, tag: str = "ERROR", url_length: int = 100) -> None:
+            self._emit(tag, f"{url}: {error}")
+
+    return QuietLogger
+
+
+def quiet_logger() -> Any:
+    """A crawl4ai logger that writes no file (see the module docstring)."""
+    return _quiet_logger_class()()
 
 
 def check_compatible() -> None:
@@ -48,6 +107,8 @@ def check_compatible() -> None:
     problems = []
     if not str(version).startswith(SUPPORTED):
         problems.append(f"version {version} (supported: {', '.join(SUPPORTED)}x)")
+    if "logger" not in inspect.signature(crawl4ai.AsyncWebCrawler.__init__).parameters:
+        problems.append("AsyncWebCrawler takes no logger (crawl4ai would write its own unredacted crawler.log)")
     if not callable(getattr(BrowserManager, "_build_browser_args", None)):
         problems.append("BrowserManager._build_browser_args is gone")
     probe = BrowserManager.__new__(BrowserManager)
@@ -74,7 +135,7 @@ def make_crawler(
     executable_path: str | None,
     headless: bool,
     args: list[str],
-    proxy_url: str | None,
+    proxy: dict[str, str] | None,
     after_goto: Any = None,
     before_retrieve_html: Any = None,
     cdp_url: str | None = None,
@@ -85,7 +146,15 @@ def make_crawler(
 
     config = BrowserConfig(headless=headless, verbose=False, extra_args=list(args), browser_type="chromium",
                            cdp_url=cdp_url, cache_cdp_connection=False)
-    crawler = AsyncWebCrawler(config=config)
+    logger = quiet_logger()
+    crawler = AsyncWebCrawler(config=config, logger=logger)
+    # The cache database's own logger (crawler_db.log) is a module global; crawls bypass the cache, but nothing
+    # of crawl4ai's may write an unredacted file.
+    from crawl4ai import async_database
+
+    db = getattr(async_database, "async_db_manager", None)
+    if db is not None and hasattr(db, "logger"):
+        db.logger = logger
     manager = crawler.crawler_strategy.browser_manager
     original = manager._build_browser_args
 
@@ -93,8 +162,8 @@ def make_crawler(
         launch = original()
         if executable_path:
             launch["executable_path"] = executable_path
-        if proxy_url:
-            launch["proxy"] = {"server": proxy_url, "bypass": "<-loopback>"}
+        if proxy:
+            launch["proxy"] = dict(proxy)
         launch["handle_sigterm"] = launch["handle_sigint"] = launch["handle_sighup"] = False
         return launch
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .browser import BrowserBackend, ChromiumBackend, PageResult, html_to_text
 from .config import Config
@@ -33,7 +33,7 @@ from .errors import (
 )
 from .handle import Server
 from .headers import SessionHeaders, holds_credentials, own_sites, resolve_headers
-from .logs import safe_url, scrub, scrub_secrets
+from .logs import register_secret, safe_url, scrub, scrub_secrets
 from .models import (
     AuthMethod,
     ConfigLayer,
@@ -46,6 +46,7 @@ from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
 from .plugins import Hooks, PluginManager, within
 from .profiles import ProfileStore
+from .scripts import wait_kind
 from .sessions import SESSION_ID_RE, SessionMoved, SessionRegistry, iso, page_url
 from .state import SavedState, SessionKeeper, apply, delete_hint
 from .tools import ToolRegistry
@@ -53,6 +54,7 @@ from .tools import ToolRegistry
 log = logging.getLogger("crawlkeeper.app")
 
 ProgressCallback = Callable[[int, int, str], Awaitable[None]]
+T = TypeVar("T")
 _TIMEOUT_GRACE_S = 2.0
 _MAX_POOLED_CONTEXTS = 4
 _IDLE_PAGES_PER_CONTEXT = 2
@@ -265,11 +267,15 @@ class App:
             raise ConfigError(f"{profile.label} [security]: {exc}") from None
 
     async def proxy_url(self, policy: EgressPolicy) -> str:
+        """The URL of the egress proxy for ``policy``, with its credentials (``http://U:P@127.0.0.1:PORT``)."""
         proxy = self._proxies.get(policy)
         if proxy is None:
             proxy = self._proxies[policy] = EgressProxy(policy, self._resolver)
+            if proxy.credentials is not None:  # a local process holding them could use the proxy: never log them
+                register_secret(proxy.credentials.password)
+                register_secret(proxy.credentials.header.split(" ", 1)[1])
         await proxy.start()
-        return proxy.url
+        return proxy.url_with_credentials
 
     async def check_url(self, url: str, policy: EgressPolicy) -> None:
         """Refuse a top-level URL before the browser sees it (scheme, host, resolved address class)."""
@@ -304,6 +310,40 @@ class App:
             max_chars = self.crawl_options(request).max_chars
             content, next_cursor, meta = self.pager.next(cursor, url, max_chars)
             return {**meta, "content": content, "truncated": next_cursor is not None, "next_cursor": next_cursor}
+
+        async def work(page: Any, options: CrawlOptions) -> PageResult:
+            return await self.backend.crawl(page, url, options)
+
+        report: dict[str, Any] = {}
+        page_result, options = await self.run_on_page(
+            url, work, session_id=session_id, profile=profile, arguments=arguments, report=report
+        )
+        result = await self._shape(page_result, options, session_id)
+        if report:  # a crawl in a session: was it restored, logged in again?
+            result["restored"] = report["restored"]
+            result["relogged_in"] = report["relogged_in"]
+            if report["note"]:
+                result["note"] = report["note"]
+        return result
+
+    async def run_on_page(
+        self,
+        url: str,
+        work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        *,
+        session_id: str | None = None,
+        profile: str | None = None,
+        arguments: dict[str, Any] | None = None,
+        report: dict[str, Any] | None = None,
+    ) -> tuple[T, CrawlOptions]:
+        """Run ``work(page, options)`` for ``url`` in the session's page, or a pooled page of a context for the
+        profile: options merged by the one pipeline, the URL checked by the egress policy, under the global
+        limit and the overall deadline (a page that hangs is abandoned). Every tool that loads a page uses this.
+
+        In a session, a saved one is restored first, and a :class:`PageResult` the site sent logged out leads to
+        one re-login and a retry; ``report`` (if given) receives ``restored``, ``relogged_in`` and ``note``.
+        """
+        arguments = {k: v for k, v in (arguments or {}).items() if v is not None}
         if session_id is not None:
             # The session first (arrival order), then a global slot: calls queued on one session must not hold
             # slots other sessions need. A saved (hibernated, or pre-restart) session is restored here.
@@ -322,45 +362,40 @@ class App:
                 policy = self.policy_for(prof)
                 await self.check_url(url, policy)
                 async with self.limiter:
-                    page_result = await self._crawl_page(session, url, options)
+                    result = await self._crawl_page(session, url, options, work)
                 relogged_in = False
-                if self._logged_out(session, page_result):
+                if isinstance(result, PageResult) and self._logged_out(session, result):
                     # Never hand back the login page as if it were the content: log in again, once, and retry.
-                    await self._relogin(session, prof, page_result)
+                    await self._relogin(session, prof, result)
                     async with self.limiter:
-                        page_result = await self._crawl_page(session, url, options)
-                    if self._logged_out(session, page_result):
+                        result = await self._crawl_page(session, url, options, work)
+                    if isinstance(result, PageResult) and self._logged_out(session, result):
                         raise SessionError(
                             f"session '{session_id}' is still logged out after logging in again with "
-                            f"'{session.auth}' ({_where(page_result)}); check the profile's [auth] settings, or "
+                            f"'{session.auth}' ({_where(result)}); check the profile's [auth] settings, or "
                             "close the session and create it again"
                         )
                     relogged_in = True
                 note, session.note = session.note, None
-            result = await self._shape(page_result, options, session_id)
-            result["relogged_in"] = relogged_in
-            result["restored"] = note is not None
-            if note:
-                result["note"] = note
-            return result
-        else:
-            prof = self.profile(profile)
-            if prof is not None and (prof.cookies or prof.auth):
-                self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
-                return await self._crawl_in_temporary_session(url, prof, arguments)
-            request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
-            layers = self._layers(request)
-            context_options = self.context_options(request, layers)
-            where = f"a crawl with {prof.label}" if prof else "a crawl with credential headers from the configuration"
-            arguments = self.check_scripts(arguments, holds=holds_credentials(context_options.extra_headers),
-                                           where=where)
-            request.arguments = arguments
-            options = self.crawl_options(request, layers)
-            policy = self.policy_for(prof)
-            await self.check_url(url, policy)
-            async with self.limiter:
-                page_result = await self._crawl_pooled(url, options, context_options, policy)
-        return await self._shape(page_result, options, session_id)
+                if report is not None:
+                    report.update(restored=note is not None, relogged_in=relogged_in, note=note)
+                return result, options
+        prof = self.profile(profile)
+        if prof is not None and (prof.cookies or prof.auth):
+            self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
+            return await self._in_temporary_session(url, prof, arguments, work)
+        request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
+        layers = self._layers(request)
+        context_options = self.context_options(request, layers)
+        where = f"a crawl with {prof.label}" if prof else "a crawl with credential headers from the configuration"
+        arguments = self.check_scripts(arguments, holds=holds_credentials(context_options.extra_headers),
+                                       where=where)
+        request.arguments = arguments
+        options = self.crawl_options(request, layers)
+        policy = self.policy_for(prof)
+        await self.check_url(url, policy)
+        async with self.limiter:
+            return await self._crawl_pooled(url, options, context_options, policy, work), options
 
     def _logged_out(self, session: Session, page: PageResult) -> bool:
         verdicts = self.hooks.call("crawlkeeper_logged_out", session=session, result=page)
@@ -408,7 +443,7 @@ class App:
         if mode == "allow" or (mode == "no-secrets" and not holds):
             return arguments
         wait_for = str(arguments.get("wait_for") or "").strip()
-        scripted = wait_for.startswith(("js:", "()", "function"))
+        scripted = bool(wait_for) and wait_kind(wait_for)[0] == "js"
         if arguments.get("js_code") or scripted:
             what = "js_code" if arguments.get("js_code") else "a JavaScript wait_for"
             if mode == "deny":
@@ -442,17 +477,15 @@ class App:
                 await headers.add(chosen, secret=secret, source=f"[browser] extra_headers of {source}")
         return headers
 
-    async def _crawl_in_temporary_session(self, url: str, prof: Profile, arguments: dict[str, Any]) -> dict[str, Any]:
-        """A session-less crawl with a profile that logs in: a session that lives for this one call."""
+    async def _in_temporary_session(
+        self, url: str, prof: Profile, arguments: dict[str, Any], work: Callable[[Any, CrawlOptions], Awaitable[T]]
+    ) -> tuple[T, CrawlOptions]:
+        """A session-less call with a profile that logs in: a session that lives for this one call."""
         created = await self.create_session(profile=prof.name, durable=False)
         try:
-            result = await self.crawl(url, session_id=created["session_id"], **arguments)
+            return await self.run_on_page(url, work, session_id=created["session_id"], arguments=arguments)
         finally:
             await self.sessions.close(created["session_id"], "closed")
-        result["session_id"] = None
-        result.pop("restored", None)
-        result.pop("relogged_in", None)
-        return result
 
     # -- saved sessions: restore, hibernate ----------------------------------------------------------
 
@@ -635,14 +668,18 @@ class App:
                 await self.keeper.release(sid)
         return deleted
 
-    async def _crawl_page(self, session: Session, url: str, options: CrawlOptions) -> PageResult:
-        """Crawl in a session's page, under the overall deadline; a page that hangs is replaced."""
+    async def _crawl_page(
+        self, session: Session, url: str, options: CrawlOptions, work: Callable[[Any, CrawlOptions], Awaitable[T]]
+    ) -> T:
+        """Work in a session's page, under the overall deadline; a page that hangs is replaced."""
         try:
             page = await session.ensure_page()
         except Exception as exc:
             raise CrawlError(f"could not open a page for session '{session.id}' ({first_line(exc)})") from None
         try:
-            return await self._crawl_or_abandon(page, url, options, f" (session '{session.id}' keeps its cookies)")
+            return await self._crawl_or_abandon(
+                page, url, options, work, f" (session '{session.id}' keeps its cookies)"
+            )
         except PageTimeout:
             # The page may still be loading or running a script: a late navigation would interrupt the
             # session's next call, so the page is dropped and the next call opens a new one (the context,
@@ -650,12 +687,13 @@ class App:
             session.page = None
             raise
 
-    async def _crawl_or_abandon(self, page: Any, url: str, options: CrawlOptions, kept: str = "") -> PageResult:
-        """Crawl under the overall deadline; a page that times out is abandoned (its scripts stopped, closed)."""
+    async def _crawl_or_abandon(
+        self, page: Any, url: str, options: CrawlOptions, work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        kept: str = "",
+    ) -> T:
+        """Work under the overall deadline; a page that times out is abandoned (its scripts stopped, closed)."""
         try:
-            return await asyncio.wait_for(
-                self.backend.crawl(page, url, options), options.timeout_s + _TIMEOUT_GRACE_S
-            )
+            return await asyncio.wait_for(work(page, options), options.timeout_s + _TIMEOUT_GRACE_S)
         except (asyncio.TimeoutError, PageTimeout):
             await self._abandon(page)
             raise PageTimeout(
@@ -664,8 +702,9 @@ class App:
             ) from None
 
     async def _crawl_pooled(
-        self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy
-    ) -> PageResult:
+        self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy,
+        work: Callable[[Any, CrawlOptions], Awaitable[T]],
+    ) -> T:
         entry = await self._pooled_context(context_options, policy)
         try:
             uses = 0
@@ -681,7 +720,7 @@ class App:
                     raise CrawlError(f"could not open a page ({first_line(exc)}); retry the call") from None
             reusable = False
             try:
-                result = await self._crawl_or_abandon(page, url, options)
+                result = await self._crawl_or_abandon(page, url, options, work)
                 reusable = True
                 return result
             finally:
@@ -869,14 +908,14 @@ class App:
         self.sessions.add(session)
         if durable:
             await self.keeper.save(session, force_times=True)  # a failure is logged; the session works anyway
-        return {
+        return scrub_secrets({  # a URL path can hold a token too
             "session_id": sid,
             "profile": session.profile,
             "auth": auth_name,
             "url": safe_url(page_url(session) or "about:blank"),
             "expires_at": iso(session.expires_at),
             "cookies": await self.cookie_names(session),
-        }
+        })
 
     async def _claim_new(self, sid: str) -> None:
         """A new session's id must not name a saved one, the store must have room, and the lease is ours."""
@@ -952,7 +991,7 @@ class App:
                 continue  # expired: the reaper (or the next use) closes it; it is no longer listed
             out.append(self.sessions.describe(session, await self.cookie_names(session)) | {"state": "active"})
         if not self.keeper.enabled:
-            return out
+            return scrub_secrets(out)
         for sid in await self.keeper.stored_ids():
             if self.sessions.peek(sid) is not None:
                 continue
@@ -966,7 +1005,7 @@ class App:
             if state is None or (state.expires_at is not None and state.expires_at <= now):
                 continue
             out.append(describe_saved(state))
-        return out
+        return scrub_secrets(out)
 
     async def close_session(self, session_id: str) -> dict[str, Any]:
         if await self.sessions.close(session_id, "closed"):

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 from .errors import BrowserUnavailable, CrawlError, PageTimeout, first_line
 from .logs import safe_url
@@ -74,6 +75,16 @@ class PageResult:
     links: list[dict[str, str]] = field(default_factory=list)
 
 
+@dataclass
+class PageLoad:
+    """A page loaded for a tool that reads it itself (screenshot, extract): where it ended and how."""
+
+    url: str
+    final_url: str
+    status: int | None
+    title: str
+
+
 class BrowserBackend(Protocol):
     """What the core needs from a browser. Contexts and pages are Playwright objects (or look-alikes)."""
 
@@ -87,6 +98,7 @@ class BrowserBackend(Protocol):
     async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> Any: ...
     async def new_page(self, context: Any) -> Any: ...
     async def crawl(self, page: Any, url: str, options: CrawlOptions) -> PageResult: ...
+    async def load(self, page: Any, url: str, options: CrawlOptions) -> PageLoad: ...
     def on_crash(self, callback: Callable[[int], None]) -> None: ...
 
 
@@ -183,6 +195,20 @@ def cleanup_stale(tmp_dir: str | None = None) -> tuple[int, int]:
     return killed, removed
 
 
+def playwright_proxy(url: str | None) -> dict[str, str] | None:
+    """Playwright's ``proxy`` option for an egress proxy URL (``http://USER:PASSWORD@127.0.0.1:PORT``): the
+    credentials go in ``username``/``password`` (Chromium ignores them in the server URL), and loopback is
+    proxied too (``<-loopback>``: Chromium would otherwise reach it directly)."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    proxy = {"server": f"{parts.scheme}://{parts.hostname}:{parts.port}", "bypass": "<-loopback>"}
+    if parts.username is not None:
+        proxy["username"] = unquote(parts.username)
+        proxy["password"] = unquote(parts.password or "")
+    return proxy
+
+
 def launch_args(extra: list[str]) -> list[str]:
     args = list(BASE_ARGS)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -254,7 +280,7 @@ class ChromiumBackend:
                 executable_path=None if self.cdp_url else self.candidate.path,
                 headless=self.headless,
                 args=launch_args(self.extra_args),
-                proxy_url=self.proxy_url,
+                proxy=playwright_proxy(self.proxy_url),
                 after_goto=_check_page_size,
                 before_retrieve_html=_run_call_scripts,
             )
@@ -318,8 +344,9 @@ class ChromiumBackend:
             kwargs["timezone_id"] = options.timezone_id
         if options.extra_headers:
             kwargs["extra_http_headers"] = options.extra_headers
-        if proxy_url or self.proxy_url:
-            kwargs["proxy"] = {"server": proxy_url or self.proxy_url, "bypass": "<-loopback>"}
+        proxy = playwright_proxy(proxy_url or self.proxy_url)
+        if proxy:
+            kwargs["proxy"] = proxy
         return await self._browser.new_context(**kwargs)
 
     async def new_page(self, context: Any) -> Any:
@@ -335,6 +362,7 @@ class ChromiumBackend:
                 refused = response.headers.get("x-crawlkeeper-refused")
                 if refused:
                     state.refused = refused
+                    state.refused_message = response.headers.get("x-crawlkeeper-refused-message")
                 declared = response.headers.get("content-length", "")
                 if state.max_bytes and declared.isdigit() and int(declared) > state.max_bytes:
                     # Stop before Chromium parses it all: a new navigation cancels the oversized one.
@@ -360,6 +388,59 @@ class ChromiumBackend:
         except Exception as exc:
             log.debug("could not close a hung page: %s", exc)
 
+    async def load(self, page: Any, url: str, options: CrawlOptions) -> PageLoad:
+        """Load ``url`` in ``page`` without crawl4ai's processing (for screenshot and extract): the same
+        checks as :meth:`crawl` (egress refusals, size), then the call's js_code and wait_for."""
+        from .scripts import run_scripts, wait_for_condition
+
+        if self._crawler is None:
+            raise BrowserUnavailable("the browser is not running; retry the call to relaunch it")
+        state = _PAGE_STATE.setdefault(page, _PageState())
+        state.max_bytes, state.too_large, state.refused = int(options.max_page_mb * 1024 * 1024), None, None
+        state.status, state.script, state.script_error, state.navigated = None, None, None, False
+        deadline = asyncio.get_running_loop().time() + options.timeout_s
+        try:
+            response = await page.goto(url, wait_until=options.wait_until, timeout=options.timeout_s * 1000)
+        except Exception as exc:
+            self._raise_refusals(url, state, options)
+            message = first_line(exc)
+            if "Timeout" in message and "exceeded" in message:
+                raise PageTimeout(f"timed out after {options.timeout_s:g} s loading {safe_url(url)}") from None
+            raise CrawlError(_navigation_message(url, message)) from None
+        self._raise_refusals(url, state, options)
+        if not state.too_large:
+            try:
+                await _check_page_size(page)
+            except CrawlError:
+                pass
+        self._raise_refusals(url, state, options)
+        if options.js_code:
+            state.navigated = await run_scripts(page, options.js_code, wait_until=options.wait_until,
+                                                deadline=deadline)
+            if state.navigated:
+                try:
+                    await _check_page_size(page)
+                except CrawlError:
+                    pass
+                self._raise_refusals(url, state, options)
+        if options.wait_for:
+            await wait_for_condition(page, options.wait_for, deadline)
+        status = state.status if state.status is not None else getattr(response, "status", None)
+        return PageLoad(url=url, final_url=page.url or url, status=status, title=await _page_title(page))
+
+    @staticmethod
+    def _raise_refusals(url: str, state: _PageState, options: CrawlOptions) -> None:
+        if state.refused:
+            raise CrawlError(
+                f"refused to load {safe_url(url)}: it leads to an address the egress policy refuses "
+                f"({state.refused}); to allow it, add the host to [security] allow_private"
+            )
+        if state.too_large:
+            raise CrawlError(
+                f"{safe_url(url)} is too large: about {state.too_large / 1_048_576:.1f} MB of HTML, above "
+                f"max_page_mb = {options.max_page_mb:g}; raise [crawl] max_page_mb"
+            )
+
     async def crawl(self, page: Any, url: str, options: CrawlOptions) -> PageResult:
         from . import _crawl4ai
 
@@ -368,7 +449,8 @@ class ChromiumBackend:
             raise BrowserUnavailable("the browser is not running; retry the call to relaunch it")
         key = f"ck-{id(page):x}"
         state = _PAGE_STATE.setdefault(page, _PageState())
-        state.max_bytes, state.too_large, state.refused = int(options.max_page_mb * 1024 * 1024), None, None
+        state.max_bytes, state.too_large = int(options.max_page_mb * 1024 * 1024), None
+        state.refused = state.refused_message = None
         state.script, state.script_error, state.navigated = None, None, False
         run_options = options
         if options.js_code or options.wait_for:
@@ -383,10 +465,10 @@ class ChromiumBackend:
             _crawl4ai.detach(crawler, key)
             state.script = None
         if state.refused:
-            raise CrawlError(
-                f"refused to crawl {safe_url(url)}: it redirects to an address the egress policy refuses "
-                f"({state.refused}); to allow it, add the host to [security] allow_private"
-            )
+            # The proxy's own message: it names the host as the proxy parsed it and the setting that refused it.
+            detail = state.refused_message or _REFUSAL_HINTS.get(state.refused, _REFUSAL_HINTS["address"])
+            raise CrawlError(f"refused to crawl {safe_url(url)}: it redirects to a host the egress policy refuses: "
+                             f"{detail}")
         if state.too_large:
             raise CrawlError(
                 f"{safe_url(url)} is too large: about {state.too_large / 1_048_576:.1f} MB of HTML, above "
@@ -427,7 +509,8 @@ class _PageState:
     status: int | None = None
     max_bytes: int | None = None
     too_large: int | None = None
-    refused: str | None = None  # the egress proxy refused a hop of the page's navigation
+    refused: str | None = None  # the egress proxy refused a hop of the page's navigation (its reason code)
+    refused_message: str | None = None  # ... and its message
     script: tuple[Any, str | None, str, float] | None = None  # (js_code, wait_for, wait_until, deadline)
     script_error: CrawlError | None = None
     navigated: bool = False  # js_code navigated: the status is the new document's
@@ -452,6 +535,16 @@ async def _run_call_scripts(page: Any, context: Any = None, config: Any = None, 
         state.script_error = exc
         raise
     return page
+
+
+#: Which setting to change, by the proxy's reason code (when its message did not come through).
+_REFUSAL_HINTS = {
+    "domain": "the host is not in the profile's allowed_domains",
+    "scheme": "the URL scheme is not in [security] allowed_schemes",
+    "metadata": "it is a cloud metadata address; only its exact address in [security] allow_private allows it",
+    "host": "the host is not valid",
+    "address": "its address is private; to allow it, add the host to [security] allow_private",
+}
 
 
 async def _check_page_size(page: Any, context: Any = None, url: str | None = None, response: Any = None,

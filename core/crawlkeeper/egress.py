@@ -13,10 +13,13 @@ This module deliberately imports nothing from the rest of crawlkeeper.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hmac
 import ipaddress
 import logging
 import re
+import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +35,10 @@ __all__ = [
     "EgressPolicy",
     "EgressProxy",
     "EgressRefused",
+    "ProxyCredentials",
     "Resolver",
     "classify_address",
+    "display_url",
 ]
 
 logger = logging.getLogger("crawlkeeper.egress")
@@ -377,6 +382,33 @@ def _authority_of(rest: str) -> tuple[str, str]:
         if i >= 0:
             end = i
     return rest[:end], rest[end:]
+
+
+def display_url(url: str) -> str | None:
+    """``url`` as the browser and the egress proxy read it, fit for messages: ``scheme://host[:port]/path`` with
+    the host as they parse it (``http://127.0.0.3:8000\\@127.0.0.2/`` is a URL of 127.0.0.3, whatever
+    ``urllib.parse`` thinks), without user info, query string or fragment. ``None`` for a URL without a network
+    scheme or with an invalid host."""
+    try:
+        scheme, rest = _split_url(url)
+        if scheme not in _DEFAULT_PORTS:
+            return None
+        authority, tail = _authority_of(rest)
+        raw_host, port_text = _split_authority(authority)
+        if not raw_host:
+            return None
+        host, ip = _parse_host(raw_host)
+        port = _parse_port(port_text, _DEFAULT_PORTS[scheme])
+    except EgressRefused:
+        return None
+    shown = f"[{host}]" if isinstance(ip, ipaddress.IPv6Address) else host
+    path = _PATH_END_RE.split(tail, 1)[0].replace("\\", "/")
+    if not path.startswith("/"):
+        path = "/" + path
+    return f"{scheme}://{shown}{'' if port == _DEFAULT_PORTS[scheme] else f':{port}'}{path}"
+
+
+_PATH_END_RE = re.compile(r"[?#]")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -777,6 +809,17 @@ class _Reply(Exception):
         self.data = _response(status, message + "\n", headers)
 
 
+_CONTROLS_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _refusal(message: str, reason: str) -> _Reply:
+    """A 403 that tells the browser side why: the reason code and the message, each as a header (the body of a
+    refused navigation is not readable from the page's response events)."""
+    safe = _CONTROLS_RE.sub(" ", message.encode("ascii", "backslashreplace").decode("ascii"))
+    return _Reply("403 Forbidden", message,
+                  [("X-Crawlkeeper-Refused", reason), ("X-Crawlkeeper-Refused-Message", safe[:1000])])
+
+
 def _response(status: str, body: str, headers: Sequence[tuple[str, str]] = ()) -> bytes:
     data = body.encode("utf-8", "replace")
     head = [f"HTTP/1.1 {status}", "Content-Type: text/plain", f"Content-Length: {len(data)}"]
@@ -862,12 +905,37 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, eof:
             writer.write_eof()
 
 
+@dataclass(frozen=True)
+class ProxyCredentials:
+    """The random user name and password one :class:`EgressProxy` requires (``repr`` never shows them)."""
+
+    username: str
+    password: str
+
+    @classmethod
+    def random(cls) -> ProxyCredentials:
+        return cls("ck-" + secrets.token_hex(6), secrets.token_urlsafe(24))
+
+    @property
+    def header(self) -> str:
+        """The ``Proxy-Authorization`` value that carries them (Basic)."""
+        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
+
+    def __repr__(self) -> str:
+        return "ProxyCredentials(***)"
+
+
 class EgressProxy:
     """Asyncio HTTP forward proxy on 127.0.0.1 enforcing one :class:`EgressPolicy` (resolve-and-pin).
 
     Handles ``CONNECT host:port`` (HTTPS, wss) as a byte tunnel and absolute-URI ``http://`` requests
     (including WebSocket upgrades), one request per client connection. Refusals are ``403`` with
-    ``X-Crawlkeeper-Refused: <reason>`` and the refusal message as a text body.
+    ``X-Crawlkeeper-Refused: <reason>``, ``X-Crawlkeeper-Refused-Message`` (the message, ASCII) and the refusal
+    message as a text body.
+
+    Any local process can connect to 127.0.0.1, so every request must carry this proxy's own random
+    credentials (``Proxy-Authorization: Basic``, see :attr:`credentials`); without them the answer is ``407``
+    and nothing is resolved or contacted. ``require_auth=False`` switches that off (tests only).
     """
 
     def __init__(
@@ -878,22 +946,37 @@ class EgressProxy:
         connect_timeout: float = 10.0,
         header_timeout: float = 30.0,
         port: int = 0,
+        require_auth: bool = True,
+        credentials: ProxyCredentials | None = None,
     ) -> None:
         self.policy = policy
         self._resolver = resolver
         self._connect_timeout = connect_timeout
         self._header_timeout = header_timeout
         self._port = port
+        self.credentials: ProxyCredentials | None = (
+            (credentials or ProxyCredentials.random()) if require_auth else None
+        )
+        self._expected = self.credentials.header.encode("latin-1") if self.credentials else None
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._transports: set[asyncio.BaseTransport] = set()
-        self.stats: dict[str, int] = {"allowed": 0, "refused": 0, "errors": 0}
+        self.stats: dict[str, int] = {"allowed": 0, "refused": 0, "errors": 0, "unauthorized": 0}
 
     @property
     def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (without the credentials)."""
         if self._server is None:
             raise RuntimeError("EgressProxy is not started")
         return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def url_with_credentials(self) -> str:
+        """``http://USER:PASSWORD@127.0.0.1:PORT``: what a client needs to use this proxy. Never log it."""
+        url = self.url
+        if self.credentials is None:
+            return url
+        return url.replace("://", f"://{self.credentials.username}:{self.credentials.password}@", 1)
 
     @property
     def port(self) -> int:
@@ -976,6 +1059,14 @@ class EgressProxy:
             method, target, version, headers = _parse_request_head(head)
         except _BadRequest as exc:
             raise _Reply("400 Bad Request", f"Bad request: {exc}.") from None
+        if self._expected is not None and not self._authorized(headers):
+            self.stats["unauthorized"] += 1
+            logger.debug("egress proxy: a request without this proxy's credentials was refused")
+            raise _Reply(
+                "407 Proxy Authentication Required",
+                "Proxy authentication required: this proxy serves crawlkeeper's browser only.",
+                [("Proxy-Authenticate", 'Basic realm="crawlkeeper"')],
+            )
         if method == "CONNECT":
             await self._connect(target, reader, writer, upstream)
         elif "://" in target[:16]:
@@ -984,6 +1075,14 @@ class EgressProxy:
             raise _Reply(
                 "400 Bad Request", "Bad request: this is a forward proxy; absolute URI or CONNECT needed."
             )
+
+    def _authorized(self, headers: list[tuple[str, str]]) -> bool:
+        expected = self._expected
+        if expected is None:
+            return True
+        given = [v for k, v in headers if k.lower() == "proxy-authorization"]
+        # compare_digest: how much of the credential matched must not show in the response time.
+        return len(given) == 1 and hmac.compare_digest(given[0].encode("latin-1"), expected)
 
     async def _open(
         self, host: str, port: int, upstream: list[asyncio.StreamWriter]
@@ -994,7 +1093,7 @@ class EgressProxy:
         except EgressRefused as exc:
             self.stats["refused"] += 1
             logger.debug("egress refused %s:%d (%s)", exc.host or "?", port, exc.reason)
-            raise _Reply("403 Forbidden", str(exc), [("X-Crawlkeeper-Refused", exc.reason)]) from None
+            raise _refusal(str(exc), exc.reason) from None
         except OSError:
             self.stats["errors"] += 1
             logger.debug("egress could not resolve %s", host)
@@ -1065,7 +1164,7 @@ class EgressProxy:
                 f"Refused: the URL scheme {scheme[:32]!r} is not allowed through the proxy "
                 "(see [security] allowed_schemes in the server config)."
             )
-            raise _Reply("403 Forbidden", msg, [("X-Crawlkeeper-Refused", "scheme")])
+            raise _refusal(msg, "scheme")
         authority, path = _authority_of(rest)
         path = path.partition("#")[0]
         if not path.startswith("/"):

@@ -143,7 +143,8 @@ def crawlkeeper_auth_methods() -> list[AuthMethod]:
 def crawlkeeper_session_created(session: Session, request: SessionRequest) -> None:
     """A session's isolated browser context exists; nothing has been loaded in it yet (*async ok*).
 
-    Inject cookies, set headers, add init scripts here. If you apply ``request.cookies``, call
+    Inject cookies, add headers (``await session.headers.add({...})``: merged with the others, sent only to
+    the session's own sites), add init scripts here. If you apply ``request.cookies``, call
     ``request.mark_handled("cookies")`` (cookies nobody applies are an error). Raising fails
     ``create_session``: the context is closed and the error names your plugin.
 

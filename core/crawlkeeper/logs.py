@@ -15,6 +15,8 @@ import threading
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from .egress import display_url
+
 T = TypeVar("T")
 
 REDACTED = "***"
@@ -87,7 +89,11 @@ _URL_RE = re.compile(r"\b(?:https?|wss?)://[^\s'\"<>()]+", re.I)
 
 def safe_url(url: str) -> str:
     """A URL fit for messages and listings: no user:password, no query string, no fragment (any may hold a
-    token). ``https://u:p@host:8443/a?token=x#y`` becomes ``https://host:8443/a``."""
+    token). ``https://u:p@host:8443/a?token=x#y`` becomes ``https://host:8443/a``. Network URLs are read the way
+    the browser and the egress proxy read them, so a message names the host they saw."""
+    shown = display_url(url)
+    if shown is not None:
+        return shown
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -12,15 +12,17 @@ from typing import Annotated, Any, Literal
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from . import __version__
 from .app import App
 from .errors import CrawlkeeperError
+from .extraction import ExtractSchema, extract
 from .logs import scrub, scrub_secrets
 from .options import CALL_OPTIONS, call_parameters
+from .screenshots import take_screenshot
 
 log = logging.getLogger("crawlkeeper.server")
 SHUTDOWN_BUDGET_S = 1.8
@@ -58,6 +60,34 @@ class CrawlFailure(BaseModel):
 
 class CrawlManyResult(BaseModel):
     results: list[CrawlResult | CrawlFailure]
+
+
+class ScreenshotResult(BaseModel):
+    url: str
+    final_url: str
+    status: int | None
+    title: str
+    width: int = Field(description="Width of the images, in CSS pixels.")
+    height: int = Field(description="Height covered by the images together.")
+    page_height: int = Field(description="Height of the page (or the element).")
+    tiles: int = Field(description="Images returned: a tall page comes in tiles, top to bottom.")
+    omitted_tiles: int = Field(description="Tiles not captured ([crawl] max_screenshot_tiles).")
+    omitted_px: int = Field(description="Pixels of the page below the last tile.")
+    full_page: bool
+    selector: str | None
+    session_id: str | None
+
+
+class ExtractResult(BaseModel):
+    url: str
+    final_url: str
+    status: int | None
+    title: str
+    items: list[dict[str, Any]] = Field(description="One object per baseSelector match, in page order.")
+    count: int = Field(description="Items returned.")
+    total: int = Field(description="Items the page had.")
+    dropped: int = Field(description="Items not returned (max_items / [crawl] max_extract_items).")
+    session_id: str | None
 
 
 class CookieRef(BaseModel):
@@ -273,6 +303,56 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
         return CrawlManyResult(
             results=[CrawlFailure(**r) if "error" in r else CrawlResult.model_validate(r) for r in results]
         )
+
+    @server.tool(title="Screenshot a page", annotations=read_only)
+    @_crawl_options(("wait_for", "wait_until", "js_code", "timeout_s"))
+    @_errors_as_tool_errors
+    async def screenshot(
+        ctx: Context,
+        url: Url,
+        session_id: SessionId = None,
+        profile: ProfileName = None,
+        full_page: Annotated[bool, Field(description="The whole page, in tiles top to bottom; else the viewport.")]
+        = False,
+        selector: Annotated[str | None, Field(description="Only this element (CSS selector; its first match).")]
+        = None,
+        width: Annotated[int | None, Field(ge=200, le=4000, description="Viewport width in px.")] = None,
+        height: Annotated[int | None, Field(ge=200, le=4000, description="Viewport height in px.")] = None,
+        **options: Any,
+    ) -> Annotated[CallToolResult, ScreenshotResult]:
+        """Take a PNG screenshot of a page as a real browser renders it (after js_code and wait_for).
+
+        Returns the image(s) and url/final_url/width/height. A full page taller than a model accepts comes as
+        several tiles; how much was cut is reported. Pass session_id to see a logged-in page."""
+        result, images = await take_screenshot(
+            _app(ctx), url, session_id=session_id, profile=profile, full_page=full_page, selector=selector,
+            width=width, height=height, **options,
+        )
+        summary = ScreenshotResult.model_validate(result)
+        content: list[Any] = [ImageContent(type="image", data=data, mime_type="image/png") for data in images]
+        content.append(TextContent(type="text", text=summary.model_dump_json()))
+        return CallToolResult(content=content, structured_content=summary.model_dump(mode="json"))
+
+    @server.tool(name="extract", title="Extract structured items", annotations=read_only)
+    @_crawl_options(("wait_for", "wait_until", "js_code", "timeout_s"))
+    @_errors_as_tool_errors
+    async def extract_tool(
+        ctx: Context,
+        url: Url,
+        schema: Annotated[ExtractSchema, Field(description="A crawl4ai JsonCssExtractionStrategy schema.")],
+        session_id: SessionId = None,
+        profile: ProfileName = None,
+        max_items: Annotated[int | None, Field(ge=1, le=100_000, description="Return at most this many.")] = None,
+        **options: Any,
+    ) -> ExtractResult:
+        """Extract structured items (JSON) from a page with CSS selectors: one item per baseSelector match,
+        each with the schema's fields (text, attribute, html, regex, nested, list, nested_list).
+
+        Example schema: {"baseSelector": "div.product", "fields": [{"name": "title", "selector": "h2",
+        "type": "text"}, {"name": "link", "selector": "a", "type": "attribute", "attribute": "href"}]}."""
+        result = await extract(_app(ctx), url, schema, session_id=session_id, profile=profile,
+                               max_items=max_items, **options)
+        return ExtractResult.model_validate(result)
 
     @server.tool(title="Create a browser session", annotations=ToolAnnotations(openWorldHint=True))
     @_errors_as_tool_errors

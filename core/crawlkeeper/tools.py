@@ -9,7 +9,8 @@ from typing import Any
 from .errors import PluginError
 
 RESERVED = frozenset(
-    {"crawl_url", "crawl_many", "create_session", "list_sessions", "close_session", "list_profiles"}
+    {"crawl_url", "crawl_many", "create_session", "list_sessions", "close_session", "list_profiles", "screenshot",
+     "extract", "crawl_site"}
 )
 
 

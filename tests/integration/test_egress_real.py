@@ -126,10 +126,15 @@ def net() -> Iterator[Net]:
         udp.close()
 
 
+#: A profile narrowed to the allowed site's address: a redirect elsewhere is refused by allowed_domains.
+NARROW_PROFILE = f'description = "only the test site"\n[security]\nallowed_domains = ["{ALLOWED}"]\n'
+
+
 @pytest.fixture(scope="module")
 async def server(tmp_path_factory: pytest.TempPathFactory, net: Net) -> AsyncIterator[Server]:
     """Allows 127.0.0.2 and nothing else private."""
-    async with mcp_server(own_config(tmp_path_factory.mktemp("egress"), only_allowed())) as srv:
+    config = own_config(tmp_path_factory.mktemp("egress"), only_allowed(), {"narrow": NARROW_PROFILE})
+    async with mcp_server(config) as srv:
         yield srv
 
 
@@ -188,7 +193,7 @@ async def test_refused_address_is_never_reached_by_any_route(server: Server, net
     for target in (f"http://{FORBIDDEN}:{port}/x", f"http://2130706435:{port}/x", f"http://[::ffff:{FORBIDDEN}]:{port}/x"):
         result = await server.call("crawl_url", {"url": net.via_site("/redirect?to=", target)})
         assert result.is_error, (target, result.structured_content)
-        assert "redirects to an address the egress policy refuses" in result.content[0].text
+        assert "redirects to a host the egress policy refuses" in result.content[0].text
         assert "allow_private" in result.content[0].text
         net.untouched(f"redirect to {target}")
 
@@ -249,6 +254,61 @@ async def _webrtc_probe(server: Server, net: Net, sentinel: UdpSentinel) -> None
     await anyio.sleep(0.3)
     net.untouched("WebRTC (TCP TURN)")
     assert sentinel.hits == 0, f"WebRTC sent UDP to {FORBIDDEN} from {sentinel.senders}"
+
+
+@pytest.mark.anyio
+async def test_refusal_messages_name_the_host_and_the_setting_the_proxy_used(server: Server, net: Net) -> None:
+    port = net.sentinel.port
+    # urllib reads this as a URL of 127.0.0.2 (user info "127.0.0.3:port\\"); Chromium and the egress policy
+    # read a URL of 127.0.0.3 with the path "/@127.0.0.2...". The message must name what was refused.
+    url = f"http://{FORBIDDEN}:{port}\\@{ALLOWED}:{net.site.port}/"
+    message = await refused(server, "crawl_url", {"url": url})
+    assert f"refused to crawl http://{FORBIDDEN}:{port}/" in message, message
+    assert f"crawl http://{ALLOWED}" not in message, message
+    assert f"Refused {FORBIDDEN}: it is a loopback address" in message, message
+    net.untouched("backslash-userinfo URL")
+    # A redirect refused by the profile's allowed_domains names allowed_domains, not allow_private (the proxy's
+    # own reason and message reach the error).
+    result = await server.call("crawl_url", {"url": net.via_site("/redirect?to=", f"http://{FORBIDDEN}:{port}/x"),
+                                             "profile": "narrow"})
+    assert result.is_error, result.structured_content
+    text = text_of(result)
+    assert "redirects to a host the egress policy refuses" in text and "allowed_domains" in text, text
+    assert "allow_private" not in text and f"'{FORBIDDEN}'" in text, text
+    net.untouched("redirect refused by allowed_domains")
+    # The same profile still crawls its own site.
+    assert (await server.ok("crawl_url", {"url": net.site.url("/"), "profile": "narrow"}))["status"] == 200
+
+
+@pytest.mark.anyio
+async def test_the_egress_proxy_serves_only_the_browser(server: Server, net: Net) -> None:
+    """Any local process can connect to 127.0.0.1: without the proxy's random credentials it gets 407."""
+    await server.ok("crawl_url", {"url": net.site.url("/tiny")})  # the browser (and so the proxy) is up
+    ports = sorted({c.laddr.port for c in server.process.net_connections(kind="tcp")
+                    if c.status == "LISTEN" and c.laddr.ip == "127.0.0.1"})
+    assert ports, "no egress proxy listening"
+    before = net.probe.hits
+    target = f"{ALLOWED}:{net.probe.port}"
+    for port in ports:
+        for request in (f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n",
+                        f"GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\n\r\n",
+                        f"GET http://{target}/ HTTP/1.1\r\nProxy-Authorization: Basic Y2s6Z3Vlc3M=\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(request.encode())
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            head = answer.partition(b"\r\n\r\n")[0].decode("latin-1")
+            assert head.startswith("HTTP/1.1 407 "), (port, request, head)
+            assert 'Proxy-Authenticate: Basic realm="crawlkeeper"' in head
+    assert net.probe.hits == before, "an unauthenticated request reached the target through the proxy"
+    # The browser still goes through (it holds the credentials): plain HTTP and a CONNECT tunnel.
+    page = await server.ok("crawl_url", {"url": net.via_site("/subresources?target=",
+                                                               f"https://{ALLOWED}:{net.probe.port}/"),
+                                          "js_code": SETTLE_JS})
+    assert page["status"] == 200 and net.probe.wait_for_hits(before + 1, timeout=3)
+    for secret_ish in ("Proxy-Authorization", "ck-"):
+        assert secret_ish not in server.log(), f"{secret_ish!r} in the server log"
 
 
 # -- 2. cloud metadata -----------------------------------------------------------------------------------------

@@ -17,7 +17,14 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import pytest
 
-from crawlkeeper.egress import EgressPolicy, EgressProxy, EgressRefused, classify_address
+from crawlkeeper.egress import (
+    EgressPolicy,
+    EgressProxy,
+    EgressRefused,
+    ProxyCredentials,
+    classify_address,
+    display_url,
+)
 
 ALLOW_LOOPBACK = EgressPolicy.from_lists(allow_private=["127.0.0.1"])
 
@@ -545,9 +552,18 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-async def exchange(proxy: EgressProxy, request: bytes, timeout: float = 2.0) -> bytes:
+def authed(proxy: EgressProxy, request: bytes) -> bytes:
+    """``request`` with this proxy's ``Proxy-Authorization`` added after the request line."""
+    assert proxy.credentials is not None
+    line, sep, rest = request.partition(b"\r\n")
+    if not sep:
+        return request
+    return line + b"\r\nProxy-Authorization: " + proxy.credentials.header.encode() + b"\r\n" + rest
+
+
+async def exchange(proxy: EgressProxy, request: bytes, timeout: float = 2.0, *, auth: bool = True) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-    writer.write(request)
+    writer.write(authed(proxy, request) if auth else request)
     await writer.drain()
     try:
         return await asyncio.wait_for(reader.read(), timeout)
@@ -572,16 +588,19 @@ PINNED = EgressPolicy.from_lists(allow_private=["127.0.0.2"])
 
 def test_proxy_get_is_pinned_to_the_checked_address(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="crawlkeeper.egress")
+    credentials: list[ProxyCredentials] = []
 
     async def scenario() -> None:
         good, sentinel, port = await start_pair()
         resolver = rebinding_resolver()
         proxy = EgressProxy(PINNED, resolver)
+        assert proxy.credentials is not None
+        credentials.append(proxy.credentials)
         await proxy.start()
         try:
             request = (
                 f"GET http://rebind.test:{port}/path?q=1 HTTP/1.1\r\nHost: rebind.test:{port}\r\n"
-                "Proxy-Connection: keep-alive\r\nProxy-Authorization: Basic c2VjcmV0\r\n"
+                "Proxy-Connection: keep-alive\r\n"
                 "Cookie: sid=TOPSECRETCOOKIE\r\nAuthorization: Bearer TOPSECRETTOKEN\r\n\r\n"
             ).encode()
             status, headers, body = head_of(await exchange(proxy, request))
@@ -615,7 +634,7 @@ def test_proxy_get_is_pinned_to_the_checked_address(caplog: pytest.LogCaptureFix
     run(scenario())
     assert "rebind.test" in caplog.text
     assert "TOPSECRET" not in caplog.text
-    assert "c2VjcmV0" not in caplog.text
+    assert credentials and credentials[0].password not in caplog.text and credentials[0].header not in caplog.text
 
 
 def test_proxy_connect_is_pinned_to_the_checked_address() -> None:
@@ -624,7 +643,8 @@ def test_proxy_connect_is_pinned_to_the_checked_address() -> None:
         resolver = rebinding_resolver()
         async with EgressProxy(PINNED, resolver) as proxy:
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-            writer.write(f"CONNECT rebind.test:{port} HTTP/1.1\r\nHost: rebind.test:{port}\r\n\r\n".encode())
+            connect = f"CONNECT rebind.test:{port} HTTP/1.1\r\nHost: rebind.test:{port}\r\n\r\n".encode()
+            writer.write(authed(proxy, connect))
             assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 200 Connection Established\r\n\r\n"
             hello = b"\x16\x03\x01 tls-ish bytes" * 1000
             writer.write(hello)
@@ -687,6 +707,10 @@ def test_proxy_refuses_metadata_and_domains_and_schemes() -> None:
             ):
                 status, headers, _ = head_of(await exchange(proxy, request))
                 assert (status, headers["x-crawlkeeper-refused"]) == (403, reason)
+                # The message names the setting that refused it (the browser side reads it from this header).
+                key = {"domain": "allowed_domains", "scheme": "allowed_schemes"}[reason]
+                assert key in headers["x-crawlkeeper-refused-message"] and "allow_private" not in headers[
+                    "x-crawlkeeper-refused-message"]
         broad = EgressPolicy.from_lists(allow_private=["169.254.0.0/16"])
         async with EgressProxy(broad, resolver) as proxy:
             status, headers, body = head_of(await exchange(proxy, b"CONNECT meta.test:80 HTTP/1.1\r\n\r\n"))
@@ -703,11 +727,11 @@ def test_proxy_websocket_upgrade_passes_bytes_both_ways() -> None:
         resolver = FakeResolver({"ws.test": ["127.0.0.2"]})
         async with EgressProxy(PINNED, resolver) as proxy:
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-            writer.write(
+            writer.write(authed(proxy,
                 f"GET http://ws.test:{port}/chat HTTP/1.1\r\nHost: ws.test:{port}\r\nUpgrade: websocket\r\n"
                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                 "Sec-WebSocket-Version: 13\r\nProxy-Connection: keep-alive\r\n\r\n".encode()
-            )
+            ))
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
             assert head.startswith(b"HTTP/1.1 101 ")
             for message in (b"ping", b"\x81\x05hello", b"x" * 100_000):
@@ -751,7 +775,7 @@ def test_proxy_close_closes_open_tunnels_promptly() -> None:
         clients = []
         for _ in range(3):
             reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-            writer.write(f"CONNECT t.test:{port} HTTP/1.1\r\n\r\n".encode())
+            writer.write(authed(proxy, f"CONNECT t.test:{port} HTTP/1.1\r\n\r\n".encode()))
             await reader.readuntil(b"\r\n\r\n")
             writer.write(b"hi")
             assert await reader.readexactly(2) == b"hi"
@@ -804,6 +828,51 @@ def test_proxy_bad_requests() -> None:
     run(scenario())
 
 
+def test_proxy_refuses_requests_without_its_credentials(caplog: pytest.LogCaptureFixture) -> None:
+    # Before: any local process could use the proxy on 127.0.0.1 (an open proxy with the server's allow_private).
+    caplog.set_level(logging.DEBUG, logger="crawlkeeper.egress")
+
+    async def scenario() -> None:
+        good, other, port = await start_pair()
+        resolver = FakeResolver({"ok.test": ["127.0.0.2"]})
+        async with EgressProxy(PINNED, resolver) as proxy, EgressProxy(PINNED, resolver) as second:
+            assert proxy.credentials is not None and second.credentials is not None
+            assert proxy.credentials != second.credentials  # each proxy has its own
+            assert proxy.credentials.password not in repr(proxy.credentials)
+            creds = proxy.credentials
+            assert proxy.url_with_credentials == f"http://{creds.username}:{creds.password}@127.0.0.1:{proxy.port}"
+            wrong = ProxyCredentials(creds.username, creds.password[:-1] + ("x" if creds.password[-1] != "x" else "y"))
+            requests = [
+                f"GET http://ok.test:{port}/ HTTP/1.1\r\nHost: ok.test\r\n\r\n".encode(),
+                f"CONNECT ok.test:{port} HTTP/1.1\r\n\r\n".encode(),
+                f"GET http://127.0.0.2:{port}/ HTTP/1.1\r\n\r\n".encode(),
+            ]
+            for request in requests:
+                bad_headers = [b"", b"Proxy-Authorization: " + wrong.header.encode() + b"\r\n",
+                               b"Proxy-Authorization: " + second.credentials.header.encode() + b"\r\n",
+                               b"Proxy-Authorization: Basic\r\n",
+                               b"Proxy-Authorization: " + creds.header.encode() + b"\r\n"
+                               b"Proxy-Authorization: " + creds.header.encode() + b"\r\n"]
+                for extra in bad_headers:
+                    line, _, rest = request.partition(b"\r\n")
+                    status, headers, body = head_of(await exchange(proxy, line + b"\r\n" + extra + rest, auth=False))
+                    assert status == 407, (request, extra)
+                    assert headers["proxy-authenticate"] == 'Basic realm="crawlkeeper"'
+                    assert b"127.0.0.2" not in body
+            assert (good.hits, other.hits, resolver.calls) == (0, 0, [])  # nothing resolved, nothing contacted
+            assert proxy.stats["unauthorized"] == len(requests) * 5
+            status, _, body = head_of(await exchange(proxy, requests[0]))  # with the credentials: served
+            assert (status, body) == (200, b"hello from 127.0.0.2")
+            assert "Proxy-Authorization" not in good.heads[0].decode()  # never passed upstream
+            unauthenticated = EgressProxy(PINNED, resolver, require_auth=False)
+            assert unauthenticated.credentials is None
+        await good.close()
+        await other.close()
+
+    run(scenario())
+    assert "Basic " not in caplog.text
+
+
 @pytest.fixture(autouse=True)
 def _no_foreign_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Fail loudly if anything tries to reach a non-loopback address."""
@@ -815,3 +884,29 @@ def _no_foreign_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(asyncio, "open_connection", guarded)
     yield
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # urllib.parse reads user info up to the last "@" and so a URL of 127.0.0.2; the browser stops the
+        # authority at the backslash.
+        ("http://127.0.0.3:8000\\@127.0.0.2:8000/", "http://127.0.0.3:8000/@127.0.0.2:8000/"),
+        ("http:\\\\127.0.0.3\\x?y", "http://127.0.0.3/x"),
+        ("https://u:p@Host.Example.:443/a?token=x#y", "https://host.example/a"),
+        ("http://0x7f000003:81/", "http://127.0.0.3:81/"),
+        ("http://[::ffff:127.0.0.3]/", "http://127.0.0.3/"),
+        ("ws://[::1]:9/s", "ws://[::1]:9/s"),
+        ("  http://a.test/\t", "http://a.test/"),
+        ("file:///etc/passwd", None),
+        ("http://bad host/", None),
+    ],
+)
+def test_display_url_reads_urls_as_the_proxy_does(url: str, shown: str | None) -> None:
+    from crawlkeeper.logs import safe_url
+
+    assert display_url(url) == shown
+    if shown is not None:
+        assert safe_url(url) == shown
+    if shown is not None and shown.startswith("http"):
+        assert EgressPolicy.from_lists(allow_private=["127.0.0.0/8", "::1"]).check_url(url)[0] in shown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,35 @@ def test_scrub_and_redact_functions() -> None:
     assert redact("Authorization: Bearer zzz") == "Authorization: ***"
     assert "sekret-value" not in redact('{"value": "sekret-value"}')
     assert redact("nothing to hide here") == "nothing to hide here"
+
+
+def test_crawl4ai_gets_a_logger_that_writes_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # crawl4ai's default logger appends full URLs (query tokens included) and Playwright errors to crawler.log.
+    from crawlkeeper import _crawl4ai
+
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.DEBUG, logger="crawlkeeper.crawl4ai")
+    register_secret(CANARY)
+    logger = _crawl4ai.quiet_logger()
+    logger.info("fetched {url}", tag="FETCH", params={"url": "http://a.test/p?token=QUERYTOKEN"})
+    logger.url_status("http://a.test/p?token=QUERYTOKEN", True, 0.25)
+    logger.error_status("http://a.test/p?token=QUERYTOKEN", f"net::ERR_FAILED at http://a.test/?t=QUERYTOKEN {CANARY}")
+    logger.warning("no params {here}")
+    logger.verbose = True  # crawl4ai sets it per run; still nothing printed or written
+    logger.success("done", tag="COMPLETE")
+    assert "QUERYTOKEN" not in caplog.text and CANARY not in caplog.text
+    assert "http://a.test/p" in caplog.text and "[FETCH]" in caplog.text and "no params {here}" in caplog.text
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_stale_crawl4ai_logs_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crawlkeeper import _crawl4ai
+
+    monkeypatch.setenv("CRAWL4_AI_BASE_DIRECTORY", str(tmp_path))  # restored afterwards
+    for name in _crawl4ai.STALE_LOGS:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("http://a.test/?token=x\n")
+    _crawl4ai.prepare_environment(tmp_path)
+    assert not any((tmp_path / name).exists() for name in _crawl4ai.STALE_LOGS)

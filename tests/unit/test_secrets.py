@@ -302,7 +302,7 @@ async def test_js_code_is_refused_where_profile_secrets_live_and_allowed_elsewhe
         created = await client.call_tool("create_session", {"profile": "work", "session_id": "w"})
         assert not created.is_error, shown(created)
         for args in ({"js_code": "document.cookie"}, {"wait_for": "js:() => !!document.cookie"},
-                     {"wait_for": "() => true"}):
+                     {"wait_for": "() => true"}, {"wait_for": "async () => true"}):
             refused = error_text(await client.call_tool("crawl_url", {"url": f"{SITE}/", "session_id": "w", **args}))
             assert "[security] js_code" in refused and "no-secrets" in refused and "session 'w'" in refused
         temporary = error_text(await client.call_tool(

@@ -26,9 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from ..browser import PageResult, html_to_text
+from ..browser import PageLoad, PageResult, html_to_text
 from ..errors import CrawlError
 from ..options import ContextOptions, CrawlOptions
+
+_PNG_1X1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
 
 Handler = Callable[["FakePageHandle"], Any]
 
@@ -306,6 +311,8 @@ class FakePageHandle:
         self.filled: dict[str, str] = {}
         self.clicks: list[str] = []
         self.evaluated: list[str] = []
+        self.screenshots: list[dict[str, Any]] = []
+        self.viewport_size: dict[str, int] | None = None
         self._html = "<html><body></body></html>"
 
     @property
@@ -410,6 +417,15 @@ class FakePageHandle:
     async def evaluate(self, script: str, *_: Any) -> Any:
         self.evaluated.append(script)
         return None
+
+    async def screenshot(self, **kwargs: Any) -> bytes:
+        """A valid 1x1 PNG; the arguments are recorded in ``screenshots``."""
+        self._check()
+        self.screenshots.append(kwargs)
+        return _PNG_1X1
+
+    async def set_viewport_size(self, size: dict[str, int]) -> None:
+        self.viewport_size = dict(size)
 
     def is_closed(self) -> bool:
         return self.closed
@@ -530,6 +546,18 @@ class FakeBrowser:
 
     async def new_page(self, context: FakeContext) -> FakePageHandle:
         return await context.new_page()
+
+    async def load(self, page: FakePageHandle, url: str, options: CrawlOptions) -> PageLoad:
+        """Navigate without content processing (``screenshot``, ``extract``); js_code is recorded, not run."""
+        try:
+            response = await page.goto(url)
+        except RuntimeError as exc:
+            raise CrawlError(f"could not load {url}: {exc}") from None
+        for script in [options.js_code] if isinstance(options.js_code, str) else options.js_code or []:
+            await page.evaluate(script)
+        if options.wait_for:
+            await page.wait_for_selector(options.wait_for.removeprefix("css:"))
+        return PageLoad(url=url, final_url=page.url, status=response.status, title=await page.title())
 
     async def crawl(self, page: FakePageHandle, url: str, options: CrawlOptions) -> PageResult:
         try:
