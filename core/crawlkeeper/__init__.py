@@ -2,8 +2,8 @@
 
 The public API for plugins: ``hookimpl`` (and ``hookspec``), ``AuthMethod``, ``ConfigLayer``, ``Profile``,
 ``Session``, ``SessionExpired``, and every type a hook receives (``Config``, ``Server``, ``ToolRegistry``,
-``SessionRequest``, ``CrawlRequest``). Importing this package is cheap: no browser, crawl4ai or MCP import
-happens here.
+``SessionRequest``, ``CrawlRequest``, ``Principal``). Importing this package is cheap: no browser, crawl4ai
+or MCP import happens here.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .models import (
     resolve_secret,
 )
 from .options import ContextOptions, CrawlOptions, SecretRef
+from .principal import Principal
 from .store import LeaseHeld, StateStore
 from .tools import ToolRegistry
 
@@ -49,6 +50,7 @@ __all__ = [
     "LeaseHeld",
     "PageResult",
     "PluginError",
+    "Principal",
     "Profile",
     "SecretRef",
     "Server",

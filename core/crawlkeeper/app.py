@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .auth import auth_problem
+from .auth import choose as choose_auth
 from .browser import BrowserBackend, ChromiumBackend, PageResult, html_to_text
 from .config import Config
 from .egress import EgressPolicy, EgressProxy, EgressRefused
 from .errors import (
-    BusyError,
     ConfigError,
     CrawlError,
     CrawlkeeperError,
@@ -31,6 +32,7 @@ from .errors import (
     SessionError,
     first_line,
 )
+from .fairness import FairLimiter
 from .handle import Server
 from .headers import SessionHeaders, holds_credentials, own_sites, resolve_headers
 from .logs import register_secret, safe_url, scrub, scrub_secrets
@@ -45,6 +47,7 @@ from .models import (
 from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
 from .plugins import Hooks, PluginManager, within
+from .principal import LOCAL, LOCAL_ID, Principal
 from .profiles import ProfileStore
 from .scripts import wait_kind
 from .sessions import SESSION_ID_RE, SessionMoved, SessionRegistry, iso, page_url
@@ -69,31 +72,6 @@ class _PoolEntry:
     users: int = 0
     holds_secrets: bool = False  # a credential header from the configuration (js_code policy)
     idle_pages: list[tuple[Any, int]] = field(default_factory=list)  # (page, crawls it served)
-
-
-class Limiter:
-    """A global cap on concurrent browser work, with a bounded queue: beyond it, a clear "busy" error."""
-
-    def __init__(self, concurrency: int, max_queued: int) -> None:
-        self._sem = asyncio.Semaphore(concurrency)
-        self.concurrency = concurrency
-        self.max_queued = max_queued
-        self.waiting = 0
-
-    async def __aenter__(self) -> None:
-        if self._sem.locked() and self.waiting >= self.max_queued:
-            raise BusyError(
-                f"crawlkeeper is busy: {self.concurrency} crawls running and {self.waiting} queued "
-                "([limits] max_queued_calls); retry in a few seconds"
-            )
-        self.waiting += 1
-        try:
-            await self._sem.acquire()
-        finally:
-            self.waiting -= 1
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._sem.release()
 
 
 class App:
@@ -130,12 +108,12 @@ class App:
         self.sessions = SessionRegistry(self.hooks, max_sessions=settings.sessions.max_sessions, clock=clock)
         self.sessions.on_closed = self._session_closed
         self.keeper = SessionKeeper(config)
-        self._restoring: dict[str, asyncio.Lock] = {}
-        self._crash_notes: dict[str, str] = {}
+        self._restoring: dict[tuple[str, str], asyncio.Lock] = {}  # by (owner, session id)
+        self._crash_notes: dict[tuple[str, str], str] = {}
         self._housekeeping: asyncio.Task[None] | None = None
         self.server = Server(config, self.sessions, lambda: self.clock())  # what startup/shutdown hooks see
         self.profiles = ProfileStore(self.hooks, config)
-        self.limiter = Limiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
+        self.limiter = FairLimiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
         self.pager = ContentPager()
         self.tools = ToolRegistry()
         self.auth_methods: dict[str, tuple[str, AuthMethod]] = {}
@@ -212,14 +190,14 @@ class App:
     def _on_crash(self, generation: int) -> None:
         self._pool.clear()
         for session in self.sessions.all():
-            if session.generation <= generation and self.keeper.was_saved(session.id):
+            if session.generation <= generation and self.keeper.was_saved(session):
                 # Its state is saved: the next use restores it into the relaunched browser.
                 self.sessions.detach(session)
                 session.hibernated = session.closed = True
                 session.note = ("the browser crashed; the session was restored from its last saved state "
                                 "(changes made in the last seconds before the crash may be missing)")
-                self._crash_notes[session.id] = session.note
-                asyncio.get_running_loop().create_task(self.keeper.release(session.id))
+                self._crash_notes[(session.owner, session.id)] = session.note
+                asyncio.get_running_loop().create_task(self.keeper.release(session.id, session.owner))
         self.sessions.crashed(generation)
 
     # -- config merge ----------------------------------------------------------------------------
@@ -301,9 +279,12 @@ class App:
         session_id: str | None = None,
         profile: str | None = None,
         cursor: str | None = None,
+        principal: Principal | None = None,
         **arguments: Any,
     ) -> dict[str, Any]:
-        """Crawl one URL (or fetch the next chunk of an earlier crawl when ``cursor`` is given)."""
+        """Crawl one URL (or fetch the next chunk of an earlier crawl when ``cursor`` is given), for
+        ``principal`` (the local user by default): only its own sessions, under its share of the slots."""
+        who = principal or LOCAL
         arguments = {k: v for k, v in arguments.items() if v is not None}
         if cursor:
             request = CrawlRequest(url=url, profile=None, session=None, arguments=arguments)
@@ -316,7 +297,7 @@ class App:
 
         report: dict[str, Any] = {}
         page_result, options = await self.run_on_page(
-            url, work, session_id=session_id, profile=profile, arguments=arguments, report=report
+            url, work, session_id=session_id, profile=profile, arguments=arguments, principal=who, report=report
         )
         result = await self._shape(page_result, options, session_id)
         if report:  # a crawl in a session: was it restored, logged in again?
@@ -334,6 +315,7 @@ class App:
         session_id: str | None = None,
         profile: str | None = None,
         arguments: dict[str, Any] | None = None,
+        principal: Principal | None = None,
         report: dict[str, Any] | None = None,
     ) -> tuple[T, CrawlOptions]:
         """Run ``work(page, options)`` for ``url`` in the session's page, or a pooled page of a context for the
@@ -342,12 +324,15 @@ class App:
 
         In a session, a saved one is restored first, and a :class:`PageResult` the site sent logged out leads to
         one re-login and a retry; ``report`` (if given) receives ``restored``, ``relogged_in`` and ``note``.
+
+        ``principal`` (the local user by default) may use only its own sessions, under its share of the slots.
         """
+        who = principal or LOCAL
         arguments = {k: v for k, v in (arguments or {}).items() if v is not None}
         if session_id is not None:
             # The session first (arrival order), then a global slot: calls queued on one session must not hold
             # slots other sessions need. A saved (hibernated, or pre-restart) session is restored here.
-            async with self.using_session(session_id) as session:
+            async with self.using_session(session_id, who.id) as session:
                 if profile is not None and profile != session.profile:
                     raise CrawlError(
                         f"session '{session_id}' was created with profile {session.profile!r}; a session keeps "
@@ -361,13 +346,13 @@ class App:
                 options = self.crawl_options(request)
                 policy = self.policy_for(prof)
                 await self.check_url(url, policy)
-                async with self.limiter:
+                async with self.limiter.slot(who.id):
                     result = await self._crawl_page(session, url, options, work)
                 relogged_in = False
                 if isinstance(result, PageResult) and self._logged_out(session, result):
                     # Never hand back the login page as if it were the content: log in again, once, and retry.
                     await self._relogin(session, prof, result)
-                    async with self.limiter:
+                    async with self.limiter.slot(who.id):
                         result = await self._crawl_page(session, url, options, work)
                     if isinstance(result, PageResult) and self._logged_out(session, result):
                         raise SessionError(
@@ -383,7 +368,7 @@ class App:
         prof = self.profile(profile)
         if prof is not None and (prof.cookies or prof.auth):
             self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
-            return await self._in_temporary_session(url, prof, arguments, work)
+            return await self._in_temporary_session(url, prof, arguments, work, who)
         request = CrawlRequest(url=url, profile=prof, session=None, arguments=arguments)
         layers = self._layers(request)
         context_options = self.context_options(request, layers)
@@ -394,7 +379,7 @@ class App:
         options = self.crawl_options(request, layers)
         policy = self.policy_for(prof)
         await self.check_url(url, policy)
-        async with self.limiter:
+        async with self.limiter.slot(who.id):
             return await self._crawl_pooled(url, options, context_options, policy, work), options
 
     def _logged_out(self, session: Session, page: PageResult) -> bool:
@@ -420,8 +405,10 @@ class App:
             )
         session.metadata[RELOGINS_KEY] = [*recent, now]
         try:
-            method = self._auth_method(session.auth)
-            params = self._auth_params(method, prof)
+            chosen = choose_auth(session.auth, prof, self.auth_methods, self.disabled_plugins())
+            if chosen is None:
+                raise SessionError(f"auth method '{session.auth}' gave nothing to log in with")
+            method, params = chosen
             await session.ensure_page()
             plugin = self.auth_methods[method.name][0]
             await within(method.login(session, params), self.hooks.timeout_s, "its login", plugin)
@@ -478,22 +465,25 @@ class App:
         return headers
 
     async def _in_temporary_session(
-        self, url: str, prof: Profile, arguments: dict[str, Any], work: Callable[[Any, CrawlOptions], Awaitable[T]]
+        self, url: str, prof: Profile, arguments: dict[str, Any], work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        who: Principal,
     ) -> tuple[T, CrawlOptions]:
         """A session-less call with a profile that logs in: a session that lives for this one call."""
-        created = await self.create_session(profile=prof.name, durable=False)
+        created = await self.create_session(profile=prof.name, temporary=True, principal=who)
         try:
-            return await self.run_on_page(url, work, session_id=created["session_id"], arguments=arguments)
+            return await self.run_on_page(url, work, session_id=created["session_id"], arguments=arguments,
+                                           principal=who)
         finally:
-            await self.sessions.close(created["session_id"], "closed")
+            # Its own reason: a plugin that logs out (or saves state) on "closed" need not do so after each call.
+            await self.sessions.close(created["session_id"], "temporary", owner=who.id)
 
     # -- saved sessions: restore, hibernate ----------------------------------------------------------
 
     @asynccontextmanager
-    async def using_session(self, session_id: str) -> AsyncIterator[Session]:
-        """Hold a session for one call (restoring it from saved state first if it is not active)."""
+    async def using_session(self, session_id: str, owner: str = LOCAL_ID) -> AsyncIterator[Session]:
+        """Hold ``owner``'s session for one call (restoring it from saved state first if it is not active)."""
         for _attempt in range(5):
-            session = await self.resume(session_id)
+            session = await self.resume(session_id, owner)
             async with contextlib.AsyncExitStack() as stack:
                 try:
                     await stack.enter_async_context(self.sessions.use(session))
@@ -506,46 +496,50 @@ class App:
                 return
         raise SessionError(f"session '{session_id}' kept being hibernated while this call waited; retry the call")
 
-    async def resume(self, session_id: str) -> Session:
+    async def resume(self, session_id: str, owner: str = LOCAL_ID) -> Session:
         """The active session, or the saved one restored into a new context; else the precise error."""
         try:
-            return self.sessions.get(session_id)
+            return self.sessions.get(session_id, owner)
         except SessionError:
             if not self.keeper.enabled or not SESSION_ID_RE.fullmatch(session_id):
                 raise
-        lock = self._restoring.setdefault(session_id, asyncio.Lock())
+        key = (owner, session_id)
+        lock = self._restoring.setdefault(key, asyncio.Lock())
         try:
             async with lock:
                 with contextlib.suppress(SessionError):
-                    return self.sessions.get(session_id)  # restored by a call that held the lock before us
-                restored = await self._restore(session_id)
+                    return self.sessions.get(session_id, owner)  # restored by a call that held the lock first
+                restored = await self._restore(session_id, owner)
                 if restored is None:
-                    return self.sessions.get(session_id)  # raises: never created, closed, expired...
+                    return self.sessions.get(session_id, owner)  # raises: never created, closed, expired...
                 return restored
         finally:
-            if not lock.locked() and self._restoring.get(session_id) is lock:
-                del self._restoring[session_id]
+            if not lock.locked() and self._restoring.get(key) is lock:
+                del self._restoring[key]
 
-    async def _restore(self, sid: str) -> Session | None:
-        if not await self.keeper.exists(sid):
+    async def _restore(self, sid: str, owner: str) -> Session | None:
+        if not await self.keeper.exists(sid, owner):
             return None
-        await self.keeper.claim(sid)
+        await self.keeper.claim(sid, owner)
         reserved = False
         context: Any = None
         try:
-            state = await self.keeper.load(sid)
+            state = await self.keeper.load(sid, owner)
             if state is None:  # deleted by another process a moment ago
-                await self.keeper.release(sid)
+                await self.keeper.release(sid, owner)
                 return None
             prof = self._saved_profile(sid, state)
             await self._make_room()
-            self.sessions.reserve(sid)
+            self.sessions.reserve(sid, owner)
             reserved = True
             policy = self.policy_for(prof)
             options = self.context_options(CrawlRequest(url=None, profile=prof, session=None, arguments={}))
-            method = self.auth_methods.get(state.auth or "")
-            params = self._auth_params(method[1], prof) if method else None
-            async with self.limiter:
+            try:
+                chosen = choose_auth(state.auth, prof, self.auth_methods, self.disabled_plugins())
+            except CrawlkeeperError:
+                chosen = None  # the session works without it; a re-login would report the problem
+            params = chosen[1] if chosen else None
+            async with self.limiter.slot(owner):
                 proxy = await self._ensure_browser(policy)
                 context = await self.backend.new_context(_without_headers(options), proxy_url=proxy)
                 generation = self.backend.generation
@@ -557,23 +551,23 @@ class App:
                 id=sid, profile=state.profile, context=context, page=None, created_at=state.created_at,
                 last_used_at=state.last_used_at, expires_at=state.expires_at, metadata=dict(state.metadata),
                 auth=state.auth, generation=generation, page_factory=functools.partial(self.backend.new_page, context),
-                headers=headers, holds_secrets=state.holds_secrets,
+                headers=headers, holds_secrets=state.holds_secrets, owner=owner,
             )
-            session.note = self._crash_notes.pop(sid, None) or (
+            session.note = self._crash_notes.pop((owner, sid), None) or (
                 f"restored from the state saved at {iso(state.saved_at)}"
             )
             await self.hooks.acall("crawlkeeper_session_restored", session=session)
         except BaseException as exc:
             if reserved:
-                self.sessions.release(sid)
+                self.sessions.release(sid, owner)
             if context is not None:
                 await _close_quietly(context)
-            await self.keeper.release(sid)
+            await self.keeper.release(sid, owner)
             if isinstance(exc, CrawlkeeperError) and not isinstance(exc, SessionError):
                 raise SessionError(f"session '{sid}' could not be restored: {exc}") from None
             raise
         self.keeper.remember(session, state)
-        self.sessions.forget_ended(sid)
+        self.sessions.forget_ended(sid, owner)
         self.sessions.add(session)
         log.info("session %s restored from saved state", sid)
         return session
@@ -601,7 +595,8 @@ class App:
         if not self.keeper.enabled or not session.durable:
             return False
         async with session.lock:
-            if session.closed or session.ended or session.busy or self.sessions.peek(session.id) is not session:
+            if (session.closed or session.ended or session.busy
+                    or self.sessions.peek(session.id, session.owner) is not session):
                 return False
             if session.generation != self.backend.generation or not await self.keeper.save(session, force_times=True):
                 return False
@@ -609,8 +604,8 @@ class App:
             session.hibernated = session.closed = True
         await self.hooks.acall("crawlkeeper_session_closing", keep_going=True, session=session, reason="hibernated")
         await _close_quietly(session.context)
-        self.keeper.forget(session.id)
-        await self.keeper.release(session.id)
+        self.keeper.forget(session.id, session.owner)
+        await self.keeper.release(session.id, session.owner)
         log.info("session %s hibernated", session.id)
         return True
 
@@ -619,10 +614,10 @@ class App:
         if not self.keeper.enabled or not session.durable:
             return
         if reason in ("closed", "expired", "evicted"):
-            await self.keeper.delete(session.id)
+            await self.keeper.delete(session.id, session.owner)
         else:
-            self.keeper.forget(session.id)
-        await self.keeper.release(session.id)
+            self.keeper.forget(session.id, session.owner)
+        await self.keeper.release(session.id, session.owner)
 
     async def _keep_house(self) -> None:
         """Hibernate idle sessions; now and then delete saved sessions whose expiry passed."""
@@ -648,24 +643,24 @@ class App:
         """Delete saved, inactive sessions whose ``expires_at`` has passed (expiry deletes the state)."""
         deleted = []
         now = self.clock()
-        for sid in await self.keeper.stored_ids():
-            if self.sessions.peek(sid) is not None or sid in self._restoring:
+        for owner, sid in await self.keeper.stored_pairs():
+            if self.sessions.peek(sid, owner) is not None or (owner, sid) in self._restoring:
                 continue
             try:
-                state = await self.keeper.load(sid)
+                state = await self.keeper.load(sid, owner)
             except SessionError:
                 continue
             if state is None or state.expires_at is None or state.expires_at > now:
                 continue
             try:
-                await self.keeper.claim(sid)
+                await self.keeper.claim(sid, owner)
             except SessionError:
                 continue  # in use by another process, which decides
             try:
-                await self.keeper.delete(sid)
+                await self.keeper.delete(sid, owner)
                 deleted.append(sid)
             finally:
-                await self.keeper.release(sid)
+                await self.keeper.release(sid, owner)
         return deleted
 
     async def _crawl_page(
@@ -838,34 +833,38 @@ class App:
         profile: str | None = None,
         auth: str | None = None,
         ttl_s: float | None = None,
-        durable: bool = True,
+        temporary: bool = False,
+        principal: Principal | None = None,
     ) -> dict[str, Any]:
+        """Create a session (see CONTRACT.md). ``temporary``: a hidden one-shot session for one session-less crawl
+        with a logging-in profile; plugins see ``session.temporary`` and, at the end, close reason ``temporary``."""
+        who = principal or LOCAL
         prof = self.profile(profile)
-        auth_name = auth or ((prof.auth or {}).get("method") if prof else None)
-        method = self._auth_method(auth_name) if auth_name else None
-        params = self._auth_params(method, prof) if method else None
+        chosen = choose_auth(auth, prof, self.auth_methods, self.disabled_plugins())
+        method, params = chosen if chosen else (None, None)
+        auth_name = method.name if method else None
         policy = self.policy_for(prof)
         if url:
             await self.check_url(url, policy)
-        durable = durable and self.keeper.enabled
+        durable = not temporary and self.keeper.enabled
         if durable:
             await self._make_room()
-        sid = self.sessions.reserve(session_id)
+        sid = self.sessions.reserve(session_id, who.id)
         if durable:
             try:
-                await self._claim_new(sid)
+                await self._claim_new(sid, who.id)
             except BaseException:
-                self.sessions.release(sid)
+                self.sessions.release(sid, who.id)
                 raise
         request = SessionRequest(session_id=sid, url=url, cookies=list(cookies or []), profile=prof,
-                                 auth=auth_name, ttl_s=ttl_s)
+                                 auth=auth_name, ttl_s=ttl_s, temporary=temporary)
         step = "creating the browser context"
         session: Session | None = None
         context: Any = None
         try:
             crawl_request = CrawlRequest(url=url, profile=prof, session=None, arguments={})
             options = self.context_options(crawl_request)
-            async with self.limiter:
+            async with self.limiter.slot(who.id):
                 proxy = await self._ensure_browser(policy)
                 context = await self.backend.new_context(_without_headers(options), proxy_url=proxy)
                 generation = self.backend.generation
@@ -877,10 +876,10 @@ class App:
                 page = await self.backend.new_page(context) if url or method else None
                 now = self.clock()
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
-                                  created_at=now, last_used_at=now, generation=generation, auth=auth_name,
+                                  created_at=now, last_used_at=now, generation=generation, owner=who.id, auth=auth_name,
                                   durable=durable,
                                   page_factory=functools.partial(self.backend.new_page, context),
-                                  headers=headers,
+                                  headers=headers, temporary=temporary,
                                   holds_secrets=bool(prof and (prof.cookies or prof.auth)) or method is not None)
                 step = "the session_created hooks"
                 await self.hooks.acall("crawlkeeper_session_created", session=session, request=request)
@@ -897,11 +896,11 @@ class App:
             if generation != self.backend.generation or not self.backend.alive:
                 raise CrawlError("the browser crashed while the session was being created; call create_session again")
         except BaseException as exc:
-            self.sessions.release(sid)
+            self.sessions.release(sid, who.id)
             if context is not None:
                 await _close_quietly(context)
             if durable:
-                await self.keeper.release(sid)
+                await self.keeper.release(sid, who.id)
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
                 raise
             raise _creation_error(sid, step, exc, method) from exc
@@ -917,10 +916,10 @@ class App:
             "cookies": await self.cookie_names(session),
         })
 
-    async def _claim_new(self, sid: str) -> None:
+    async def _claim_new(self, sid: str, owner: str = LOCAL_ID) -> None:
         """A new session's id must not name a saved one, the store must have room, and the lease is ours."""
-        stored = await self.keeper.stored_ids()
-        if sid in stored:
+        stored = await self.keeper.stored_pairs()
+        if (owner, sid) in stored:
             raise SessionError(
                 f"session '{sid}' already exists (saved, not active right now); use it with crawl_url, or close it "
                 "with close_session first to replace it with a new one"
@@ -931,7 +930,7 @@ class App:
                 f"too many saved sessions: the limit is [sessions] max_stored = {limit}; close some with "
                 "close_session (list_sessions shows them) or raise the limit in the config"
             )
-        await self.keeper.claim(sid)
+        await self.keeper.claim(sid, owner)
 
     async def _ensure_browser(self, policy: EgressPolicy) -> str | None:
         """Start the browser if needed (behind the egress proxy) and return the proxy for ``policy``."""
@@ -950,30 +949,14 @@ class App:
         except Exception as exc:
             raise CrawlError(f"could not load {safe_url(url)}: {first_line(exc, 200)}") from None
 
-    def _auth_method(self, name: str) -> AuthMethod:
-        entry = self.auth_methods.get(name)
-        if entry is None:
-            available = ", ".join(sorted(self.auth_methods)) or "none (no plugin provides one)"
-            raise SessionError(
-                f"unknown auth method '{name}' (not installed, or its plugin is disabled); "
-                f"available auth methods: {available}"
-            )
-        return entry[1]
+    def disabled_plugins(self) -> list[str]:
+        """Names of installed plugins that are not loaded (for "its plugin is disabled" messages)."""
+        return [info.name for info in self.pm.describe() if info.disabled]
 
-    def _auth_params(self, method: AuthMethod, prof: Profile | None) -> Any:
-        from pydantic import ValidationError
-
-        auth = (prof.auth or {}) if prof else {}
-        # The profile's [auth] table holds the params of the method it names, not of another one; the
-        # logged_out_* keys are crawlkeeper's own (how to tell a logged-out page), not the method's.
-        table = ({k: v for k, v in auth.items() if k != "method" and not k.startswith("logged_out_")}
-                 if auth.get("method") == method.name else {})
-        try:
-            return method.params_model.model_validate(table)
-        except ValidationError as exc:
-            where = f"{prof.label} [auth]" if prof else f"auth method '{method.name}' (no profile given)"
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '?'}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"{where}: invalid params for '{method.name}': {problems}") from None
+    def profile_problem(self, profile: Profile) -> str | None:
+        """What is wrong with a profile, checked without using it: its own error, or its ``[auth]`` table against
+        its method's params model (``crawlkeeper profiles``, ``doctor`` and ``list_profiles`` show it)."""
+        return profile.error or auth_problem(profile, self.auth_methods, self.disabled_plugins())
 
     async def cookie_names(self, session: Session) -> list[dict[str, str]]:
         try:
@@ -982,49 +965,83 @@ class App:
             return []
         return [{"name": c.get("name", ""), "domain": c.get("domain", "")} for c in cookies]
 
-    async def list_sessions(self) -> list[dict[str, Any]]:
-        """Active sessions, then saved ones that are not active here (``state``: ``hibernated``)."""
+    async def list_sessions(
+        self, *, principal: Principal | None = None, all_clients: bool = False
+    ) -> list[dict[str, Any]]:
+        """``principal``'s sessions, active then saved (``state``: ``hibernated``); with ``all_clients`` (admins
+        only) everyone's, each with its owner."""
+        who = principal or LOCAL
+        if all_clients and not who.admin:
+            raise SessionError("all_clients is for admin clients only (crawlkeeper token add NAME --admin)")
         out = []
         now = self.clock()
-        for session in self.sessions.all():
+        for session in self.sessions.all(None if all_clients else who.id):
             if session.expires_at is not None and session.expires_at <= now:
                 continue  # expired: the reaper (or the next use) closes it; it is no longer listed
-            out.append(self.sessions.describe(session, await self.cookie_names(session)) | {"state": "active"})
-        if not self.keeper.enabled:
-            return scrub_secrets(out)
-        for sid in await self.keeper.stored_ids():
-            if self.sessions.peek(sid) is not None:
-                continue
-            try:
-                state = await self.keeper.load(sid)
-            except SessionError as exc:
-                out.append({"session_id": sid, "profile": None, "created_at": None, "last_used_at": None,
-                            "expires_at": None, "url": None, "cookies": [], "state": "hibernated",
-                            "error": str(exc)})
-                continue
-            if state is None or (state.expires_at is not None and state.expires_at <= now):
-                continue
-            out.append(describe_saved(state))
+            if session.temporary:
+                continue  # one crawl's hidden session: not the caller's to use
+            entry = self.sessions.describe(session, await self.cookie_names(session)) | {"state": "active"}
+            if all_clients:
+                entry["owner"] = session.owner
+            out.append(entry)
+        if self.keeper.enabled:
+            for owner, sid in await self.keeper.stored_pairs():
+                if (not all_clients and owner != who.id) or self.sessions.peek(sid, owner) is not None:
+                    continue
+                try:
+                    state = await self.keeper.load(sid, owner)
+                except SessionError as exc:
+                    entry = {"session_id": sid, "profile": None, "created_at": None, "last_used_at": None,
+                             "expires_at": None, "url": None, "cookies": [], "state": "hibernated", "error": str(exc)}
+                else:
+                    if state is None or (state.expires_at is not None and state.expires_at <= now):
+                        continue
+                    entry = describe_saved(state)
+                if all_clients:
+                    entry["owner"] = owner
+                out.append(entry)
         return scrub_secrets(out)
 
-    async def close_session(self, session_id: str) -> dict[str, Any]:
-        if await self.sessions.close(session_id, "closed"):
+    async def close_session(
+        self, session_id: str, *, principal: Principal | None = None, owner: str | None = None
+    ) -> dict[str, Any]:
+        """Close ``principal``'s session (active or saved: its saved state is deleted). An admin may close another
+        client's by naming its ``owner`` (or by id alone when only one client has a session with that id)."""
+        who = principal or LOCAL
+        target = who.id
+        if owner is not None and owner != who.id:
+            if not who.admin:
+                raise SessionError("owner is for admin clients only; close your own sessions by session_id")
+            target = owner
+        elif owner is None and who.admin and all(s.id != session_id for s in self.sessions.all(who.id)):
+            others = self.sessions.find(session_id)
+            if len(others) > 1:
+                owners = ", ".join(sorted(s.owner for s in others))
+                raise SessionError(f"several clients have a session '{session_id}' ({owners}); pass owner")
+            if others:
+                target = others[0].owner
+        if await self.sessions.close(session_id, "closed", owner=target):
             return {"session_id": session_id, "closed": True}
-        if self.keeper.enabled and SESSION_ID_RE.fullmatch(session_id) and await self.keeper.exists(session_id):
-            async with self._restoring.setdefault(session_id, asyncio.Lock()):
-                await self.keeper.claim(session_id)  # refused while another process drives it
+        if (self.keeper.enabled and SESSION_ID_RE.fullmatch(session_id)
+                and await self.keeper.exists(session_id, target)):
+            key = (target, session_id)
+            async with self._restoring.setdefault(key, asyncio.Lock()):
+                await self.keeper.claim(session_id, target)  # refused while another process drives it
                 try:
-                    await self.keeper.delete(session_id)
+                    await self.keeper.delete(session_id, target)
                 finally:
-                    await self.keeper.release(session_id)
-            self._restoring.pop(session_id, None)
+                    await self.keeper.release(session_id, target)
+            self._restoring.pop(key, None)
             return {"session_id": session_id, "closed": True}
-        self.sessions.get(session_id)  # raises the precise message
+        self.sessions.get(session_id, target)  # raises the precise message
         return {"session_id": session_id, "closed": True}
 
     def list_profiles(self) -> list[dict[str, str]]:
-        return [{"name": p.name, "description": p.description if not p.error else f"(broken) {p.error}"}
-                for p in self.profiles.all()]
+        out = []
+        for p in self.profiles.all():
+            problem = self.profile_problem(p)
+            out.append({"name": p.name, "description": f"(broken) {problem}" if problem else p.description})
+        return out
 
 
 async def _restore_headers(headers: SessionHeaders, state: SavedState) -> None:

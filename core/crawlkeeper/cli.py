@@ -50,21 +50,103 @@ def main() -> None:
 @main.command()
 @config_option
 @click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True)
+@click.option("--host", default=None, help="HTTP: address to bind (default: [server] host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="HTTP: port (default: [server] port, 8765).")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING... (default: $CRAWLKEEPER_LOG_LEVEL or INFO)")
-def serve(config_path: str | None, transport: str, log_level: str | None) -> None:
-    """Serve MCP over stdio (logs go to stderr; stdout carries only the protocol)."""
+def serve(config_path: str | None, transport: str, host: str | None, port: int | None,
+          log_level: str | None) -> None:
+    """Serve MCP over stdio (logs go to stderr; stdout carries only the protocol), or over Streamable HTTP
+    at http://HOST:PORT/mcp for many clients, each with a bearer token (see `crawlkeeper token`)."""
     setup_logging(log_level, default="INFO")
-    if transport != "stdio":
-        fail(CrawlkeeperError(
-            "the HTTP transport is not available yet: it ships together with bearer-token auth and Origin "
-            "checks. Use --transport stdio"))
     from .runtime import build_app, serve_stdio
 
+    if transport == "stdio" and (host or port is not None):
+        fail(CrawlkeeperError("--host and --port are for --transport http"))
     try:
         app = build_app(config_path)
     except CrawlkeeperError as exc:
         fail(exc)
-    serve_stdio(app)
+    if transport == "stdio":
+        serve_stdio(app)
+        return
+    from .http import serve_http
+
+    if not app.pm.hook.crawlkeeper_verify_token.get_hookimpls():
+        fail(CrawlkeeperError(
+            "no plugin verifies tokens (the built-in 'tokens' plugin is disabled and nothing replaces it): "
+            "the HTTP transport is always authenticated; enable 'tokens' or install a verifier plugin"))
+    serve_http(app, host=host, port=port)
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens of HTTP clients (the built-in 'tokens' plugin): add, list, revoke."""
+
+
+def _token_store(config_path: str | None) -> Any:
+    from crawlkeeper_plugins.tokens import TokenStore
+
+    from .config import load_config
+
+    try:
+        return TokenStore(load_config(config_path).tokens_file)
+    except CrawlkeeperError as exc:
+        fail(exc)
+
+
+@token.command("add")
+@config_option
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="This client may list and close every client's sessions.")
+def token_add(config_path: str | None, name: str, admin: bool) -> None:
+    """Create a token for client NAME and print it once (only its hash is stored)."""
+    store = _token_store(config_path)
+    try:
+        value = store.add(name, admin=admin)
+    except CrawlkeeperError as exc:
+        fail(exc)
+    click.echo(f"token for '{name}'{' (admin)' if admin else ''} stored as a hash in {store.path}", err=True)
+    click.echo("send it as 'Authorization: Bearer <token>'; it is shown only now:", err=True)
+    click.echo(value)
+
+
+@token.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def token_list(config_path: str | None, as_json: bool) -> None:
+    """List clients: name, admin, created, last used (never tokens)."""
+    from .sessions import iso
+
+    store = _token_store(config_path)
+    try:
+        rows = store.list()
+    except CrawlkeeperError as exc:
+        fail(exc)
+    if as_json:
+        click.echo(json.dumps({"tokens": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(f"no tokens in {store.path} (add one with: crawlkeeper token add NAME)")
+    for row in rows:
+        used = iso(row["last_used_at"]) or "never"
+        click.echo(f"{row['name']:<20} {'admin' if row['admin'] else 'client':<7} "
+                   f"created {iso(row['created_at'])}  last used {used}")
+
+
+@token.command("revoke")
+@config_option
+@click.argument("name")
+def token_revoke(config_path: str | None, name: str) -> None:
+    """Revoke NAME's token; a running server refuses it within a second."""
+    store = _token_store(config_path)
+    try:
+        removed = store.revoke(name)
+    except CrawlkeeperError as exc:
+        fail(exc)
+    if not removed:
+        fail(CrawlkeeperError(f"no token named '{name}' (crawlkeeper token list shows them)"), 1)
+    click.echo(f"revoked '{name}'", err=True)
 
 
 @main.command()
@@ -153,10 +235,11 @@ def profiles(config_path: str | None) -> None:
         click.echo(f"no profiles (put <name>.toml files in {app.config.profiles_dir})")
     broken = 0
     for profile in items:
-        if profile.error:
+        problem = app.profile_problem(profile)  # incl. its [auth] table against its method (no login is run)
+        if problem:
             broken += 1
-            where = "" if profile.error.startswith(profile.source) else f"{profile.source}: "
-            click.echo(f"BROKEN {profile.name:<20} {where}{profile.error}")
+            where = "" if problem.startswith(profile.source) or profile.label in problem else f"{profile.source}: "
+            click.echo(f"BROKEN {profile.name:<20} {where}{problem}")
         else:
             click.echo(f"ok     {profile.name:<20} {profile.description}")
     if broken:
@@ -214,7 +297,8 @@ def sessions(ctx: click.Context, config_path: str | None, as_json: bool) -> None
         if row.get("error"):
             click.echo(f"{row['session_id']:<24} BROKEN  {row['error']}")
             continue
-        click.echo(f"{row['session_id']:<24} {row['state']:<10} profile={row['profile'] or '-'} "
+        who = "" if row["owner"] == "local" else f" owner={row['owner']}"
+        click.echo(f"{row['session_id']:<24} {row['state']:<10}{who} profile={row['profile'] or '-'} "
                    f"created={row['created_at']} last_used={row['last_used_at']} expires={row['expires_at'] or '-'}")
         for cookie in row["cookies"]:
             click.echo(f"{'':26}cookie {cookie['name']} ({cookie['domain']}) expires "

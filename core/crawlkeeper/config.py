@@ -124,6 +124,39 @@ class SecuritySettings(BaseModel):
     )
 
 
+class ServerSettings(BaseModel):
+    """``[server]``: the HTTP transport (``crawlkeeper serve --transport http``), its clients and their quotas."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field("127.0.0.1", description="Address to bind; anything but loopback wants TLS in front.")
+    port: int = Field(8765, ge=0, le=65535)
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values accepted besides the bind address (e.g. the proxy's public name).",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Origin header values accepted (browser clients); none by default."
+    )
+    max_body_kb: int = Field(1024, ge=1, le=1_048_576, description="Larger request bodies get HTTP 413.")
+    tokens_file: Path | None = Field(None, description="Hashed client tokens (default: tokens.json next to the "
+                                                       "config file, or in the user config dir).")
+    issuer_url: str | None = Field(None, description="OAuth authorization server: publishes protected-"
+                                                     "resource metadata pointing clients at it.")
+    public_url: str | None = Field(None, description="This server's URL as clients reach it (behind a proxy); "
+                                                     "default http://HOST:PORT/mcp.")
+    max_sessions_per_client: int = Field(16, ge=1, le=10_000)
+    max_concurrent_crawls_per_client: int = Field(4, ge=1, le=256)
+    max_queued_calls_per_client: int = Field(32, ge=0, le=100_000)
+    shutdown_grace_s: float = Field(10.0, ge=0, le=600, description="In-flight calls get this long at SIGTERM.")
+
+    @field_validator("issuer_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
 class Settings(BaseModel):
     """The whole config file, with the environment's overrides merged in (see :func:`load_config`)."""
 
@@ -136,6 +169,7 @@ class Settings(BaseModel):
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
     profiles: ProfilesSettings = Field(default_factory=ProfilesSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
 
 def _is_list(annotation: Any) -> bool:
@@ -269,6 +303,15 @@ class Config:
     def profiles_dir(self) -> Path:
         d = Path(os.path.expanduser(self.settings.profiles.dir))
         return d if d.is_absolute() else self.base_dir / d
+
+    @property
+    def tokens_file(self) -> Path:
+        """Where the built-in ``tokens`` plugin keeps token hashes (``[server] tokens_file``)."""
+        path = self.settings.server.tokens_file
+        if path is None:  # next to the config file (the user config dir when there is none)
+            return self.base_dir / "tokens.json"
+        path = Path(os.path.expanduser(path))
+        return path if path.is_absolute() else self.base_dir / path
 
     @property
     def disabled_plugins(self) -> list[str]:

@@ -49,10 +49,14 @@ def run_doctor(config_path: str | None) -> int:
               "in memory only and end with the server", "enable the statefile plugin to keep logins across restarts")
     else:
         _line(True, "saved sessions", f"{getattr(store, 'description', type(store).__name__)}")
-    broken = [p for p in app.profiles.all() if p.error]
-    _line(not broken if app.profiles.all() else None, "profiles",
-          f"{len(app.profiles.all())} in {config.profiles_dir}" + (f", {len(broken)} broken" if broken else ""),
-          "run `crawlkeeper profiles` to see what is wrong" if broken else "")
+    problems = {p.name: app.profile_problem(p) for p in app.profiles.all()}
+    broken = [name for name, problem in problems.items() if problem]
+    _line(not broken if problems else None, "profiles",
+          f"{len(problems)} in {config.profiles_dir}" + (f", {len(broken)} broken" if broken else ""))
+    for name in broken:
+        click.echo(f"       broken: {name}: {problems[name]}")
+    if broken:
+        click.echo("       fix: correct the file and key named above; `crawlkeeper profiles` checks them again")
     failures += bool(broken)
     unscoped = [p.name for p in app.profiles.all() if not p.error and holds_secrets(p)
                 and not (p.security or {}).get("allowed_domains")]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .errors import CrawlError
 from .logs import safe_url
 from .options import CrawlOptions
+from .principal import Principal
 
 SingleStep = Literal["text", "attribute", "html", "regex"]
 FieldType = Literal["text", "attribute", "html", "regex", "nested", "list", "nested_list"]
@@ -133,6 +134,7 @@ async def extract(
     url: str,
     schema: ExtractSchema,
     *,
+    principal: Principal | None = None,
     session_id: str | None = None,
     profile: str | None = None,
     max_items: int | None = None,
@@ -145,7 +147,7 @@ async def extract(
         return loaded, await page.content()
 
     (loaded, html), options = await app.run_on_page(
-        url, work, session_id=session_id, profile=profile, arguments=arguments
+        url, work, session_id=session_id, profile=profile, arguments=arguments, principal=principal
     )
     cap = min(max_items or options.max_extract_items, options.max_extract_items)
     try:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .handle import Server
     from .models import AuthMethod, ConfigLayer, CrawlRequest, Profile, Session, SessionRequest
+    from .principal import Principal
     from .store import StateStore
     from .tools import ToolRegistry
 
@@ -80,8 +81,9 @@ def crawlkeeper_register_tools(registry: ToolRegistry) -> None:
     """Add your own MCP tools, at start-up.
 
     Call ``registry.add(fn, name=..., description=...)`` with an ``async def`` taking typed arguments
-    (pydantic ``Field`` annotations work) and optionally ``app: App``; raise ``CrawlkeeperError`` for an
-    error the caller should read. A name that clashes with an existing tool is a start-up error.
+    (pydantic ``Field`` annotations work) and optionally ``app: App`` and ``principal: Principal`` (the
+    calling client; both injected, hidden from clients); raise ``CrawlkeeperError`` for an error the caller
+    should read. A name that clashes with an existing tool is a start-up error.
 
     :param registry: where tools are added.
     """
@@ -135,6 +137,17 @@ def crawlkeeper_auth_methods() -> list[AuthMethod]:
     ``[auth]`` table, and ``async def login(session, params)`` that drives ``session.page``. ``login``
     runs after ``crawlkeeper_session_created`` and before the session's first navigation; raising fails
     ``create_session`` with your plugin's name. Two plugins offering one name is a start-up error.
+
+    Params come only from a profile's ``[auth]`` table (``method`` plus the params), validated by your
+    ``params_model`` (use ``extra="forbid"``): ``crawlkeeper profiles`` and ``doctor`` check every profile
+    against it without logging in. ``create_session(auth="name")`` without such a profile works only if every
+    param has a default; ``auth=`` naming another method than the profile's is an error.
+
+    Secrets by reference: a param whose name ends in ``_env`` holds an environment variable's *name*
+    (checked to be set when the profile loads); one ending in ``_file`` a path, made absolute relative to
+    the profile's file. ``login`` receives the reference, not the secret: read it with
+    ``crawlkeeper.resolve_secret({"value_env": params.token_env}, what="...")`` (or ``value_file``), which
+    also registers the value so no log line or error shows it.
     """
     raise NotImplementedError
 
@@ -150,7 +163,8 @@ def crawlkeeper_session_created(session: Session, request: SessionRequest) -> No
 
     :param session: the new session (``session.context``; ``session.page`` is None for a session created
         without ``url`` or ``auth``: ``await session.ensure_page()`` opens it if you need one).
-    :param request: what the caller asked for: ``url``, ``cookies``, ``profile``, ``auth``, ``ttl_s``.
+    :param request: what the caller asked for: ``url``, ``cookies``, ``profile``, ``auth``, ``ttl_s``;
+        ``temporary`` is True for the hidden one-shot session of a session-less crawl with a logging-in profile.
     """
 
 
@@ -178,7 +192,10 @@ def crawlkeeper_session_closing(session: Session, reason: str) -> None:
     state was saved and it comes back on its next use, in this process or the next one: do not log out then.
 
     :param session: the session being closed.
-    :param reason: ``"closed"``, ``"expired"``, ``"evicted"``, ``"shutdown"``, ``"crashed"`` or ``"hibernated"``.
+    :param reason: ``"closed"``, ``"expired"``, ``"evicted"``, ``"shutdown"``, ``"crashed"``, ``"hibernated"``,
+        or ``"temporary"`` for the hidden one-shot session in which ``crawl_url(profile=P)`` logs in when P has
+        cookies or an ``[auth]`` method (``session.temporary`` is True for it from creation on; a plugin that logs
+        out on close may skip it, the session is discarded anyway).
     """
 
 
@@ -232,6 +249,29 @@ def crawlkeeper_state_store(config: Config) -> StateStore | None:
 
     :param config: the server configuration.
     :return: a store, or None to leave the choice to other plugins.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP transport
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def crawlkeeper_verify_token(token: str) -> Principal | None:
+    """Who holds this bearer token? Called for every HTTP request (never over stdio).
+
+    Return a :class:`~crawlkeeper.Principal` for a valid token, or None if it is not yours or not valid
+    (wrong, expired, revoked): the first non-None answer wins, and when every plugin says None the
+    request gets HTTP 401. The built-in ``tokens`` plugin answers for tokens made with
+    ``crawlkeeper token add``; disable it to use only your own verifier.
+
+    Synchronous and called in a worker thread, so a verifier may block briefly (fetch a JWKS, read a
+    file) without stalling other clients; cache what you fetch. Never log the token. An exception is
+    logged with your plugin's name and the request gets 401 (a broken verifier never lets anyone in).
+
+    :param token: the bearer token from the ``Authorization`` header, without ``Bearer``.
+    :return: the principal (``id`` owns sessions; ``name`` for logs; ``admin``; ``scopes``) or None.
     """
 
 

@@ -111,6 +111,8 @@ class Session:
     ``headers`` (a :class:`~crawlkeeper.SessionHeaders`) is how a plugin adds request headers:
     ``await session.headers.add({"X-Api-Key": key})`` merges, and each header goes only to the session's own
     sites (or ``domains=``); ``session.headers.effective(url)`` is what a request to ``url`` carries.
+    ``owner`` is the principal id that created it: ids are per owner, so two clients may each have a session
+    ``work`` and never see the other's.
     """
 
     id: str
@@ -122,6 +124,11 @@ class Session:
     expires_at: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     auth: str | None = None  # the auth method it was created with (re-login uses it again)
+    #: The id of the :class:`~crawlkeeper.Principal` that created it ("local" over stdio); only it can use it.
+    owner: str = "local"
+    #: True for the hidden one-shot session of a session-less crawl with a profile that logs in; it is closed with
+    #: reason ``"temporary"`` right after that crawl and never listed.
+    temporary: bool = False
     # Internal bookkeeping; plugins should treat these as read-only.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     busy: int = field(default=0, repr=False)
@@ -162,6 +169,8 @@ class SessionRequest:
     auth: str | None
     ttl_s: float | None
     handled: set[str] = field(default_factory=set)
+    #: A hidden one-shot session for one session-less crawl (see ``Session.temporary``).
+    temporary: bool = False
 
     def mark_handled(self, what: str) -> None:
         self.handled.add(what)

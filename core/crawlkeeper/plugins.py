@@ -38,7 +38,7 @@ from .errors import CrawlkeeperError, PluginError
 log = logging.getLogger("crawlkeeper.plugins")
 
 ENTRY_POINT_GROUP = "crawlkeeper"
-BUILTIN_PLUGINS = ("cookies", "profiles", "ttl", "statefile")
+BUILTIN_PLUGINS = ("cookies", "profiles", "ttl", "tokens", "statefile")
 BUILTIN_DISTRIBUTION = "crawlkeeper"
 TRACING = bool(os.environ.get("CRAWLKEEPER_TRACE_PLUGINS"))
 
@@ -365,6 +365,9 @@ class _CallState:
     pending: list[_Pending] = field(default_factory=list)
 
 
+#: Hooks whose arguments are secrets (a bearer token): a failure is logged by plugin and exception type only.
+SECRET_ARGUMENT_HOOKS = frozenset({"crawlkeeper_verify_token"})
+
 _CALL: contextvars.ContextVar[_CallState | None] = contextvars.ContextVar("crawlkeeper_hook_call", default=None)
 
 
@@ -380,6 +383,10 @@ def _named(exc: BaseException, plugin: str, hook_name: str) -> BaseException:
         if not getattr(exc, "plugin", None):
             exc.plugin = plugin  # type: ignore[attr-defined]
         return exc
+    if hook_name in SECRET_ARGUMENT_HOOKS:  # the message or a traceback frame may quote the token
+        log.error("plugin %r raised %s in %s (details withheld: its argument is a secret)",
+                  plugin, type(exc).__name__, hook_name)
+        return PluginError(f"plugin '{plugin}' failed in {hook_name}: {type(exc).__name__}", plugin=plugin)
     log.error("plugin %r raised in %s", plugin, hook_name, exc_info=exc)
     return PluginError(f"plugin '{plugin}' failed in {hook_name}: {type(exc).__name__}: {exc}", plugin=plugin)
 

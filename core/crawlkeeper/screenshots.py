@@ -18,6 +18,7 @@ from typing import Any
 from .errors import CrawlError, first_line
 from .logs import safe_url
 from .options import CrawlOptions
+from .principal import Principal
 
 log = logging.getLogger("crawlkeeper.screenshots")
 
@@ -145,6 +146,7 @@ async def take_screenshot(
     app: Any,
     url: str,
     *,
+    principal: Principal | None = None,
     session_id: str | None = None,
     profile: str | None = None,
     full_page: bool = False,
@@ -163,7 +165,7 @@ async def take_screenshot(
         return loaded, shot
 
     (loaded, shot), _options = await app.run_on_page(
-        url, work, session_id=session_id, profile=profile, arguments=arguments
+        url, work, session_id=session_id, profile=profile, arguments=arguments, principal=principal
     )
     result = {
         "url": loaded.url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
@@ -16,12 +17,13 @@ from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from . import __version__
+from . import __version__, calls
 from .app import App
 from .errors import CrawlkeeperError
 from .extraction import ExtractSchema, extract
 from .logs import scrub, scrub_secrets
 from .options import CALL_OPTIONS, call_parameters
+from .principal import LOCAL, Principal
 from .screenshots import take_screenshot
 
 log = logging.getLogger("crawlkeeper.server")
@@ -106,6 +108,7 @@ class SessionCreated(BaseModel):
 
 class SessionInfo(BaseModel):
     session_id: str
+    owner: str | None = Field(None, description="The owning client's id (only in an admin's all_clients listing).")
     profile: str | None
     created_at: str | None
     last_used_at: str | None
@@ -218,31 +221,78 @@ def strict_arguments(server: MCPServer) -> None:
 
 
 def _errors_as_tool_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn our errors into MCP tool errors the model can read; hide nothing but secrets and tracebacks."""
+    """Turn our errors into MCP tool errors the model can read; hide nothing but secrets and tracebacks.
+
+    Over HTTP it also records the tool and its outcome for the access log, and cancels the call when the
+    client disconnects."""
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        info = calls.current()
+        if info is not None:
+            info.tool = fn.__name__
         try:
-            return await fn(*args, **kwargs)
+            if info is None:
+                result = await fn(*args, **kwargs)
+            else:
+                result = await calls.unless_gone(info, fn(*args, **kwargs))
         except ToolError:
+            _outcome(info, "error")
             raise
+        except asyncio.CancelledError:  # the MCP session ended (DELETE) or the server is stopping
+            _outcome(info, "cancelled")
+            raise
+        except calls.ClientGone as exc:
+            _outcome(info, "cancelled (client gone)")
+            raise ToolError(str(exc)) from None
         except CrawlkeeperError as exc:
+            _outcome(info, "error")
             raise ToolError(scrub(str(exc))) from None
         except Exception as exc:
+            _outcome(info, f"internal error ({type(exc).__name__})")
             log.exception("tool %s failed", fn.__name__)
             raise ToolError(
                 f"internal error in {fn.__name__} ({type(exc).__name__}); the server log has the details"
             ) from None
+        _outcome(info, "ok")
+        return result
 
     return wrapper
+
+
+def _outcome(info: calls.CallInfo | None, outcome: str) -> None:
+    if info is not None:
+        info.outcome = outcome
+
+
+def current_principal(*, authenticated: bool) -> Principal:
+    """The client calling a tool: the verified principal over HTTP, the local user over stdio/in-memory.
+
+    ``authenticated`` servers (HTTP) never fall back to the local user: no principal means no call."""
+    from mcp.server.auth.middleware.auth_context import get_access_token
+
+    token = get_access_token()
+    principal = getattr(token, "principal", None) if token is not None else None
+    if isinstance(principal, Principal):
+        return principal
+    if authenticated:
+        raise ToolError("not authenticated: send Authorization: Bearer <token>")
+    return LOCAL
 
 
 def _app(ctx: Context) -> App:
     return ctx.request_context.lifespan_context
 
 
-def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
-    """The MCP server for ``app``. With ``owns_app`` the server's lifespan starts and shuts the app down."""
+def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPServer:
+    """The MCP server for ``app``. With ``owns_app`` the server's lifespan starts and shuts the app down.
+
+    ``mcp_options`` go to ``MCPServer`` (the HTTP transport passes ``token_verifier`` and ``auth``); a server
+    with a token verifier serves only authenticated principals, each seeing only its own sessions."""
+    authenticated = mcp_options.get("token_verifier") is not None
+
+    def who() -> Principal:
+        return current_principal(authenticated=authenticated)
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer) -> AsyncIterator[App]:
@@ -258,7 +308,7 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
                     await app.shutdown()
 
     server: MCPServer = MCPServer(
-        "crawlkeeper", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan
+        "crawlkeeper", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, **mcp_options
     )
     read_only = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
 
@@ -277,7 +327,9 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
 
         Long content comes in chunks of max_chars: when truncated is true, call again with the same url and
         cursor=next_cursor. Pass session_id to crawl as a logged-in session created with create_session."""
-        result = await _app(ctx).crawl(url, session_id=session_id, profile=profile, cursor=cursor, **options)
+        result = await _app(ctx).crawl(
+            url, session_id=session_id, profile=profile, cursor=cursor, principal=who(), **options
+        )
         return CrawlResult.model_validate(result)
 
     @server.tool(title="Crawl many URLs", annotations=read_only)
@@ -298,7 +350,8 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
             await ctx.report_progress(done, total, message)
 
         results = await _app(ctx).crawl_many(
-            urls, concurrency=concurrency, progress=progress, session_id=session_id, profile=profile, **options
+            urls, concurrency=concurrency, progress=progress, session_id=session_id, profile=profile, principal=who(),
+            **options,
         )
         return CrawlManyResult(
             results=[CrawlFailure(**r) if "error" in r else CrawlResult.model_validate(r) for r in results]
@@ -326,7 +379,7 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
         several tiles; how much was cut is reported. Pass session_id to see a logged-in page."""
         result, images = await take_screenshot(
             _app(ctx), url, session_id=session_id, profile=profile, full_page=full_page, selector=selector,
-            width=width, height=height, **options,
+            width=width, height=height, principal=who(), **options,
         )
         summary = ScreenshotResult.model_validate(result)
         content: list[Any] = [ImageContent(type="image", data=data, mime_type="image/png") for data in images]
@@ -351,7 +404,7 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
         Example schema: {"baseSelector": "div.product", "fields": [{"name": "title", "selector": "h2",
         "type": "text"}, {"name": "link", "selector": "a", "type": "attribute", "attribute": "href"}]}."""
         result = await extract(_app(ctx), url, schema, session_id=session_id, profile=profile,
-                               max_items=max_items, **options)
+                               max_items=max_items, principal=who(), **options)
         return ExtractResult.model_validate(result)
 
     @server.tool(title="Create a browser session", annotations=ToolAnnotations(openWorldHint=True))
@@ -370,24 +423,35 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
         Then pass its session_id to crawl_url / crawl_many. Cookie values are never returned."""
         result = await _app(ctx).create_session(
             session_id=session_id, url=url, profile=profile, auth=auth, ttl_s=ttl_s,
-            cookies=[c.model_dump(exclude_none=True) for c in cookies or []],
+            cookies=[c.model_dump(exclude_none=True) for c in cookies or []], principal=who(),
         )
         return SessionCreated.model_validate(result)
 
     @server.tool(title="List sessions", annotations=ToolAnnotations(readOnlyHint=True))
     @_errors_as_tool_errors
-    async def list_sessions(ctx: Context) -> SessionList:
-        """List sessions you can use: active ones and saved (hibernated) ones, with ids, profile, times, last URL
-        and cookie names/domains (never values). A hibernated session is restored on its next use."""
-        return SessionList.model_validate({"sessions": await _app(ctx).list_sessions()})
+    async def list_sessions(
+        ctx: Context,
+        all_clients: Annotated[
+            bool, Field(description="Admin clients only: every client's sessions, each with its owner.")
+        ] = False,
+    ) -> SessionList:
+        """List your sessions, active and saved (hibernated: restored on their next use): ids, profile, times, last
+        URL and cookie names/domains (never values)."""
+        sessions = await _app(ctx).list_sessions(principal=who(), all_clients=all_clients)
+        return SessionList.model_validate({"sessions": sessions})
 
     @server.tool(title="Close a session", annotations=ToolAnnotations(destructiveHint=True))
     @_errors_as_tool_errors
     async def close_session(
-        ctx: Context, session_id: Annotated[str, Field(description="The session to close.")]
+        ctx: Context,
+        session_id: Annotated[str, Field(description="The session to close.")],
+        owner: Annotated[
+            str | None, Field(description="Admin clients only: the owner of another client's session.")
+        ] = None,
     ) -> SessionClosed:
         """Close a session and its browser context (it waits for a call in progress on it to finish)."""
-        return SessionClosed.model_validate(await _app(ctx).close_session(session_id))
+        closed = await _app(ctx).close_session(session_id, principal=who(), owner=owner)
+        return SessionClosed.model_validate(closed)
 
     @server.tool(title="List profiles", annotations=ToolAnnotations(readOnlyHint=True))
     @_errors_as_tool_errors
@@ -397,33 +461,37 @@ def build_server(app: App, *, owns_app: bool = True) -> MCPServer:
 
     for spec in app.tools.tools.values():
         server.add_tool(
-            _plugin_tool(spec.fn, app), name=spec.name, description=spec.description,
+            _plugin_tool(spec.fn, app, who), name=spec.name, description=spec.description,
             annotations=ToolAnnotations(readOnlyHint=spec.read_only),
         )
     strict_arguments(server)
     return server
 
 
-def _plugin_tool(fn: Callable[..., Any], app: App) -> Callable[..., Any]:
-    """Wrap a plugin's tool: inject ``app`` if it asks for it, and report its errors like ours."""
+def _plugin_tool(fn: Callable[..., Any], app: App, who: Callable[[], Principal]) -> Callable[..., Any]:
+    """Wrap a plugin's tool: inject ``app`` and ``principal`` (the caller) if it asks for them, and report
+    its errors like ours."""
     try:  # resolve string annotations (``from __future__ import annotations``) in the plugin's module
         signature = inspect.signature(fn, eval_str=True)
     except Exception:
         signature = inspect.signature(fn)
     wants_app = "app" in signature.parameters
+    wants_principal = "principal" in signature.parameters
 
     @functools.wraps(fn)
     async def call(**kwargs: Any) -> Any:
         if wants_app:
             kwargs["app"] = app
+        if wants_principal:
+            kwargs["principal"] = who()
         result = fn(**kwargs)
         result = await result if inspect.isawaitable(result) else result
         return scrub_secrets(result) if isinstance(result, str | dict | list) else result
 
     # Always: with ``__wrapped__`` gone, MCP would otherwise see ``call(**kwargs)`` and not the tool's arguments.
     call.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[p for p in signature.parameters.values() if p.name != "app"]
+        parameters=[p for p in signature.parameters.values() if p.name not in ("app", "principal")]
     )
-    call.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k != "app"}
+    call.__annotations__ = {k: v for k, v in fn.__annotations__.items() if k not in ("app", "principal")}
     del call.__wrapped__  # MCP must see the signature above, not the plugin's
     return _errors_as_tool_errors(call)

@@ -3,6 +3,9 @@
 Calls on one session run one at a time in arrival order (an ``asyncio.Lock`` is FIFO); calls on different
 sessions run in parallel. A session that ended is remembered (closed, expired, crashed...) so a later call
 can say which, instead of a bare "unknown session".
+
+Sessions are owned: ids live in their owner's namespace (the principal id that created them), so a client
+asking for another client's session gets exactly the answer for an id that never existed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import SessionError, SessionExpired
 from .logs import safe_url
 from .models import Session
+from .principal import LOCAL_ID
 
 if TYPE_CHECKING:
     from .plugins import Hooks
@@ -28,7 +32,7 @@ log = logging.getLogger("crawlkeeper.sessions")
 
 #: Checked with ``fullmatch``: ``$`` alone also matches before a trailing newline (``"abc\n"``).
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-REASONS = ("closed", "expired", "evicted", "shutdown", "crashed", "hibernated")
+REASONS = ("closed", "expired", "evicted", "shutdown", "crashed", "temporary", "hibernated")
 _MAX_TOMBSTONES = 10_000
 _CLOSE_CONTEXT_TIMEOUT_S = 3.0
 
@@ -38,6 +42,7 @@ _ENDED = {
     "evicted": "session '{id}' was evicted{detail}; call create_session again",
     "shutdown": "session '{id}' ended when the server shut down; call create_session again",
     "crashed": "session '{id}' was lost because the browser crashed; create it again with create_session",
+    "temporary": "session '{id}' was a one-shot session for a single crawl and has ended",
     "hibernated": "session '{id}' was hibernated; use it again to bring it back",
 }
 
@@ -53,9 +58,10 @@ class SessionRegistry:
         self.hooks = hooks
         self.max_sessions = max_sessions
         self.clock = clock
-        self._sessions: dict[str, Session] = {}
-        self._reserved: set[str] = set()
-        self._ended: OrderedDict[str, str] = OrderedDict()
+        self.max_per_owner: int | None = None  # [server] max_sessions_per_client, set for the HTTP transport
+        self._sessions: dict[tuple[str, str], Session] = {}
+        self._reserved: set[tuple[str, str]] = set()
+        self._ended: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._closing_tasks: set[asyncio.Task[None]] = set()
         #: Awaited once a session's context is closed (the app deletes or keeps its saved state there).
         self.on_closed: Callable[[Session, str], Awaitable[None]] | None = None
@@ -65,18 +71,24 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def all(self) -> list[Session]:
-        """Live sessions, oldest first."""
-        return list(self._sessions.values())
+    def all(self, owner: str | None = None) -> list[Session]:
+        """Live sessions, oldest first: every owner's, or only ``owner``'s."""
+        return [s for s in self._sessions.values() if owner is None or s.owner == owner]
 
-    def get(self, session_id: str) -> Session:
-        """The live session, or a :class:`SessionError` saying whether it never existed, was closed or expired."""
-        session = self._sessions.get(session_id)
+    def find(self, session_id: str) -> list[Session]:
+        """Every owner's live session with this id (for an admin closing someone else's session)."""
+        return [s for (_, sid), s in self._sessions.items() if sid == session_id]
+
+    def get(self, session_id: str, owner: str = LOCAL_ID) -> Session:
+        """``owner``'s live session, or a :class:`SessionError` saying whether it never existed, was closed or
+        expired. Another owner's session with this id is not looked at: its existence is not revealed."""
+        key = (owner, session_id)
+        session = self._sessions.get(key)
         if session is not None:
             return session
-        if session_id in self._ended:
-            raise SessionError(self._ended[session_id])
-        if session_id in self._reserved:
+        if key in self._ended:
+            raise SessionError(self._ended[key])
+        if key in self._reserved:
             raise SessionError(f"session '{session_id}' is still being created; retry in a moment")
         raise SessionError(
             f"unknown session '{session_id}': no session with this id was created on this server (or it ended "
@@ -85,15 +97,17 @@ class SessionRegistry:
 
     # -- creation -------------------------------------------------------------------------------
 
-    def reserve(self, session_id: str | None) -> str:
-        """Claim an id (generated, unguessable, if None) and a slot under ``max_sessions``."""
+    def reserve(self, session_id: str | None, owner: str = LOCAL_ID) -> str:
+        """Claim an id in ``owner``'s namespace (generated, unguessable, if None) and a slot under
+        ``max_sessions`` (and ``max_per_owner``)."""
         if session_id is None:
             session_id = "s_" + secrets.token_urlsafe(12)
         elif not SESSION_ID_RE.fullmatch(session_id):
             raise SessionError(
                 f"invalid session_id {session_id!r}: use 1-64 letters, digits, '_', '.', ':' or '-'"
             )
-        if session_id in self._sessions or session_id in self._reserved:
+        key = (owner, session_id)
+        if key in self._sessions or key in self._reserved:
             raise SessionError(
                 f"session '{session_id}' already exists; use it, close it with close_session, or pick another id"
             )
@@ -102,30 +116,39 @@ class SessionRegistry:
                 f"too many sessions: the limit is max_sessions = {self.max_sessions}; close one with "
                 "close_session (list_sessions shows them) or raise [sessions] max_sessions in the config"
             )
-        self._ended.pop(session_id, None)
-        self._reserved.add(session_id)
+        if self.max_per_owner is not None:
+            mine = sum(1 for o, _ in self._sessions if o == owner) + sum(1 for o, _ in self._reserved if o == owner)
+            if mine >= self.max_per_owner:
+                raise SessionError(
+                    f"too many sessions for this client: the limit is {self.max_per_owner} per client "
+                    "([server] max_sessions_per_client); close one with close_session (list_sessions shows yours)"
+                )
+        self._ended.pop(key, None)
+        self._reserved.add(key)
         return session_id
 
-    def release(self, session_id: str) -> None:
-        self._reserved.discard(session_id)
+    def release(self, session_id: str, owner: str = LOCAL_ID) -> None:
+        self._reserved.discard((owner, session_id))
 
     def add(self, session: Session) -> None:
-        self._reserved.discard(session.id)
-        self._sessions[session.id] = session
+        key = (session.owner, session.id)
+        self._reserved.discard(key)
+        self._sessions[key] = session
 
     def detach(self, session: Session) -> None:
         """Take a session out of the live ones without ending it (hibernated, or its browser crashed with its
         state saved): its next use brings it back."""
-        if self._sessions.get(session.id) is session:
-            del self._sessions[session.id]
-        self._ended.pop(session.id, None)
+        key = (session.owner, session.id)
+        if self._sessions.get(key) is session:
+            del self._sessions[key]
+        self._ended.pop(key, None)
 
-    def forget_ended(self, session_id: str) -> None:
-        self._ended.pop(session_id, None)
+    def forget_ended(self, session_id: str, owner: str = LOCAL_ID) -> None:
+        self._ended.pop((owner, session_id), None)
 
-    def peek(self, session_id: str) -> Session | None:
-        """The live session with this id, or None (no error)."""
-        return self._sessions.get(session_id)
+    def peek(self, session_id: str, owner: str = LOCAL_ID) -> Session | None:
+        """``owner``'s live session with this id, or None (no error)."""
+        return self._sessions.get((owner, session_id))
 
     def occupied(self) -> int:
         """Live sessions plus ids being created or restored: what ``max_sessions`` bounds."""
@@ -166,25 +189,33 @@ class SessionRegistry:
         if detail and not detail.startswith(("(", " ")):
             detail = f" ({detail.rstrip('.')})" if reason != "expired" else f": {detail.rstrip('.')}"
         session.ended = _ENDED[reason].format(id=session.id, detail=detail)
-        if self._sessions.get(session.id) is session:
-            del self._sessions[session.id]
-        self._ended[session.id] = session.ended
-        self._ended.move_to_end(session.id)
+        key = (session.owner, session.id)
+        if self._sessions.get(key) is session:
+            del self._sessions[key]
+        self._ended[key] = session.ended
+        self._ended.move_to_end(key)
         while len(self._ended) > _MAX_TOMBSTONES:
             self._ended.popitem(last=False)
 
     async def close(
-        self, session_id: str, reason: str = "closed", detail: str = "", *, session: Session | None = None
+        self,
+        session_id: str,
+        reason: str = "closed",
+        detail: str = "",
+        *,
+        session: Session | None = None,
+        owner: str = LOCAL_ID,
     ) -> bool:
-        """End a session: wait for its running call, run closing hooks, close its context.
+        """End ``owner``'s session: wait for its running call, run closing hooks, close its context.
 
-        Pass ``session`` to close that very object only (not a newer session that reused the id). Returns
+        Pass ``session`` to close that very object only (not a newer session that reused the id; its own
+        owner is used). Returns
         False if it was not live. Queued calls on it are refused with the reason. Cancelling the caller does
         not cancel the close: the context is closed and the hooks run regardless.
         """
         if reason not in REASONS:
             raise ValueError(f"unknown close reason {reason!r}")
-        current = self._sessions.get(session_id)
+        current = self._sessions.get((session.owner if session is not None else owner, session_id))
         if current is None or (session is not None and current is not session):
             return False
         self._end(current, reason, detail)
@@ -223,11 +254,13 @@ class SessionRegistry:
 
     async def close_all(self, reason: str = "shutdown") -> None:
         """Close every session concurrently; one failure never stops the others."""
-        ids = list(self._sessions)
-        results = await asyncio.gather(*(self.close(i, reason) for i in ids), return_exceptions=True)
-        for session_id, result in zip(ids, results, strict=True):
+        live = list(self._sessions.values())
+        results = await asyncio.gather(
+            *(self.close(s.id, reason, session=s) for s in live), return_exceptions=True
+        )
+        for session, result in zip(live, results, strict=True):
             if isinstance(result, BaseException):
-                log.error("closing session %s failed: %s", session_id, result)
+                log.error("closing session %s failed: %s", session.id, result)
         if self._closing_tasks:
             await asyncio.gather(*self._closing_tasks, return_exceptions=True)
 

@@ -337,15 +337,14 @@ class _Kept:
 class SessionKeeper:
     """Saves, loads and deletes sessions in the configured store; owns the leases of this process."""
 
-    def __init__(self, config: Config, *, namespace: str = LOCAL_NAMESPACE) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.namespace = namespace
         self.store: StateStore | None = None
         self.save_delay_s = config.settings.sessions.save_delay_s
         self._sealer: Sealer | None = None
         self._key_error: str | None = None
         self._checked = False
-        self._kept: dict[str, _Kept] = {}
+        self._kept: dict[tuple[str, str], _Kept] = {}  # by (owner, session id)
         self._leases: set[str] = set()
         self.save_failures = 0
         self.save_count = 0  # blobs written (for benchmarks and tests)
@@ -354,8 +353,9 @@ class SessionKeeper:
     def enabled(self) -> bool:
         return self.store is not None
 
-    def key(self, session_id: str) -> str:
-        return make_key(self.namespace, session_id)
+    def key(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> str:
+        """The store key: the owner (the client's principal id; ``local`` over stdio) namespaces the id."""
+        return make_key(owner, session_id)
 
     # -- the key check --------------------------------------------------------------------------------
 
@@ -387,10 +387,10 @@ class SessionKeeper:
 
     # -- leases ------------------------------------------------------------------------------------------
 
-    async def claim(self, session_id: str) -> None:
+    async def claim(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> None:
         """Take this session's lease, or a clear error when another crawlkeeper process drives it."""
         assert self.store is not None
-        key = self.key(session_id)
+        key = self.key(session_id, owner)
         try:
             await _maybe(self.store.acquire(key))
         except LeaseHeld:
@@ -400,8 +400,8 @@ class SessionKeeper:
             ) from None
         self._leases.add(key)
 
-    async def release(self, session_id: str) -> None:
-        key = self.key(session_id)
+    async def release(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> None:
+        key = self.key(session_id, owner)
         if self.store is not None and key in self._leases:
             self._leases.discard(key)
             try:
@@ -411,26 +411,31 @@ class SessionKeeper:
 
     async def release_all(self) -> None:
         for key in list(self._leases):
-            await self.release(split_key(key)[1])
+            owner, session_id = split_key(key)
+            await self.release(session_id, owner)
 
     # -- reading ---------------------------------------------------------------------------------------
 
-    async def exists(self, session_id: str) -> bool:
-        return self.enabled and self.key(session_id) in await self.stored_keys()
+    async def exists(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> bool:
+        return self.enabled and self.key(session_id, owner) in await self.stored_keys()
 
     async def stored_keys(self) -> list[str]:
         assert self.store is not None
         return [k for k in await _maybe(self.store.list()) if not k.startswith("_crawlkeeper/")]
 
-    async def stored_ids(self) -> list[str]:
-        prefix = self.namespace + "/"
-        return [k[len(prefix):] for k in await self.stored_keys() if k.startswith(prefix)]
+    async def stored_ids(self, owner: str = LOCAL_NAMESPACE) -> list[str]:
+        """Ids of ``owner``'s saved sessions."""
+        return [sid for o, sid in await self.stored_pairs() if o == owner]
 
-    async def load(self, session_id: str) -> SavedState | None:
+    async def stored_pairs(self) -> list[tuple[str, str]]:
+        """Every saved session as ``(owner, session id)``."""
+        return [split_key(k) for k in await self.stored_keys()]
+
+    async def load(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> SavedState | None:
         """The saved state of ``session_id`` (None when there is none); a bad file names the session."""
         assert self.store is not None
         what = f"session '{session_id}'"
-        key = self.key(session_id)
+        key = self.key(session_id, owner)
         blob = await _maybe(self.store.load(key))
         if blob is None:
             return None
@@ -444,14 +449,14 @@ class SessionKeeper:
 
     def remember(self, session: Session, state: SavedState) -> None:
         """A restored session starts with the hash of what was loaded: unchanged, it is not rewritten."""
-        kept = self._kept.setdefault(session.id, _Kept())
+        kept = self._kept.setdefault((session.owner, session.id), _Kept())
         kept.hash = state.content_hash()
         kept.saved_at = time.time()
         kept.times = (state.last_used_at, state.expires_at)
         kept.session_storage = dict(state.session_storage)
 
-    def was_saved(self, session_id: str) -> bool:
-        kept = self._kept.get(session_id)
+    def was_saved(self, session: Session) -> bool:
+        kept = self._kept.get((session.owner, session.id))
         return kept is not None and kept.hash is not None
 
     # -- writing ----------------------------------------------------------------------------------------
@@ -461,7 +466,7 @@ class SessionKeeper:
         that fails never breaks the live session, and a failed write never replaces a good file."""
         if not self.enabled or not session.durable:
             return False
-        kept = self._kept.setdefault(session.id, _Kept())
+        kept = self._kept.setdefault((session.owner, session.id), _Kept())
         try:
             sealer = await self._ready()
             state = await capture(session, kept.session_storage)
@@ -471,7 +476,7 @@ class SessionKeeper:
                 times == kept.times or (not force_times and time.time() - kept.saved_at < _TIMES_ONLY_EVERY_S)
             ):
                 return True  # nothing changed (or only the times, written recently enough)
-            key = self.key(session.id)
+            key = self.key(session.id, session.owner)
             blob = sealer.seal(key, encode(state))
             assert self.store is not None
             await _maybe(self.store.save(key, blob))
@@ -491,7 +496,7 @@ class SessionKeeper:
         """A call used ``session``: save it within ``save_delay_s`` (at most one save per window)."""
         if not self.enabled or not session.durable:
             return
-        kept = self._kept.setdefault(session.id, _Kept())
+        kept = self._kept.setdefault((session.owner, session.id), _Kept())
         if kept.pending is None or kept.pending.done():
             kept.pending = asyncio.get_running_loop().create_task(self._save_later(session))
 
@@ -500,18 +505,18 @@ class SessionKeeper:
         if not session.closed and not session.hibernated:
             await self.save(session)
 
-    async def delete(self, session_id: str) -> None:
+    async def delete(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> None:
         """Forget a session for good (closed or expired)."""
-        self.forget(session_id)
+        self.forget(session_id, owner)
         if self.store is None:
             return
         try:
-            await _maybe(self.store.delete(self.key(session_id)))
+            await _maybe(self.store.delete(self.key(session_id, owner)))
         except Exception as exc:
             log.error("deleting the saved state of session %s failed: %s", session_id, _describe(exc))
 
-    def forget(self, session_id: str) -> None:
-        kept = self._kept.pop(session_id, None)
+    def forget(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> None:
+        kept = self._kept.pop((owner, session_id), None)
         if kept is not None and kept.pending is not None and not kept.pending.done():
             kept.pending.cancel()
 

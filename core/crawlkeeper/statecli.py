@@ -37,10 +37,10 @@ def _check_id(session_id: str) -> None:
         raise SessionError(f"invalid session id {session_id!r}: use 1-64 letters, digits, '_', '.', ':' or '-'")
 
 
-async def _in_use(app: App, session_id: str) -> bool:
+async def _in_use(app: App, session_id: str, owner: str = "local") -> bool:
     """Whether a running crawlkeeper process holds the session (probing its lease)."""
     assert app.keeper.store is not None
-    key = app.keeper.key(session_id)
+    key = app.keeper.key(session_id, owner)
     try:
         await _maybe(app.keeper.store.acquire(key))
     except LeaseHeld:
@@ -50,13 +50,15 @@ async def _in_use(app: App, session_id: str) -> bool:
 
 
 async def list_saved(app: App) -> list[dict[str, Any]]:
-    """Every saved session of this user: record, state and cookie names/domains/expiry (never values)."""
+    """Every saved session: record, state and cookie names/domains/expiry (never values); ``owner`` is the client
+    that owns it (``local`` for sessions made over stdio; HTTP clients have their own)."""
     _store_of(app)
     rows = []
-    for sid in await app.keeper.stored_ids():
-        row: dict[str, Any] = {"session_id": sid, "state": "active" if await _in_use(app, sid) else "hibernated"}
+    for owner, sid in await app.keeper.stored_pairs():
+        row: dict[str, Any] = {"session_id": sid, "owner": owner,
+                               "state": "active" if await _in_use(app, sid, owner) else "hibernated"}
         try:
-            state = await app.keeper.load(sid)
+            state = await app.keeper.load(sid, owner)
         except SessionError as exc:
             rows.append(row | {"error": str(exc)})
             continue

@@ -24,7 +24,8 @@ class ToolSpec:
 
 class ToolRegistry:
     """Where plugins add tools. A tool is an ``async def`` with typed arguments; it may take ``app``
-    (the running :class:`~crawlkeeper.app.App`) as a keyword, which is injected and hidden from clients."""
+    (the running :class:`~crawlkeeper.app.App`) and ``principal`` (the calling :class:`~crawlkeeper.Principal`)
+    as keywords, which are injected and hidden from clients."""
 
     def __init__(self) -> None:
         self.tools: dict[str, ToolSpec] = {}

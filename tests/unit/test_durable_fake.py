@@ -537,3 +537,26 @@ async def test_headers_an_auth_method_added_come_back_after_a_restart(make_app: 
     assert session.headers.effective("https://elsewhere.example/") == {}
     assert session.holds_secrets and session.auth == "hdr"
     await second.shutdown()
+
+
+@pytest.mark.anyio
+async def test_saved_sessions_are_namespaced_by_principal(make_app: Callable[..., App]) -> None:
+    from crawlkeeper import Principal
+
+    alice = Principal(id="token:alice", name="alice")
+    bob = Principal(id="token:bob", name="bob")
+    first = make_app()
+    await first.create_session(session_id="gh", principal=alice,
+                               cookies=[{"name": "sid", "value": CANARY, "url": SITE}])
+    await first.create_session(session_id="gh", principal=bob)  # the same id in another namespace
+    await first.shutdown()
+    assert state_file(first, "gh").exists() is False  # not under "local"
+    second = make_app()
+    assert (await second.crawl(f"{SITE}/private", session_id="gh", principal=alice))["final_url"].endswith("/private")
+    bob_result = await second.crawl(f"{SITE}/private", session_id="gh", principal=bob)
+    assert bob_result["final_url"].endswith("/login"), "bob restored alice's login"
+    with pytest.raises(Exception, match="unknown session"):
+        await second.crawl(f"{SITE}/", session_id="gh")  # the local user has no such session
+    listed = await second.list_sessions(principal=bob)
+    assert [s["session_id"] for s in listed] == ["gh"] and listed[0]["cookies"] == []
+    await second.shutdown()

@@ -332,7 +332,7 @@ async def test_env_var_unset_before_the_login(
         (form_auth(password_file="pw.txt"), "give exactly one of password_env or password_file"),
         ({k: v for k, v in form_auth().items() if k != "password_env"}, "give exactly one of password_env"),
         ({k: v for k, v in form_auth().items() if k != "login_url"}, "login_url: Field required"),
-        (form_auth(user="bob"), "user: Extra inputs are not permitted"),
+        (form_auth(user="bob"), "user: unknown key (did you mean 'username'?)"),
         (form_auth(login_url="ftp://app.example.com/login"), "login_url: Value error, must be an absolute http"),
         (form_auth(login_url="https://bob:pw@app.example.com/login"), "must not contain a user name or password"),
         (form_auth(success_url="re:(unclosed"), "success_url: Value error, not a valid regular expression"),
@@ -388,8 +388,8 @@ async def test_auth_form_without_a_profile_asks_for_params(
     async with crawlkeeper_client() as client:
         result = await client.call_tool("create_session", {"auth": "form"})
     message = error_text(result)
-    assert "auth method 'form' (no profile given): invalid params for 'form'" in message
-    assert "login_url: Field required" in message
+    assert "auth method 'form' needs params (login_url, username" in message
+    assert "params come only from a profile" in message and '[auth] method = "form"' in message
 
 
 # -- packaging -----------------------------------------------------------------------------------------
