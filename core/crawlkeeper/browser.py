@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from .errors import BrowserUnavailable, CrawlError, PageTimeout, first_line
+from .launch import launch_args
 from .logs import safe_url
 from .options import ContextOptions, CrawlOptions
 
@@ -29,25 +30,6 @@ log = logging.getLogger("crawlkeeper.browser")
 
 # crawl4ai prints a promotional banner to stdout on import unless this is set; stdout is the MCP channel.
 os.environ.setdefault("CRAWL4AI_NO_CLOUD_NOTICE", "1")
-
-#: Flags Chromium needs in a closed network and as root; harmless elsewhere.
-BASE_ARGS = (
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-extensions",
-    "--metrics-recording-only",
-    "--no-default-browser-check",
-    "--password-store=basic",
-    "--use-mock-keychain",
-    # WebRTC's STUN/UDP would go around the egress proxy (to private addresses too): no UDP unless proxied.
-    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
-    "--force-webrtc-ip-handling-policy",
-)
 
 SYSTEM_BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 #: Debian's /usr/bin/chromium is a shell wrapper that prints to stderr; the real binary lives here.
@@ -207,14 +189,6 @@ def playwright_proxy(url: str | None) -> dict[str, str] | None:
         proxy["username"] = unquote(parts.username)
         proxy["password"] = unquote(parts.password or "")
     return proxy
-
-
-def launch_args(extra: list[str]) -> list[str]:
-    args = list(BASE_ARGS)
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        args.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
-    args.extend(extra)
-    return list(dict.fromkeys(args))
 
 
 class ChromiumBackend:

@@ -44,7 +44,7 @@ class BrowserSettings(ContextOptions):
     @field_validator("extra_args")
     @classmethod
     def _no_policy_bypass(cls, args: list[str]) -> list[str]:
-        from .egress import check_browser_args
+        from .launch import check_browser_args
 
         check_browser_args(args)
         return args
