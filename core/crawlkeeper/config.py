@@ -40,6 +40,11 @@ class BrowserSettings(ContextOptions):
     headless: bool = True
     extra_args: list[str] = Field(default_factory=list)
     cdp_url: str | None = Field(None, description="Connect to a running browser instead of launching one.")
+    warmup: Literal["launch", "import", "off"] = Field(
+        "launch",
+        description="At start-up, in the background: import crawl4ai and launch the browser (launch), only "
+        "import (import: the first call launches it), or nothing (off: a server never used costs nothing).",
+    )
 
     @field_validator("extra_args")
     @classmethod
@@ -95,6 +100,11 @@ class LimitsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_concurrent_crawls: int = Field(8, ge=1, le=256)
     max_queued_calls: int = Field(64, ge=0, le=100_000)
+    max_browser_mb: int = Field(
+        2048, ge=256, le=1_048_576,
+        description="Memory the browser's process tree may use (sized for a 4 GB machine). Each renderer's "
+        "JavaScript heap is limited to a quarter of it; above it, the renderer using the most is stopped.",
+    )
 
 
 class PluginsSettings(BaseModel):

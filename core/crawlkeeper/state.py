@@ -179,18 +179,7 @@ async def capture(session: Session, previous: dict[str, dict[str, str]] | None =
 
     storage = await asyncio.wait_for(_storage_state(session.context), _CAPTURE_TIMEOUT_S)
     session_storage = dict(previous or {})
-    page = session.page
-    if page is not None and not _closed(page):
-        try:
-            got = await asyncio.wait_for(page.evaluate(_SESSION_STORAGE_JS), 2)
-            if isinstance(got, list | tuple) and len(got) == 2 and isinstance(got[0], str) and got[0] != "null":
-                items = {k: v for k, v in json.loads(got[1]).items() if k != _SS_MARKER}
-                if items:
-                    session_storage[got[0]] = items
-                else:
-                    session_storage.pop(got[0], None)
-        except Exception as exc:  # navigating right now, a page without a document: keep what we had
-            log.debug("session %s: sessionStorage not read (%s)", session.id, type(exc).__name__)
+    await read_session_storage(session, session_storage)
     url = page_url(session)
     snapshot = getattr(session.headers, "snapshot", None)
     return SavedState(
@@ -200,6 +189,26 @@ async def capture(session: Session, previous: dict[str, dict[str, str]] | None =
         storage=storage, session_storage=session_storage, saved_at=time.time(),
         headers=snapshot() if snapshot is not None else [], holds_secrets=session.holds_secrets,
     )
+
+
+async def read_session_storage(session: Session, into: dict[str, dict[str, str]]) -> None:
+    """Read the sessionStorage of the origin the session's page is on into ``into`` (nothing on about:blank,
+    a parked page, or a page in the middle of a navigation)."""
+    page = session.page
+    if page is None or _closed(page):
+        return
+    try:
+        if not str(page.url).startswith(("http://", "https://")):
+            return
+        got = await asyncio.wait_for(page.evaluate(_SESSION_STORAGE_JS), 2)
+        if isinstance(got, list | tuple) and len(got) == 2 and isinstance(got[0], str) and got[0] != "null":
+            items = {k: v for k, v in json.loads(got[1]).items() if k != _SS_MARKER}
+            if items:
+                into[got[0]] = items
+            else:
+                into.pop(got[0], None)
+    except Exception as exc:  # navigating right now, a page without a document: keep what we had
+        log.debug("session %s: sessionStorage not read (%s)", session.id, type(exc).__name__)
 
 
 async def _storage_state(context: Any) -> dict[str, Any]:
@@ -491,6 +500,12 @@ class SessionKeeper:
         kept.session_storage = state.session_storage
         self.save_count += 1
         return True
+
+    async def read_session_storage(self, session: Session) -> None:
+        """At the end of a call, while the page is still on the site: remember its sessionStorage."""
+        if self.enabled and session.durable and not session.closed:
+            kept = self._kept.setdefault((session.owner, session.id), _Kept())
+            await read_session_storage(session, kept.session_storage)
 
     def touched(self, session: Session) -> None:
         """A call used ``session``: save it within ``save_delay_s`` (at most one save per window)."""
