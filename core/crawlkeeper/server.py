@@ -21,7 +21,7 @@ from . import __version__, calls
 from .app import App
 from .errors import CrawlkeeperError
 from .extraction import ExtractSchema, extract
-from .logs import scrub, scrub_secrets
+from .logs import scrub, scrub_secrets, secrets_registered
 from .options import CALL_OPTIONS, call_parameters
 from .principal import LOCAL, Principal
 from .screenshots import take_screenshot
@@ -49,6 +49,11 @@ class CrawlResult(BaseModel):
     truncated: bool
     next_cursor: str | None = Field(description="Pass back as cursor (with the same url) for the next chunk.")
     session_id: str | None
+    restored: bool | None = Field(None, description="In a session: true when it was brought back from saved state.")
+    relogged_in: bool | None = Field(
+        None, description="In a session: true when the site had logged it out and it was logged in again."
+    )
+    note: str | None = Field(None, description="Something the caller should know, e.g. why it was restored.")
 
 
 class CrawlFailure(BaseModel):
@@ -137,6 +142,10 @@ class SessionInfo(BaseModel):
     expires_at: str | None
     url: str | None
     cookies: list[CookieRef]
+    state: Literal["active", "hibernated"] = Field(
+        "active", description="hibernated: saved, its browser context closed; the next use restores it."
+    )
+    error: str | None = Field(None, description="Why a saved session cannot be restored (and what to do).")
 
 
 class SessionList(BaseModel):
@@ -273,9 +282,26 @@ def _errors_as_tool_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 f"internal error in {fn.__name__} ({type(exc).__name__}); the server log has the details"
             ) from None
         _outcome(info, "ok")
-        return result
+        return _scrubbed(result)
 
     return wrapper
+
+
+def _scrubbed(result: Any) -> Any:
+    """``result`` with every registered secret replaced by ``***``: the one seam every tool's result passes
+    (crawl content is also scrubbed before it is paged, so no secret is split across two cursor pages)."""
+    if not secrets_registered():
+        return result
+    if isinstance(result, CallToolResult):
+        for block in result.content:
+            if isinstance(block, TextContent):
+                block.text = scrub_secrets(block.text)
+        if result.structured_content is not None:
+            result.structured_content = scrub_secrets(result.structured_content)
+        return result
+    if isinstance(result, BaseModel):
+        return type(result).model_validate(scrub_secrets(result.model_dump(by_alias=True)))
+    return scrub_secrets(result)
 
 
 def _outcome(info: calls.CallInfo | None, outcome: str) -> None:
@@ -459,7 +485,7 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
         result = await run_site_crawl(
             _app(ctx), url, max_pages=max_pages, max_depth=max_depth, scope=scope, include=include,
             exclude=exclude, session_id=session_id, profile=profile, max_chars_per_page=max_chars_per_page,
-            concurrency=concurrency, progress=progress, **options,
+            concurrency=concurrency, progress=progress, principal=who(), **options,
         )
         return CrawlSiteResult.model_validate(result)
 
@@ -491,7 +517,8 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
             bool, Field(description="Admin clients only: every client's sessions, each with its owner.")
         ] = False,
     ) -> SessionList:
-        """List your live sessions: ids, profile, times, current URL and cookie names/domains (never values)."""
+        """List your sessions, active and saved (hibernated: restored on their next use): ids, profile, times, last
+        URL and cookie names/domains (never values)."""
         sessions = await _app(ctx).list_sessions(principal=who(), all_clients=all_clients)
         return SessionList.model_validate({"sessions": sessions})
 
