@@ -123,6 +123,15 @@ def allowed_hosts(settings: ServerSettings, host: str) -> list[str]:
     return out
 
 
+def allowed_origins(settings: ServerSettings, host: str, port: int) -> list[str]:
+    """Origin header values accepted: the server's own origin under each of its Host names (a same-origin
+    request, which no DNS-rebinding page can send), plus ``[server] allowed_origins``. No other by default."""
+    names = [host, *(["127.0.0.1", "localhost", "::1"] if _is_loopback(host) else [])]
+    names += [h for h in settings.allowed_hosts if len(_with_ports(h)) == 2]  # those naming no port
+    own = [f"http://{_host_pattern(name)}:{port}" for name in names]
+    return list(dict.fromkeys([*own, *settings.allowed_origins]))
+
+
 def _matches(value: str, allowed: list[str]) -> bool:
     return any(value == item or (item.endswith(":*") and value.startswith(item[:-1])) for item in allowed)
 
@@ -133,10 +142,10 @@ def _matches(value: str, allowed: list[str]) -> bool:
 class Gate:
     """ASGI middleware in front of the SDK's Streamable HTTP app."""
 
-    def __init__(self, inner: ASGIApp, settings: ServerSettings, host: str) -> None:
+    def __init__(self, inner: ASGIApp, settings: ServerSettings, host: str, port: int = 0) -> None:
         self.inner = inner
         self.hosts = allowed_hosts(settings, host)
-        self.origins = list(settings.allowed_origins)
+        self.origins = allowed_origins(settings, host, port)
         self.max_body = settings.max_body_kb * 1024
         self.draining = False
         self.in_flight = 0  # POSTs being answered: calls that a graceful shutdown lets finish
@@ -291,12 +300,12 @@ def build_http_app(app: App, *, host: str, port: int) -> Gate:
     server = build_server(app, owns_app=False, token_verifier=HookTokenVerifier(app), auth=auth)
     security = TransportSecuritySettings(enable_dns_rebinding_protection=True,
                                          allowed_hosts=allowed_hosts(settings, host),
-                                         allowed_origins=list(settings.allowed_origins))
+                                         allowed_origins=allowed_origins(settings, host, port))
     inner = server.streamable_http_app(streamable_http_path=MCP_PATH, transport_security=security, host=host,
                                        max_request_body_size=settings.max_body_kb * 1024)
     app.limiter.set_client_limits(settings.max_concurrent_crawls_per_client, settings.max_queued_calls_per_client)
     app.sessions.max_per_owner = settings.max_sessions_per_client
-    return Gate(inner, settings, host)
+    return Gate(inner, settings, host, port)
 
 
 class _Protocol(H11Protocol):

@@ -19,7 +19,7 @@ from crawlkeeper.calls import CallInfo, ClientGone, unless_gone
 from crawlkeeper.config import ServerSettings
 from crawlkeeper.errors import BusyError
 from crawlkeeper.fairness import FairLimiter
-from crawlkeeper.http import Gate, HookTokenVerifier, allowed_hosts
+from crawlkeeper.http import Gate, HookTokenVerifier, allowed_hosts, allowed_origins
 from crawlkeeper.principal import LOCAL
 from crawlkeeper_plugins.tokens import TokenStore
 
@@ -287,6 +287,14 @@ def test_allowed_hosts_are_the_bind_address_plus_the_configured_ones() -> None:
     assert "localhost:*" not in wide
     assert {"0.0.0.0:*", "crawl.example.com", "crawl.example.com:*", "10.0.0.5:8443"} <= set(wide)
     assert "10.0.0.5:*" not in wide
+
+
+def test_allowed_origins_are_the_servers_own_plus_the_configured_ones() -> None:
+    local = allowed_origins(ServerSettings(), "127.0.0.1", 8765)
+    assert set(local) == {"http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765"}
+    wide = allowed_origins(ServerSettings(allowed_hosts=["crawl.example.com", "10.0.0.5:8443"],
+                                          allowed_origins=["https://app.example"]), "0.0.0.0", 8765)
+    assert set(wide) == {"http://0.0.0.0:8765", "http://crawl.example.com:8765", "https://app.example"}
 
 
 async def call_gate(gate: Gate, method: str = "POST", path: str = "/mcp", headers: dict[str, str] | None = None,
