@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 NEVER = 10**9  # seconds; crawl4ai's session expiry must never fire behind our back
 SUPPORTED = ("0.9.",)
+#: Playwright's default Chromium flags crawlkeeper removes.
+IGNORED_DEFAULT_ARGS = ("--disable-popup-blocking",)
 
 
 #: Log files crawl4ai wrote in our cache dir before crawlkeeper gave it a logger: full URLs, tokens included.
@@ -165,6 +167,8 @@ def make_crawler(
         if proxy:
             launch["proxy"] = dict(proxy)
         launch["handle_sigterm"] = launch["handle_sigint"] = launch["handle_sighup"] = False
+        # Playwright turns Chromium's popup blocker off; a page opening popups must stay blocked.
+        launch["ignore_default_args"] = [*launch.get("ignore_default_args", []), *IGNORED_DEFAULT_ARGS]
         return launch
 
     manager._build_browser_args = build_browser_args

@@ -7,6 +7,7 @@ MCP tools and CLI commands are thin layers over :class:`App`; plugins see a narr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import guard
 from .auth import auth_problem
 from .auth import choose as choose_auth
 from .browser import BrowserBackend, ChromiumBackend, PageResult, html_to_text
@@ -25,7 +27,9 @@ from .errors import (
     ConfigError,
     CrawlError,
     CrawlkeeperError,
+    PageCrashed,
     PageTimeout,
+    PageTooLarge,
     PluginError,
     SessionError,
     first_line,
@@ -57,18 +61,31 @@ ProgressCallback = Callable[[int, int, str], Awaitable[None]]
 T = TypeVar("T")
 _TIMEOUT_GRACE_S = 2.0
 _MAX_POOLED_CONTEXTS = 4
-_IDLE_PAGES_PER_CONTEXT = 2
-_PAGE_REUSES = 25  # crawls per pooled page before it is replaced (bounds renderer memory growth)
+_IDLE_SLOTS_PER_ENTRY = 2
+_PAGE_REUSES = 25  # crawls per pooled context before it is replaced (bounds renderer memory growth)
+
+
+@dataclass
+class _Slot:
+    """One session-less browser identity: a context and its page, used by one crawl at a time."""
+
+    context: Any
+    page: Any = None
+    uses: int = 0  # crawls it served
 
 
 @dataclass
 class _PoolEntry:
+    """Session-less contexts with equal options. Each crawl holds a context of its own (so concurrent calls
+    never see each other's cookies), and a context is wiped before it is used again."""
+
     key: str
     generation: int
-    context: Any
+    options: ContextOptions
+    proxy: str | None
     users: int = 0
     holds_secrets: bool = False  # a credential header from the configuration (js_code policy)
-    idle_pages: list[tuple[Any, int]] = field(default_factory=list)  # (page, crawls it served)
+    idle: list[_Slot] = field(default_factory=list)
 
 
 class App:
@@ -100,9 +117,11 @@ class App:
             extra_args=settings.browser.extra_args,
             cache_dir=cache_dir(),
             cdp_url=settings.browser.cdp_url,
+            max_browser_mb=settings.limits.max_browser_mb,
         )
         self.backend.on_crash(self._on_crash)
-        self.sessions = SessionRegistry(self.hooks, max_sessions=settings.sessions.max_sessions, clock=clock)
+        self.sessions = SessionRegistry(self.hooks, max_sessions=settings.sessions.max_sessions, clock=clock,
+                                        park=self._park_session)
         self.server = Server(config, self.sessions, lambda: self.clock())  # what startup/shutdown hooks see
         self.profiles = ProfileStore(self.hooks, config)
         self.limiter = FairLimiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
@@ -111,6 +130,7 @@ class App:
         self.auth_methods: dict[str, tuple[str, AuthMethod]] = {}
         self._pool: OrderedDict[str, _PoolEntry] = OrderedDict()
         self._pool_lock = asyncio.Lock()
+        self._cleanups: set[asyncio.Future[Any]] = set()
         self._started = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -151,7 +171,8 @@ class App:
         finally:
             self._started = False
             for entry in list(self._pool.values()):
-                await _close_quietly(entry.context)  # matters with cdp_url: the remote browser lives on
+                for slot in entry.idle:
+                    await _close_quietly(slot.context)  # matters with cdp_url: the remote browser lives on
             self._pool.clear()
             try:
                 await asyncio.wait_for(self.backend.close(), 5)
@@ -319,6 +340,23 @@ class App:
         async with self.limiter.slot(who.id):
             return await self._crawl_pooled(url, options, context_options, policy, work), options
 
+    def profile_of(self, session_id: str | None, profile: str | None) -> Profile | None:
+        """The profile a call uses: its session's, or the one it names."""
+        return self.profile(self.sessions.get(session_id).profile if session_id is not None else profile)
+
+    def crawl_options_for(self, session_id: str | None, profile: str | None, arguments: dict[str, Any]) -> CrawlOptions:
+        """The merged crawl options of a call (for tools that need them before loading a page)."""
+        session = self.sessions.get(session_id) if session_id is not None else None
+        request = CrawlRequest(url=None, profile=self.profile_of(session_id, profile), session=session,
+                               arguments=arguments)
+        return self.crawl_options(request)
+
+    async def robots_proxy(self, profile: str | None, session_id: str | None) -> str | None:
+        """The egress proxy a side request (robots.txt) of a call goes through; None for a fake browser."""
+        if not getattr(self.backend, "needs_proxy", True):
+            return None
+        return await self.proxy_url(self.policy_for(self.profile_of(session_id, profile)))
+
     def check_scripts(self, arguments: dict[str, Any], *, holds: bool, where: str) -> dict[str, Any]:
         """Apply ``[security] js_code`` to a call's scripts (``js_code``, a JavaScript ``wait_for``).
 
@@ -388,7 +426,7 @@ class App:
             return await self._crawl_or_abandon(
                 page, url, options, work, f" (session '{session.id}' keeps its cookies)"
             )
-        except PageTimeout:
+        except (PageTimeout, PageTooLarge, PageCrashed):
             # The page may still be loading or running a script: a late navigation would interrupt the
             # session's next call, so the page is dropped and the next call opens a new one (the context,
             # and so the login, stays).
@@ -401,7 +439,17 @@ class App:
     ) -> T:
         """Work under the overall deadline; a page that times out is abandoned (its scripts stopped, closed)."""
         try:
-            return await asyncio.wait_for(work(page, options), options.timeout_s + _TIMEOUT_GRACE_S)
+            meter = guard.meter_of(page)
+            if meter is not None:  # screenshots and extraction too, not only crawls
+                meter.arm(int(options.max_page_mb * 1_048_576))
+            result = await asyncio.wait_for(guard.race_meter(work(page, options), meter),
+                                            options.timeout_s + _TIMEOUT_GRACE_S)
+            if meter is not None and (meter.crashed or meter.problem):
+                raise self._meter_error(meter, url)
+            return result  # type: ignore[no-any-return]
+        except (PageTooLarge, PageCrashed):
+            self._background(self._abandon(page))  # a renderer busy with the oversized body answers late
+            raise
         except (asyncio.TimeoutError, PageTimeout):
             await self._abandon(page)
             raise PageTimeout(
@@ -413,34 +461,83 @@ class App:
         self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy,
         work: Callable[[Any, CrawlOptions], Awaitable[T]],
     ) -> T:
-        entry = await self._pooled_context(context_options, policy)
+        entry, slot = await self._pooled_slot(context_options, policy)
+        reusable = abandoned = False
         try:
-            uses = 0
-            if entry.idle_pages:
-                # A page that served an earlier crawl: no page to create, and its renderer is already warm
-                # (a fresh page per crawl costs 100-400 ms, mostly starting a renderer process).
-                page, uses = entry.idle_pages.pop()
-            else:
+            if slot.page is None:
                 try:
-                    page = await self.backend.new_page(entry.context)
+                    slot.page = await self.backend.new_page(slot.context)
                 except Exception as exc:  # the context died (browser crash): forget it, let the caller retry
                     self._pool.pop(entry.key, None)
                     raise CrawlError(f"could not open a page ({first_line(exc)}); retry the call") from None
-            reusable = False
             try:
-                result = await self._crawl_or_abandon(page, url, options, work)
-                reusable = True
-                return result
-            finally:
-                # A renderer that served many pages keeps their leftovers: recycle the page now and then.
-                if (reusable and uses + 1 < _PAGE_REUSES and len(entry.idle_pages) < _IDLE_PAGES_PER_CONTEXT
-                        and self._pool.get(entry.key) is entry):
-                    entry.idle_pages.append((page, uses + 1))
-                else:
-                    await _close_quietly(page)
+                result = await self._crawl_or_abandon(slot.page, url, options, work)
+            except (PageTimeout, PageTooLarge, PageCrashed):
+                abandoned = True  # the page was abandoned
+                raise
+            except CrawlError:
+                reusable = await self._wipe(slot)
+                raise
+            reusable = await self._wipe(slot)
+            return result
         finally:
             entry.users -= 1
+            # A renderer that served many pages keeps their leftovers: recycle the context now and then.
+            slot.uses += 1
+            if abandoned:
+                self._background(_close_quietly(slot.context))  # do not wait for a busy renderer
+            elif (reusable and slot.uses < _PAGE_REUSES and len(entry.idle) < _IDLE_SLOTS_PER_ENTRY
+                    and self._pool.get(entry.key) is entry and entry.generation == self.backend.generation):
+                entry.idle.append(slot)
+            else:
+                await _close_quietly(slot.context)
             await self._trim_pool()
+
+    def _meter_error(self, meter: guard.PageMeter, url: str) -> CrawlError:
+        if meter.crashed:
+            describe = getattr(self.backend, "crash_message", None)
+            return PageCrashed(describe(url) if describe else f"the page {safe_url(url)} crashed its renderer")
+        return PageTooLarge(guard.too_large_message(url, meter.problem or "too much data"))
+
+    def _background(self, work: Awaitable[Any]) -> None:
+        """Run clean-up work without making the caller wait (kept referenced until it ends)."""
+        task = asyncio.ensure_future(work)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _wipe(self, slot: _Slot) -> bool:
+        """Stop a session-less page and clear its context (cookies, storage) so the next call starts empty.
+        False if that failed: the context is then closed rather than reused."""
+        park = getattr(self.backend, "park_page", None)
+        reset = getattr(self.backend, "reset_context", None)
+        try:
+            if park is not None:
+                await park(slot.page)
+            if reset is not None:
+                await reset(slot.context, slot.page)
+            else:
+                await slot.context.clear_cookies()
+        except Exception as exc:
+            log.debug("could not reset a session-less context: %s", exc)
+            return False
+        return True
+
+    async def _park_session(self, session: Session) -> None:
+        """End of a call on ``session``: park its page (nothing of the site runs until the next call)."""
+        park = getattr(self.backend, "park_page", None)
+        page = session.page
+        if park is None or page is None:
+            return
+        try:
+            url = page.url
+            if url and url != "about:blank":
+                session.parked_url = url
+            await park(page)
+        except Exception as exc:  # a page that cannot be parked is replaced; the context (login) stays
+            log.debug("could not park the page of session %s: %s", session.id, exc)
+            if session.page is page:
+                session.page = None
+            await self._abandon(page)
 
     async def _abandon(self, page: Any) -> None:
         abandon = getattr(self.backend, "abandon_page", None)
@@ -449,35 +546,45 @@ class App:
         else:
             await _close_quietly(page)
 
-    async def _pooled_context(self, options: ContextOptions, policy: EgressPolicy) -> _PoolEntry:
-        """A shared context for session-less crawls with these options (never a session's context).
-        The caller holds it (``users``) until its crawl ends, so eviction never closes it under a crawl."""
+    async def _pooled_slot(self, options: ContextOptions, policy: EgressPolicy) -> tuple[_PoolEntry, _Slot]:
+        """A session-less context with these options for one crawl (never a session's context, never shared
+        with a concurrent crawl). The caller holds the entry (``users``) until its crawl ends, so eviction
+        never closes it under a crawl."""
         key = options.signature() + repr(policy)
         async with self._pool_lock:
             proxy = await self._ensure_browser(policy)
             entry = self._pool.get(key)
             if entry is None or entry.generation != self.backend.generation:
-                context = await self.backend.new_context(_without_headers(options), proxy_url=proxy)
+                entry = self._pool[key] = _PoolEntry(key, self.backend.generation, options, proxy)
+            self._pool.move_to_end(key)
+            entry.users += 1
+            slot = entry.idle.pop() if entry.idle else None
+        try:
+            if slot is None:
+                context = await self.backend.new_context(_without_headers(options), proxy_url=entry.proxy)
                 try:
                     headers = await self._install_headers(context, options, policy, None, None,
                                                           owner="a session-less crawl")
                 except BaseException:
                     await _close_quietly(context)
                     raise
-                entry = self._pool[key] = _PoolEntry(key, self.backend.generation, context,
-                                                     holds_secrets=headers.holds_secrets)
-            self._pool.move_to_end(key)
-            entry.users += 1
+                entry.holds_secrets = entry.holds_secrets or headers.holds_secrets
+                slot = _Slot(context)
+        except BaseException:
+            entry.users -= 1
+            raise
         await self._trim_pool()
-        return entry
+        return entry, slot
 
     async def _trim_pool(self) -> None:
-        """Close the least recently used idle contexts beyond the pool's size."""
+        """Close the least recently used idle entries beyond the pool's size."""
         idle = [e for e in self._pool.values() if e.users == 0]
         while len(self._pool) > _MAX_POOLED_CONTEXTS and idle:
             entry = idle.pop(0)
             self._pool.pop(entry.key, None)
-            await _close_quietly(entry.context)
+            for slot in entry.idle:
+                await _close_quietly(slot.context)
+            entry.idle.clear()
 
     async def _shape(self, result: PageResult, options: CrawlOptions, session_id: str | None) -> dict[str, Any]:
         if options.output == "markdown":
@@ -577,11 +684,12 @@ class App:
                                                       owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
                 step = "creating the browser context"
                 # A cookie-only session opens its page on first use: most of a session's cost is its page.
-                page = await self.backend.new_page(context) if url or method else None
+                new_page = functools.partial(_watched_page, self.backend, context, headers)
+                page = await new_page() if url or method else None
                 now = self.clock()
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
                                   created_at=now, last_used_at=now, generation=generation, owner=who.id,
-                                  page_factory=functools.partial(self.backend.new_page, context),
+                                  page_factory=new_page,
                                   headers=headers, temporary=temporary,
                                   holds_secrets=bool(prof and (prof.cookies or prof.auth)) or method is not None)
                 step = "the session_created hooks"
@@ -592,12 +700,15 @@ class App:
                 if method is not None:
                     step = f"login with auth method '{method.name}'"
                     plugin = self.auth_methods[method.name][0]
-                    await within(method.login(session, params), self.hooks.timeout_s, "its login", plugin)
+                    allow = getattr(self.backend, "allow_pages", None)
+                    with allow(context) if allow is not None else contextlib.nullcontext():
+                        await within(method.login(session, params), self.hooks.timeout_s, "its login", plugin)
                 if url:
                     step = f"loading {safe_url(url)}"
                     await self._navigate(session, url, self.crawl_options(crawl_request))
             if generation != self.backend.generation or not self.backend.alive:
                 raise CrawlError("the browser crashed while the session was being created; call create_session again")
+            await self._park_session(session)
         except BaseException as exc:
             self.sessions.release(sid, who.id)
             if context is not None:
@@ -626,11 +737,20 @@ class App:
         return await self.proxy_url(policy)
 
     async def _navigate(self, session: Session, url: str, options: CrawlOptions) -> None:
+        meter = None
         try:
             page = await session.ensure_page()
-            await page.goto(url, wait_until=options.wait_until, timeout=options.timeout_s * 1000)
+            meter = guard.meter_of(page)
+            if meter is not None:
+                meter.arm(int(options.max_page_mb * 1_048_576))
+            await guard.race_meter(
+                page.goto(url, wait_until=options.wait_until, timeout=options.timeout_s * 1000), meter
+            )
         except Exception as exc:
-            raise CrawlError(f"could not load {safe_url(url)}: {first_line(exc, 200)}") from None
+            if meter is None or not meter.problem:
+                raise CrawlError(f"could not load {safe_url(url)}: {first_line(exc, 200)}") from None
+        if meter is not None and meter.problem:
+            raise PageTooLarge(guard.too_large_message(url, meter.problem))
 
     def disabled_plugins(self) -> list[str]:
         """Names of installed plugins that are not loaded (for "its plugin is disabled" messages)."""
@@ -696,6 +816,13 @@ class App:
             problem = self.profile_problem(p)
             out.append({"name": p.name, "description": f"(broken) {problem}" if problem else p.description})
         return out
+
+
+async def _watched_page(backend: BrowserBackend, context: Any, headers: SessionHeaders) -> Any:
+    """A session's page whose ``set_extra_http_headers`` merges into ``session.headers`` (bound to its sites)."""
+    page = await backend.new_page(context)
+    headers.watch(page)
+    return page
 
 
 def _without_headers(options: ContextOptions) -> ContextOptions:

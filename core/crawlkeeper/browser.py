@@ -9,6 +9,7 @@ does, and only when the first browser call needs them, so ``initialize`` answers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from .errors import BrowserUnavailable, CrawlError, PageTimeout, first_line
+from . import guard
+from .errors import BrowserUnavailable, CrawlError, PageCrashed, PageTimeout, PageTooLarge, first_line
 from .launch import launch_args
 from .logs import safe_url
 from .options import ContextOptions, CrawlOptions
@@ -205,8 +207,11 @@ class ChromiumBackend:
         proxy_url: str | None = None,
         cache_dir: Path | None = None,
         cdp_url: str | None = None,
+        max_browser_mb: int | None = None,
     ) -> None:
         self.cdp_url = cdp_url
+        self.max_browser_mb = max_browser_mb
+        self.watchdog: guard.MemoryWatchdog | None = None
         self.candidate = (
             BrowserCandidate(cdp_url, "[browser] cdp_url") if cdp_url else find_browser(executable_path)
         )
@@ -249,11 +254,15 @@ class ChromiumBackend:
             if self.generation == 0:
                 _crawl4ai.check_compatible()  # an incompatible crawl4ai must fail loudly, not leak cookies
                 await asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
+            args = launch_args(self.extra_args)
+            if self.max_browser_mb:
+                args += guard.memory_args(self.max_browser_mb, self.extra_args)
+            before = guard.browser_processes() if self.max_browser_mb and not self.cdp_url else set()
             crawler = _crawl4ai.make_crawler(
                 cdp_url=self.cdp_url,
                 executable_path=None if self.cdp_url else self.candidate.path,
                 headless=self.headless,
-                args=launch_args(self.extra_args),
+                args=args,
                 proxy=playwright_proxy(self.proxy_url),
                 after_goto=_check_page_size,
                 before_retrieve_html=_run_call_scripts,
@@ -274,7 +283,19 @@ class ChromiumBackend:
             self.generation += 1
             generation = self.generation
             self._browser.on("disconnected", lambda _b: self._disconnected(generation))
+            self._start_watchdog(before)
             log.info("browser started: %s (generation %d)", self.description, generation)
+
+    def _start_watchdog(self, before: set[int]) -> None:
+        if not self.max_browser_mb or self.cdp_url:
+            return  # a remote browser's processes are not ours to watch
+        pid = guard.find_browser_process(before)
+        if pid is None:
+            log.warning("cannot find the browser's process: [limits] max_browser_mb is enforced by the "
+                        "JavaScript heap limit only")
+            return
+        self.watchdog = guard.MemoryWatchdog(pid, self.max_browser_mb)
+        self.watchdog.start()
 
     def _disconnected(self, generation: int) -> None:
         if self._closing or generation != self.generation:
@@ -288,6 +309,9 @@ class ChromiumBackend:
 
     async def _discard(self) -> None:
         crawler, self._crawler, self._browser = self._crawler, None, None
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         if crawler is not None:
             try:
                 await asyncio.wait_for(crawler.close(), 5)
@@ -321,10 +345,14 @@ class ChromiumBackend:
         proxy = playwright_proxy(proxy_url or self.proxy_url)
         if proxy:
             kwargs["proxy"] = proxy
-        return await self._browser.new_context(**kwargs)
+        context = await self._browser.new_context(**kwargs)
+        guard.watch_context(context)  # closes popups and other pages the site opens
+        return context
 
     async def new_page(self, context: Any) -> Any:
-        page = await context.new_page()
+        watcher = guard.guard_of(context)
+        page = await (watcher.new_page() if watcher is not None else context.new_page())
+        await guard.meter_page(page)
         state = _PageState()
         _PAGE_STATE[page] = state
 
@@ -348,6 +376,38 @@ class ChromiumBackend:
 
         page.on("response", on_response)
         return page
+
+    def crash_message(self, url: str) -> str:
+        """Why a page's renderer died, in words the caller can act on."""
+        if self.watchdog is not None and self.watchdog.killed_recently():
+            return (f"the page {safe_url(url)} was stopped: the browser used more memory than [limits] "
+                    f"max_browser_mb = {self.max_browser_mb} allows, and this page's renderer used the most. "
+                    "Other sessions are unaffected; retry later, or raise [limits] max_browser_mb")
+        heap = f" (JavaScript heap limit {guard.js_heap_mb(self.max_browser_mb)} MB)" if self.max_browser_mb else ""
+        return (f"the page {safe_url(url)} crashed its renderer, most likely by running out of memory{heap}; "
+                "other sessions are unaffected. Retry, or raise [limits] max_browser_mb")
+
+    async def park_page(self, page: Any) -> None:
+        """Stop everything ``page`` runs between calls: scripts, timers, loads, workers, sockets (a session
+        page keeps its sessionStorage, which belongs to the tab). Raises if the page cannot be parked."""
+        await page.goto("about:blank", timeout=_PARK_TIMEOUT_S * 1000)
+        watcher = guard.guard_of(page.context)
+        if watcher is not None:
+            await watcher.sweep()
+
+    async def reset_context(self, context: Any, page: Any) -> None:
+        """Make a parked session-less context as good as new: no cookies, no storage of any origin the page
+        reached (local/session storage, IndexedDB, cache storage, service workers)."""
+        meter = guard.meter_of(page)
+        await asyncio.gather(
+            context.clear_cookies(),
+            meter.clear_storage(set()) if meter is not None else asyncio.sleep(0),
+        )
+
+    def allow_pages(self, context: Any) -> Any:
+        """A context manager under which ``context`` may open extra pages (an auth plugin's login popups)."""
+        watcher = guard.guard_of(context)
+        return watcher.allow_pages() if watcher is not None else contextlib.nullcontext()
 
     async def abandon_page(self, page: Any) -> None:
         """Close a page that hangs (an endless script, a load that never ends) without blocking its context:
@@ -432,19 +492,26 @@ class ChromiumBackend:
             deadline = asyncio.get_running_loop().time() + options.timeout_s
             state.script = (options.js_code, options.wait_for, options.wait_until, deadline)
             run_options = options.model_copy(update={"js_code": None, "wait_for": None})
+        meter = guard.meter_of(page)
+        if meter is not None:
+            meter.arm(state.max_bytes)
         _crawl4ai.attach(crawler, key, page.context, page)
         try:
-            result = await crawler.arun(url, config=_crawl4ai.run_config(run_options, key))
+            result = await guard.race_meter(crawler.arun(url, config=_crawl4ai.run_config(run_options, key)), meter)
         finally:
             _crawl4ai.detach(crawler, key)
             state.script = None
+        if meter is not None and meter.crashed:
+            raise PageCrashed(self.crash_message(url))
+        if meter is not None and meter.problem:
+            raise PageTooLarge(guard.too_large_message(url, meter.problem))
         if state.refused:
             # The proxy's own message: it names the host as the proxy parsed it and the setting that refused it.
             detail = state.refused_message or _REFUSAL_HINTS.get(state.refused, _REFUSAL_HINTS["address"])
             raise CrawlError(f"refused to crawl {safe_url(url)}: it redirects to a host the egress policy refuses: "
                              f"{detail}")
         if state.too_large:
-            raise CrawlError(
+            raise PageTooLarge(
                 f"{safe_url(url)} is too large: about {state.too_large / 1_048_576:.1f} MB of HTML, above "
                 f"max_page_mb = {options.max_page_mb:g}; use css_selector on a smaller part, or raise "
                 "[crawl] max_page_mb"
@@ -476,6 +543,9 @@ class ChromiumBackend:
             cleaned_html=result.cleaned_html or html,
             links=links,
         )
+
+
+_PARK_TIMEOUT_S = 5.0
 
 
 @dataclass

@@ -82,6 +82,11 @@ class LimitsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_concurrent_crawls: int = Field(8, ge=1, le=256)
     max_queued_calls: int = Field(64, ge=0, le=100_000)
+    max_browser_mb: int = Field(
+        2048, ge=256, le=1_048_576,
+        description="Memory the browser's process tree may use (sized for a 4 GB machine). Each renderer's "
+        "JavaScript heap is limited to a quarter of it; above it, the renderer using the most is stopped.",
+    )
 
 
 class PluginsSettings(BaseModel):

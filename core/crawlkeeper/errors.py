@@ -49,6 +49,14 @@ class PageTimeout(CrawlError):
     """A page did not load (or its scripts did not finish) within ``timeout_s``."""
 
 
+class PageTooLarge(CrawlError):
+    """A page (or a response it loaded) passed ``max_page_mb``; the page was abandoned."""
+
+
+class PageCrashed(CrawlError):
+    """The page's renderer died (out of memory, or stopped by the memory watchdog); the page was replaced."""
+
+
 class BusyError(CrawlkeeperError):
     """Too many calls are queued; the caller should retry shortly."""
 

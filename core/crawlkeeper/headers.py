@@ -193,6 +193,11 @@ class SessionHeaders:
     def __repr__(self) -> str:  # never values
         return f"SessionHeaders({self.owner}, {self.scopes()!r})"
 
+    def watch(self, page: Any) -> None:
+        """Make ``page.set_extra_http_headers`` (which sends to every host the page contacts) merge into this
+        set instead, bound to its sites, like the context's."""
+        page.set_extra_http_headers = self._legacy_set
+
     # -- applying it to the browser ----------------------------------------------------------------------
 
     async def _apply(self) -> None:
@@ -224,10 +229,11 @@ class SessionHeaders:
         if caller not in self._warned:
             self._warned.add(caller)
             log.warning(
-                "%s called context.set_extra_http_headers: it now merges (other headers are kept) and binds the "
-                "headers to the session's sites; use `await session.headers.add({...})`", caller
+                "%s called set_extra_http_headers on a session's context or page: it now merges (other headers "
+                "are kept) and binds the headers to the session's sites; use `await session.headers.add({...})`",
+                caller,
             )
-        await self.add(headers, source=f"{caller} (via context.set_extra_http_headers)")
+        await self.add(headers, source=f"{caller} (via set_extra_http_headers)")
 
 
 def _calling_module() -> str:

@@ -135,6 +135,8 @@ class Session:
     page_factory: Callable[[], Awaitable[Any]] | None = field(default=None, repr=False)
     headers: SessionHeaders | Any = field(default=None, repr=False)
     holds_secrets: bool = field(default=False, repr=False)  # profile/auth secrets live here (js_code policy)
+    # Between calls the page is parked on about:blank (nothing of the site runs); this is where it was.
+    parked_url: str | None = field(default=None, repr=False)
 
     async def ensure_page(self) -> Page | Any:
         """The session's page, opened now if the session has none yet (or lost it to a timeout)."""

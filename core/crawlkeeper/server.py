@@ -25,6 +25,7 @@ from .logs import scrub, scrub_secrets
 from .options import CALL_OPTIONS, call_parameters
 from .principal import LOCAL, Principal
 from .screenshots import take_screenshot
+from .site_crawl import crawl_site as run_site_crawl
 
 log = logging.getLogger("crawlkeeper.server")
 SHUTDOWN_BUDGET_S = 1.8
@@ -84,6 +85,32 @@ class ExtractResult(BaseModel):
     count: int = Field(description="Items returned.")
     total: int = Field(description="Items the page had.")
     dropped: int = Field(description="Items not returned (max_items / [crawl] max_extract_items).")
+    session_id: str | None
+
+
+class SitePage(BaseModel):
+    url: str
+    final_url: str | None = None
+    depth: int
+    status: int | None
+    title: str
+    content: str | None = Field(None, description="Truncated to max_chars_per_page (truncated says so).")
+    truncated: bool = False
+    error: str | None = Field(None, description="Why this page failed (the crawl goes on).")
+
+
+class SkippedCounts(BaseModel):
+    robots: int = Field(description="Disallowed by robots.txt (or its host's robots.txt was unreachable).")
+    scope: int = Field(description="Outside the scope or include/exclude globs, or redirected out of it.")
+    limit: int = Field(description="Beyond max_pages or max_depth.")
+    duplicate: int = Field(description="Another spelling of, or a redirect to, a page already seen.")
+    refused: int = Field(description="Refused by the egress policy.")
+
+
+class CrawlSiteResult(BaseModel):
+    url: str
+    pages: list[SitePage]
+    skipped: SkippedCounts
     session_id: str | None
 
 
@@ -397,6 +424,44 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
         result = await extract(_app(ctx), url, schema, session_id=session_id, profile=profile,
                                max_items=max_items, principal=who(), **options)
         return ExtractResult.model_validate(result)
+
+    @server.tool(title="Crawl a site", annotations=read_only)
+    @_crawl_options(("output", "css_selector", "wait_for", "wait_until", "timeout_s"))
+    @_errors_as_tool_errors
+    async def crawl_site(
+        ctx: Context,
+        url: Url,
+        max_pages: Annotated[int, Field(ge=1, le=100_000, description="Pages to crawl at most "
+                                        "(also bounded by [crawl] max_site_pages).")] = 50,
+        max_depth: Annotated[int, Field(ge=0, le=50, description="Link depth from the start page.")] = 2,
+        scope: Annotated[Literal["same-host", "same-domain", "prefix"], Field(
+            description="same-host (default), same-domain (subdomains too), or prefix (URLs under the start URL's "
+            "folder).")] = "same-host",
+        include: Annotated[list[str] | None, Field(description="Only URLs matching one of these globs "
+                                                   "(matched against the path and the full URL, e.g. '/docs/*').")]
+        = None,
+        exclude: Annotated[list[str] | None, Field(description="Skip URLs matching one of these globs.")] = None,
+        session_id: SessionId = None,
+        profile: ProfileName = None,
+        max_chars_per_page: Annotated[int, Field(ge=100, le=200_000, description="Content kept per page.")]
+        = 5000,
+        concurrency: Annotated[int, Field(ge=1, le=32, description="Pages loaded at once (one at a time in a "
+                                          "session).")] = 4,
+        **options: Any,
+    ) -> CrawlSiteResult:
+        """Crawl a website breadth-first from url, following links within scope, politely (robots.txt,
+        Crawl-delay, per-host limits). Returns each page (content truncated to max_chars_per_page, or its
+        error) and counts of URLs skipped by reason. Progress notifications are sent per page."""
+
+        async def progress(done: int, total: int, message: str) -> None:
+            await ctx.report_progress(done, total, message)
+
+        result = await run_site_crawl(
+            _app(ctx), url, max_pages=max_pages, max_depth=max_depth, scope=scope, include=include,
+            exclude=exclude, session_id=session_id, profile=profile, max_chars_per_page=max_chars_per_page,
+            concurrency=concurrency, progress=progress, **options,
+        )
+        return CrawlSiteResult.model_validate(result)
 
     @server.tool(title="Create a browser session", annotations=ToolAnnotations(openWorldHint=True))
     @_errors_as_tool_errors

@@ -16,7 +16,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +49,16 @@ _ENDED = {
 class SessionRegistry:
     """Live sessions by id, plus a memory of how ended ones ended."""
 
-    def __init__(self, hooks: Hooks, *, max_sessions: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        hooks: Hooks,
+        *,
+        max_sessions: int,
+        clock: Callable[[], float] = time.time,
+        park: Callable[[Session], Awaitable[None]] | None = None,
+    ) -> None:
         self.hooks = hooks
+        self.park = park  # stops the session's page at the end of every use
         self.max_sessions = max_sessions
         self.clock = clock
         self.max_per_owner: int | None = None  # [server] max_sessions_per_client, set for the HTTP transport
@@ -146,8 +154,12 @@ class SessionRegistry:
             try:
                 yield session
             finally:
-                session.busy -= 1
-                session.last_used_at = self.clock()
+                try:
+                    if self.park is not None and session.page is not None and not session.closed:
+                        await self.park(session)  # nothing the site loaded runs until the next call
+                finally:
+                    session.busy -= 1
+                    session.last_used_at = self.clock()
 
     # -- closing ---------------------------------------------------------------------------------
 
@@ -241,13 +253,15 @@ class SessionRegistry:
 
 
 def page_url(session: Session) -> str | None:
-    """The session's current URL (``about:blank`` before its page is opened)."""
+    """The session's current URL (``about:blank`` before its page is opened): between calls its page is
+    parked on ``about:blank``, and the URL is the one it was parked from."""
     if session.page is None:
-        return "about:blank"
+        return session.parked_url or "about:blank"
     try:
-        return session.page.url
+        url = session.page.url
     except Exception:
-        return None
+        return session.parked_url
+    return session.parked_url if url == "about:blank" and session.parked_url else url
 
 
 def iso(ts: float | None) -> str | None:

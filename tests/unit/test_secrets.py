@@ -206,14 +206,17 @@ def test_server_config_credential_header_needs_header_domains() -> None:
 
 
 class HeaderPlugin:
-    def __init__(self, legacy: bool = False, domains: list[str] | None = None) -> None:
+    def __init__(self, legacy: bool | str = False, domains: list[str] | None = None) -> None:
         self.legacy = legacy
         self.domains = domains
         self.seen: dict[str, str] = {}
 
     @hookimpl
     async def crawlkeeper_session_created(self, session: Any) -> None:
-        if self.legacy:
+        if self.legacy == "page":
+            page = await session.ensure_page()
+            await page.set_extra_http_headers({"X-Plugin-Key": "plugin-key-0451ab"})
+        elif self.legacy:
             await session.context.set_extra_http_headers({"X-Plugin-Key": "plugin-key-0451ab"})
         else:
             await session.headers.add({"X-Plugin-Key": "plugin-key-0451ab"}, domains=self.domains)
@@ -221,7 +224,8 @@ class HeaderPlugin:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("legacy", [False, True], ids=["session.headers", "old set_extra_http_headers"])
+@pytest.mark.parametrize("legacy", [False, True, "page"],
+                         ids=["session.headers", "old context.set_extra_http_headers", "page.set_extra_http_headers"])
 async def test_plugin_headers_merge_with_the_profiles_and_stay_on_its_sites(
     crawlkeeper_client: Callable[..., Any], crawlkeeper_register: Callable[..., Any], site: Any,
     write_profile: Callable[..., Path], env: None, legacy: bool, caplog: pytest.LogCaptureFixture,
@@ -237,7 +241,7 @@ async def test_plugin_headers_merge_with_the_profiles_and_stay_on_its_sites(
     assert own.headers["authorization"] == TOKEN and own.headers["x-plugin-key"] == "plugin-key-0451ab"
     assert all("x-plugin-key" not in r.headers for r in site.requests_to("attacker.example"))
     warned = [r.getMessage() for r in caplog.records if "set_extra_http_headers" in r.getMessage()]
-    assert bool(warned) == legacy
+    assert bool(warned) == bool(legacy)
     if legacy:
         assert "test_secrets" in warned[0]  # names the calling module
 

@@ -1,0 +1,386 @@
+"""Guards that keep a hostile page inside its call: decoded-size metering, popup closing, page parking.
+
+- :class:`PageMeter` counts the *decoded* bytes a page receives, per response, as they arrive, from the
+  DevTools protocol's ``Network.dataReceived`` events (``dataLength`` is the size after gzip/br/zstd
+  decoding). A Content-Length check sees only the compressed size and a chunked stream has none; the egress
+  proxy sees plain HTTP only (HTTPS is an opaque tunnel to it, and it would have to re-implement every
+  content coding), so the count is taken where the browser itself decodes. The events come from the page's
+  renderer as it consumes the body, which is also what makes its memory grow: the network service holds
+  only a small pipe buffer ahead of it. When a response (or the page's total) passes the limit the meter
+  trips: the crawl waiting on it fails at once and the page is abandoned.
+- :class:`ContextGuard` closes every page of a context that crawlkeeper did not open itself (popups, also
+  those opened by ``js_code``, which Chromium's popup blocker lets through as user-initiated) the moment it
+  appears, except while an auth plugin's login runs (OAuth-style popups), and sweeps leftovers after it.
+
+Between calls a page is *parked* on ``about:blank`` (see ``ChromiumBackend.park_page``): nothing it loaded
+keeps running, and sessionStorage, which lives in the tab, survives for the session's next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from .logs import safe_url
+
+log = logging.getLogger("crawlkeeper.guard")
+
+#: The page's total received bytes may reach this many times ``max_page_mb`` (many medium responses).
+TOTAL_FACTOR = 2
+#: Audio/video is streamed through the media pipeline's bounded buffers, not held whole: not counted.
+_UNCOUNTED_TYPES = frozenset({"Media"})
+_CDP_TIMEOUT_S = 5.0
+
+
+class PageMeter:
+    """Decoded bytes a page received since it was last armed, per response and in total."""
+
+    def __init__(self, page: Any, cdp: Any) -> None:
+        self.page = page
+        self.cdp = cdp
+        self.max_bytes = 0
+        self.tripped = asyncio.Event()
+        self.problem: str | None = None  # what passed the limit, in words
+        self.crashed = False  # the page's renderer died (out of memory, or killed by the watchdog)
+        self.origins: set[str] = set()  # every origin a response came from since the last reset
+        self._sizes: dict[str, int] = {}
+        self._kinds: dict[str, tuple[str, str]] = {}  # requestId -> (resource type, url)
+        self._total = 0
+
+    @classmethod
+    async def attach(cls, page: Any) -> PageMeter:
+        """Open a DevTools session on ``page`` and start counting (response bodies are not buffered)."""
+        cdp = await page.context.new_cdp_session(page)
+        meter = cls(page, cdp)
+        cdp.on("Network.responseReceived", meter._on_response)
+        cdp.on("Network.dataReceived", meter._on_data)
+        cdp.on("Network.loadingFinished", meter._on_done)
+        cdp.on("Network.loadingFailed", meter._on_done)
+        await asyncio.wait_for(
+            cdp.send("Network.enable", {"maxTotalBufferSize": 0, "maxResourceBufferSize": 0}), _CDP_TIMEOUT_S
+        )
+        return meter
+
+    def crash(self) -> None:
+        """The page's renderer is gone: whoever waits on ``tripped`` fails at once instead of at its timeout."""
+        self.crashed = True
+        self.tripped.set()
+
+    def arm(self, max_bytes: int) -> None:
+        """Start a new call: limits at ``max_bytes`` per response, ``TOTAL_FACTOR`` times that in total."""
+        self.max_bytes = max_bytes
+        self.problem = None
+        if not self.crashed:
+            self.tripped.clear()
+        self._total = 0
+        self._sizes.clear()
+
+    def _on_response(self, params: dict[str, Any]) -> None:
+        url = params.get("response", {}).get("url", "")
+        self._kinds[params.get("requestId", "")] = (params.get("type", "Other"), url)
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            self.origins.add(f"{parts.scheme}://{parts.netloc}")
+
+    def _on_done(self, params: dict[str, Any]) -> None:
+        self._kinds.pop(params.get("requestId", ""), None)
+        self._sizes.pop(params.get("requestId", ""), None)
+
+    def _on_data(self, params: dict[str, Any]) -> None:
+        if not self.max_bytes or self.problem:
+            return
+        request_id = params.get("requestId", "")
+        kind, url = self._kinds.get(request_id, ("Other", ""))
+        if kind in _UNCOUNTED_TYPES:
+            return
+        size = self._sizes[request_id] = self._sizes.get(request_id, 0) + int(params.get("dataLength", 0))
+        self._total += int(params.get("dataLength", 0))
+        limit_mb = self.max_bytes / 1_048_576
+        if size > self.max_bytes:
+            what = "its HTML" if kind == "Document" else f"a {kind.lower()} response it loaded ({safe_url(url)})"
+            self._trip(f"{what} passed {size / 1_048_576:.1f} MB once decompressed, above max_page_mb = "
+                       f"{limit_mb:g}")
+        elif self._total > TOTAL_FACTOR * self.max_bytes:
+            self._trip(f"it received {self._total / 1_048_576:.1f} MB (decompressed) in all, above "
+                       f"{TOTAL_FACTOR} x max_page_mb = {TOTAL_FACTOR * limit_mb:g} MB")
+
+    def _trip(self, problem: str) -> None:
+        self.problem = problem
+        self.tripped.set()
+        # Stop feeding the renderer right away; whoever waits on ``tripped`` abandons the page.
+        task = asyncio.get_running_loop().create_task(self.cdp.send("Page.stopLoading"))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def clear_storage(self, extra_origins: set[str]) -> None:
+        """Clear every kind of storage (local/session storage, IndexedDB, cache storage...) of the origins
+        the page received responses from, plus ``extra_origins``; then forget them."""
+        origins = self.origins | extra_origins
+        self.origins = set()
+        if origins:
+            await asyncio.wait_for(asyncio.gather(*(
+                self.cdp.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": "all"})
+                for origin in origins
+            )), _CDP_TIMEOUT_S)
+
+
+def too_large_message(url: str, problem: str) -> str:
+    return (f"{safe_url(url)} is too large: {problem}; the page was stopped. If the page is legitimate, raise "
+            "[crawl] max_page_mb (in the config file or the profile)")
+
+
+async def race_meter(work: Any, meter: PageMeter | None) -> Any:
+    """Await ``work`` unless ``meter`` trips first; then cancel it and return None (the caller checks the
+    meter). Cancelling the caller cancels ``work`` too."""
+    task = asyncio.ensure_future(work)
+    if meter is None:
+        return await task
+    waiter = asyncio.ensure_future(meter.tripped.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        waiter.cancel()
+    if task.done():
+        return task.result()
+    # Not awaited: the page is busy with the oversized body, so the cancellation lands late; the caller
+    # answers now and abandons the page.
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return None
+
+
+class ContextGuard:
+    """Tracks the pages crawlkeeper opened in one context and closes every other page as soon as it appears."""
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+        self.ours: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.closed_pages = 0
+        self._opening = 0
+        self._opened = asyncio.Event()
+        self._opened.set()
+        self._allowing = 0
+        context.on("page", self._on_page)
+
+    async def new_page(self) -> Any:
+        """A page of ours (never closed by the guard)."""
+        self._opening += 1
+        self._opened.clear()
+        try:
+            page = await self.context.new_page()
+            self.ours.add(page)
+            return page
+        finally:
+            self._opening -= 1
+            if not self._opening:
+                self._opened.set()
+
+    @contextlib.contextmanager
+    def allow_pages(self) -> Iterator[None]:
+        """Let other pages live while trusted code (an auth plugin's login) runs; they are swept after."""
+        self._allowing += 1
+        try:
+            yield
+        finally:
+            self._allowing -= 1
+
+    def _on_page(self, page: Any) -> None:
+        if page in self.ours:
+            return
+        task = asyncio.get_running_loop().create_task(self._judge(page))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _judge(self, page: Any) -> None:
+        # Our own new_page's page shows up here before new_page returns: wait until it is registered.
+        await self._opened.wait()
+        if page in self.ours or self._allowing:
+            return
+        await self._close(page)
+
+    async def sweep(self) -> int:
+        """Close every page of the context that is not ours (left over from a login, or missed)."""
+        if self._allowing:
+            return 0
+        strays = [p for p in list(getattr(self.context, "pages", [])) if p not in self.ours]
+        await asyncio.gather(*(self._close(p) for p in strays))
+        return len(strays)
+
+    async def _close(self, page: Any) -> None:
+        self.closed_pages += 1
+        log.info("closed a page the crawled site opened (%s)", safe_url(_url_of(page)))
+        try:
+            await asyncio.wait_for(page.close(run_before_unload=False), _CDP_TIMEOUT_S)
+        except Exception as exc:
+            log.debug("could not close an unwanted page: %s", exc)
+
+
+def _url_of(page: Any) -> str:
+    try:
+        return str(page.url)
+    except Exception:
+        return "?"
+
+
+_GUARDS: weakref.WeakKeyDictionary[Any, ContextGuard] = weakref.WeakKeyDictionary()
+_METERS: weakref.WeakKeyDictionary[Any, PageMeter] = weakref.WeakKeyDictionary()
+
+
+def guard_of(context: Any) -> ContextGuard | None:
+    return _GUARDS.get(context)
+
+
+def meter_of(page: Any) -> PageMeter | None:
+    return _METERS.get(page)
+
+
+def watch_context(context: Any) -> ContextGuard:
+    guard = _GUARDS[context] = ContextGuard(context)
+    return guard
+
+
+async def meter_page(page: Any) -> PageMeter | None:
+    """Attach a :class:`PageMeter` to ``page`` (None, logged, if the browser does not speak CDP)."""
+    try:
+        meter = _METERS[page] = await PageMeter.attach(page)
+        page.on("crash", lambda _page: meter.crash())
+    except Exception as exc:
+        log.warning("cannot meter the page's downloads (max_page_mb applies to Content-Length only): %s", exc)
+        return None
+    return meter
+
+
+# -- the browser's memory ---------------------------------------------------------------------------------
+
+
+def js_heap_mb(max_browser_mb: int) -> int:
+    """The V8 old-space limit per renderer: a quarter of the browser's budget, 128-2048 MB. A page that
+    allocates past it crashes its own renderer (the crawl fails), not the machine."""
+    return max(128, min(2048, max_browser_mb // 4))
+
+
+def memory_args(max_browser_mb: int, extra: list[str]) -> list[str]:
+    """Chromium flags enforcing ``max_browser_mb`` (unless the operator set ``--js-flags`` themselves)."""
+    if any(arg.startswith("--js-flags") for arg in extra):
+        return []
+    return [f"--js-flags=--max-old-space-size={js_heap_mb(max_browser_mb)}"]
+
+
+def _proc_mb(proc: Any) -> float:
+    """A process's proportional memory (PSS: shared pages split between their users) in MB; RSS if the
+    kernel has no ``smaps_rollup``. RSS would count Chromium's shared libraries once per renderer."""
+    try:
+        with open(f"/proc/{proc.pid}/smaps_rollup", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return float(proc.memory_info().rss) / 1_048_576
+    except Exception:
+        return 0.0
+
+
+class MemoryWatchdog:
+    """Keeps the browser's process tree under ``max_mb``: when it is over, the renderer using the most
+    memory is killed. Its pages crash (their crawls fail with a clear error and are replaced); the browser,
+    other contexts' renderers and the server live on."""
+
+    def __init__(self, root_pid: int, max_mb: int, *, interval_s: float = 0.25) -> None:
+        self.root_pid = root_pid
+        self.max_mb = max_mb
+        self.interval_s = interval_s
+        self.kills: list[tuple[float, int, float]] = []  # (monotonic time, pid, MB)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def killed_recently(self, within_s: float = 10.0) -> bool:
+        import time
+
+        return bool(self.kills) and time.monotonic() - self.kills[-1][0] < within_s
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.check)
+            except Exception as exc:  # never let a /proc hiccup stop the watchdog
+                log.debug("memory watchdog: %s", exc)
+            await asyncio.sleep(self.interval_s)
+
+    def check(self) -> int | None:
+        """One sample; the pid of the renderer it killed, if any."""
+        import time
+
+        import psutil
+
+        try:
+            root = psutil.Process(self.root_pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        sizes = [(p, _proc_mb(p)) for p in procs]
+        total = sum(mb for _, mb in sizes)
+        if total <= self.max_mb:
+            return None
+        renderers = [(p, mb) for p, mb in sizes if _is_renderer(p)]
+        if not renderers:
+            return None
+        victim, mb = max(renderers, key=lambda item: item[1])
+        try:
+            victim.kill()
+        except psutil.Error:
+            return None
+        self.kills.append((time.monotonic(), victim.pid, mb))
+        del self.kills[:-20]
+        log.warning("the browser used %.0f MB, above [limits] max_browser_mb = %d: stopped the renderer using "
+                    "the most (%.0f MB); its pages fail, everything else keeps running", total, self.max_mb, mb)
+        return victim.pid
+
+
+def _is_renderer(proc: Any) -> bool:
+    try:
+        return "--type=renderer" in proc.cmdline()
+    except Exception:
+        return False
+
+
+def find_browser_process(before: set[int]) -> int | None:
+    """The pid of the Chromium browser process this process launched just now (not in ``before``)."""
+    try:
+        import psutil
+
+        for proc in psutil.Process().children(recursive=True):
+            if proc.pid in before:
+                continue
+            cmdline = proc.cmdline()
+            if cmdline and not any(a.startswith("--type=") for a in cmdline) and "--remote-debugging-pipe" in cmdline:
+                return proc.pid
+    except Exception as exc:
+        log.debug("cannot find the browser process: %s", exc)
+    return None
+
+
+def browser_processes() -> set[int]:
+    """Pids of the Chromium browser processes this process launched so far."""
+    try:
+        import psutil
+
+        return {p.pid for p in psutil.Process().children(recursive=True)
+                if "--remote-debugging-pipe" in (p.cmdline() or [])}
+    except Exception:
+        return set()

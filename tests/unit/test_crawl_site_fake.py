@@ -1,0 +1,164 @@
+"""crawl_site against the fake browser: BFS order, limits, scope, robots rules, progress, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from support import error_text
+
+from crawlkeeper import robots, site_crawl
+from crawlkeeper.robots import RobotsFile, rules_from
+from crawlkeeper.site_crawl import normalize
+
+SITE = "https://example.com"
+
+
+def tree_page(i: int) -> str:
+    links = "".join(f'<a href="/p/{j}">p{j}</a>' for j in (2 * i + 1, 2 * i + 2))
+    return (f'<html><head><title>P{i}</title></head><body><p>Page {i}</p>{links}<a href="/p/{i}#top">me</a>'
+            f'<a href="https://example.com:443/p/{i}">again</a><a href="/private/x">private</a><a href="https://other.org/">out</a>'
+            '<a href="mailto:x@example.com">mail</a></body></html>')
+
+
+@pytest.fixture
+def site(crawlkeeper_browser: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    for i in range(200):
+        crawlkeeper_browser.add_page(f"{SITE}/p/{i}", tree_page(i))
+    crawlkeeper_browser.add_page(f"{SITE}/private/x", "<html><title>Private</title></html>")
+    crawlkeeper_browser.robots = RobotsFile(200, b"User-agent: *\nDisallow: /private/\n")
+    fetched: list[str] = []
+
+    def fetcher(_proxy: Any, *a: Any, **k: Any) -> Any:
+        async def fetch(url: str) -> RobotsFile:
+            fetched.append(url)
+            return crawlkeeper_browser.robots
+
+        return fetch
+
+    monkeypatch.setattr(site_crawl, "proxied_fetcher", fetcher)
+    crawlkeeper_browser.robots_fetched = fetched
+    return crawlkeeper_browser
+
+
+def test_normalize() -> None:
+    assert normalize("HTTP://Example.COM:80/a?b=1#frag") == "http://example.com/a?b=1"
+    assert normalize("https://example.com") == "https://example.com/"
+    assert normalize("https://example.com:8443/x") == "https://example.com:8443/x"
+    assert normalize("mailto:a@b.c") is None and normalize("javascript:void(0)") is None
+
+
+@pytest.mark.parametrize(("status", "body", "allowed"), [
+    (200, b"User-agent: *\nDisallow: /private/\n", {"/a": True, "/private/x": False}),
+    (200, b"User-agent: crawlkeeper\nDisallow: /\nUser-agent: *\nAllow: /\n", {"/a": False}),
+    (404, b"", {"/a": True, "/private/x": True}),  # RFC 9309: unavailable -> allow all
+    (503, b"", {"/a": False}),  # RFC 9309: unreachable -> disallow all
+    (None, b"", {"/a": False}),  # network failure / too slow -> unreachable
+])
+def test_robots_rules_follow_rfc_9309(status: int | None, body: bytes, allowed: dict[str, bool]) -> None:
+    rules = rules_from(RobotsFile(status, body))
+    for path, expected in allowed.items():
+        assert rules.allowed(f"{SITE}{path}") is expected, path
+
+
+def test_crawl_delay_is_read_and_bounded() -> None:
+    assert rules_from(RobotsFile(200, b"User-agent: *\nCrawl-delay: 2\n")).crawl_delay() == 2
+    assert rules_from(RobotsFile(200, b"User-agent: *\nCrawl-delay: 86400\n")).crawl_delay() == 60
+
+
+@pytest.mark.anyio
+async def test_breadth_first_with_limits_scope_robots_and_progress(
+    crawlkeeper_client: Callable[..., Any], site: Any
+) -> None:
+    progress: list[float] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append(done)
+
+    async with crawlkeeper_client() as client:
+        result = await client.call_tool("crawl_site", {"url": f"{SITE}/p/0", "max_pages": 10, "max_depth": 5,
+                                                       "output": "text"}, progress_callback=on_progress)
+    assert not result.is_error, error_text(result)
+    data = result.structured_content
+    pages = data["pages"]
+    assert [p["url"] for p in pages] == [f"{SITE}/p/{i}" for i in range(10)]  # breadth-first, in order
+    assert [p["depth"] for p in pages] == [0, 1, 1, 2, 2, 2, 2, 3, 3, 3]
+    assert pages[0]["title"] == "P0" and "Page 0" in pages[0]["content"]
+    skipped = data["skipped"]
+    assert skipped["robots"] == 1  # /private/x, once, although every page links to it
+    assert skipped["scope"] == 1  # other.org
+    assert skipped["duplicate"] >= 1  # the :443 spellings
+    assert skipped["limit"] > 0 and skipped["refused"] == 0
+    assert site.robots_fetched == [f"{SITE}/robots.txt"]  # once per host
+    assert progress == sorted(progress) and progress[-1] == 10
+    assert f"{SITE}/private/x" not in site.visited()
+
+
+@pytest.mark.anyio
+async def test_max_depth_and_the_config_bound(
+    crawlkeeper_client: Callable[..., Any], site: Any, crawlkeeper_app: Any
+) -> None:
+    async with crawlkeeper_client() as client:
+        shallow = await client.call_tool("crawl_site", {"url": f"{SITE}/p/0", "max_depth": 1, "max_pages": 100})
+        crawlkeeper_app.config.raw.setdefault("crawl", {})["max_site_pages"] = 4
+        bounded = await client.call_tool("crawl_site", {"url": f"{SITE}/p/0", "max_depth": 9, "max_pages": 100})
+    assert [p["depth"] for p in shallow.structured_content["pages"]] == [0, 1, 1]
+    assert len(bounded.structured_content["pages"]) == 4
+
+
+@pytest.mark.anyio
+async def test_robots_unreachable_disallows_the_host_and_respect_robots_false_ignores_it(
+    crawlkeeper_client: Callable[..., Any], site: Any, crawlkeeper_app: Any
+) -> None:
+    site.robots = RobotsFile(500)
+    async with crawlkeeper_client() as client:
+        refused = await client.call_tool("crawl_site", {"url": f"{SITE}/p/0"})
+        crawlkeeper_app.config.raw.setdefault("crawl", {})["respect_robots"] = False
+        ignored = await client.call_tool("crawl_site", {"url": f"{SITE}/p/0", "max_pages": 3})
+    assert refused.structured_content["pages"] == []
+    assert refused.structured_content["skipped"]["robots"] == 1
+    assert len(ignored.structured_content["pages"]) == 3
+
+
+@pytest.mark.anyio
+async def test_one_bad_page_never_fails_the_crawl(crawlkeeper_client: Callable[..., Any], site: Any) -> None:
+    site.add_page(f"{SITE}/p/2", '<html><title>P2</title><a href="/p/5">x</a><a href="/refuse">r</a></html>')
+    site.add_page(f"{SITE}/refuse", "<html></html>", redirect="https://elsewhere.org/")
+    async with crawlkeeper_client() as client:
+        result = await client.call_tool("crawl_site", {"url": f"{SITE}/p/0", "max_pages": 8, "max_depth": 3})
+    data = result.structured_content
+    assert not result.is_error
+    assert data["skipped"]["scope"] >= 2  # other.org and the redirect out of scope
+    assert f"{SITE}/refuse" not in [p["url"] for p in data["pages"]]
+
+
+@pytest.mark.anyio
+async def test_a_refused_start_is_an_error(crawlkeeper_client: Callable[..., Any], site: Any) -> None:
+    async with crawlkeeper_client() as client:
+        result = await client.call_tool("crawl_site", {"url": "http://169.254.169.254/"})
+    assert "refused" in error_text(result)
+
+
+@pytest.mark.anyio
+async def test_cancellation_stops_the_crawl_within_a_second(crawlkeeper_app: Any, site: Any) -> None:
+    original = crawlkeeper_app.backend.crawl
+
+    async def slow(page: Any, url: str, options: Any) -> Any:
+        await asyncio.sleep(0.2)
+        return await original(page, url, options)
+
+    crawlkeeper_app.backend.crawl = slow
+    task = asyncio.ensure_future(site_crawl.crawl_site(crawlkeeper_app, f"{SITE}/p/0", max_pages=200, max_depth=9))
+    await asyncio.sleep(0.7)
+    task.cancel()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert loop.time() - started < 1.0
+    visits = len(site.navigations)
+    await asyncio.sleep(0.5)
+    assert len(site.navigations) == visits, "pages were still loaded after the cancellation"
+    assert robots.USER_AGENT == "crawlkeeper"
