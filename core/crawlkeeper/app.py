@@ -132,6 +132,7 @@ class App:
         self._pool_lock = asyncio.Lock()
         self._cleanups: set[asyncio.Future[Any]] = set()
         self._started = False
+        self._warmup: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -161,9 +162,27 @@ class App:
             return
         await self.hooks.acall("crawlkeeper_startup", server=self.server)
         self._started = True
+        mode = self.config.settings.browser.warmup
+        if mode != "off" and hasattr(self.backend, "warm_up"):
+            self._warmup = asyncio.get_running_loop().create_task(self._warm_up(mode))
+
+    async def _warm_up(self, mode: str) -> None:
+        """Use the time an agent spends thinking after ``initialize``: import crawl4ai (off the event loop),
+        then launch the browser, so the first call does not pay ~2 s for them. Failures surface on that call."""
+        try:
+            await self.backend.warm_up()  # type: ignore[attr-defined]
+            if mode == "launch":
+                await self._ensure_browser(self.policy)
+            log.info("warm-up done (%s)", mode)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("warm-up failed (%s); the first call will try again", first_line(exc))
 
     async def shutdown(self) -> None:
         """Close every session (reason ``shutdown``), run shutdown hooks, close the browser and proxies."""
+        if self._warmup is not None and not self._warmup.done():
+            self._warmup.cancel()
         try:
             await self.sessions.close_all("shutdown")
             if self._started:

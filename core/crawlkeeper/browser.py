@@ -325,6 +325,14 @@ class ChromiumBackend:
         finally:
             self._closing = False
 
+    async def warm_up(self) -> None:
+        """Import crawl4ai (and Playwright) in a thread: ~1.3 s of imports the first call would otherwise pay."""
+        if self.cache_dir is not None:
+            from . import _crawl4ai
+
+            _crawl4ai.prepare_environment(self.cache_dir)
+        await asyncio.to_thread(__import__, "crawl4ai")
+
     async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> Any:
         await self.start()
         kwargs: dict[str, Any] = {

@@ -40,6 +40,11 @@ class BrowserSettings(ContextOptions):
     headless: bool = True
     extra_args: list[str] = Field(default_factory=list)
     cdp_url: str | None = Field(None, description="Connect to a running browser instead of launching one.")
+    warmup: Literal["launch", "import", "off"] = Field(
+        "launch",
+        description="At start-up, in the background: import crawl4ai and launch the browser (launch), only "
+        "import (import: the first call launches it), or nothing (off: a server never used costs nothing).",
+    )
 
     @field_validator("extra_args")
     @classmethod

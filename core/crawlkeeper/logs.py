@@ -56,6 +56,11 @@ def register_secret(value: str | None) -> None:
             _result_secrets = tuple(long_ones)
 
 
+def secrets_registered() -> bool:
+    """Whether any secret long enough to scrub from results was registered (until then scrubbing is free)."""
+    return _result_pattern is not None
+
+
 def scrub_secrets(value: T) -> T:
     """``value`` (a string, or dicts/lists of them) with every registered secret replaced by ``***``.
 

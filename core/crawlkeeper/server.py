@@ -21,7 +21,7 @@ from . import __version__, calls
 from .app import App
 from .errors import CrawlkeeperError
 from .extraction import ExtractSchema, extract
-from .logs import scrub, scrub_secrets
+from .logs import scrub, scrub_secrets, secrets_registered
 from .options import CALL_OPTIONS, call_parameters
 from .principal import LOCAL, Principal
 from .screenshots import take_screenshot
@@ -273,9 +273,26 @@ def _errors_as_tool_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 f"internal error in {fn.__name__} ({type(exc).__name__}); the server log has the details"
             ) from None
         _outcome(info, "ok")
-        return result
+        return _scrubbed(result)
 
     return wrapper
+
+
+def _scrubbed(result: Any) -> Any:
+    """``result`` with every registered secret replaced by ``***``: the one seam every tool's result passes
+    (crawl content is also scrubbed before it is paged, so no secret is split across two cursor pages)."""
+    if not secrets_registered():
+        return result
+    if isinstance(result, CallToolResult):
+        for block in result.content:
+            if isinstance(block, TextContent):
+                block.text = scrub_secrets(block.text)
+        if result.structured_content is not None:
+            result.structured_content = scrub_secrets(result.structured_content)
+        return result
+    if isinstance(result, BaseModel):
+        return type(result).model_validate(scrub_secrets(result.model_dump(by_alias=True)))
+    return scrub_secrets(result)
 
 
 def _outcome(info: calls.CallInfo | None, outcome: str) -> None:

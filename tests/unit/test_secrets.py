@@ -389,3 +389,18 @@ def test_doctor_warns_about_profiles_with_secrets_and_no_domain_scope(
     [warning] = [line for line in lines if line.startswith("[warn] profile scope")]
     assert "loose" in warning and "tight" not in warning and "harmless" not in warning
     assert SECRET not in "\n".join(lines)
+
+
+@pytest.mark.anyio
+async def test_extract_results_are_scrubbed_too(
+    crawlkeeper_client: Callable[..., Any], crawlkeeper_browser: Any, work_profile: None
+) -> None:
+    crawlkeeper_browser.add_page(f"{SITE}/*", f'<html><head><title>Shop</title></head><body>'
+                                 f'<div class="item"><h2>token {SECRET}</h2></div></body></html>')
+    schema = {"name": "items", "baseSelector": "div.item", "fields": [{"name": "t", "selector": "h2", "type": "text"}]}
+    async with crawlkeeper_client() as client:
+        await client.call_tool("create_session", {"profile": "work", "session_id": "w"})
+        extracted = await client.call_tool("extract", {"url": f"{SITE}/", "schema": schema, "session_id": "w"})
+    assert not extracted.is_error, shown(extracted)
+    assert extracted.structured_content["items"] == [{"t": "token ***"}]
+    assert SECRET not in shown(extracted)
