@@ -359,22 +359,26 @@ class App:
         async with self.limiter.slot(who.id):
             return await self._crawl_pooled(url, options, context_options, policy, work), options
 
-    def profile_of(self, session_id: str | None, profile: str | None) -> Profile | None:
-        """The profile a call uses: its session's, or the one it names."""
-        return self.profile(self.sessions.get(session_id).profile if session_id is not None else profile)
+    def profile_of(self, session_id: str | None, profile: str | None,
+                   principal: Principal | None = None) -> Profile | None:
+        """The profile a call uses: its session's (``principal``'s own), or the one it names."""
+        owner = (principal or LOCAL).id
+        return self.profile(self.sessions.get(session_id, owner).profile if session_id is not None else profile)
 
-    def crawl_options_for(self, session_id: str | None, profile: str | None, arguments: dict[str, Any]) -> CrawlOptions:
+    def crawl_options_for(self, session_id: str | None, profile: str | None, arguments: dict[str, Any],
+                          principal: Principal | None = None) -> CrawlOptions:
         """The merged crawl options of a call (for tools that need them before loading a page)."""
-        session = self.sessions.get(session_id) if session_id is not None else None
-        request = CrawlRequest(url=None, profile=self.profile_of(session_id, profile), session=session,
+        session = self.sessions.get(session_id, (principal or LOCAL).id) if session_id is not None else None
+        request = CrawlRequest(url=None, profile=self.profile_of(session_id, profile, principal), session=session,
                                arguments=arguments)
         return self.crawl_options(request)
 
-    async def robots_proxy(self, profile: str | None, session_id: str | None) -> str | None:
+    async def robots_proxy(self, profile: str | None, session_id: str | None,
+                           principal: Principal | None = None) -> str | None:
         """The egress proxy a side request (robots.txt) of a call goes through; None for a fake browser."""
         if not getattr(self.backend, "needs_proxy", True):
             return None
-        return await self.proxy_url(self.policy_for(self.profile_of(session_id, profile)))
+        return await self.proxy_url(self.policy_for(self.profile_of(session_id, profile, principal)))
 
     def check_scripts(self, arguments: dict[str, Any], *, holds: bool, where: str) -> dict[str, Any]:
         """Apply ``[security] js_code`` to a call's scripts (``js_code``, a JavaScript ``wait_for``).
@@ -778,7 +782,8 @@ class App:
     def profile_problem(self, profile: Profile) -> str | None:
         """What is wrong with a profile, checked without using it: its own error, or its ``[auth]`` table against
         its method's params model (``crawlkeeper profiles``, ``doctor`` and ``list_profiles`` show it)."""
-        return profile.error or auth_problem(profile, self.auth_methods, self.disabled_plugins())
+        problems = [profile.error, auth_problem(profile, self.auth_methods, self.disabled_plugins())]
+        return "; ".join(p for p in problems if p) or None
 
     async def cookie_names(self, session: Session) -> list[dict[str, str]]:
         try:

@@ -145,6 +145,8 @@ class ServerSettings(BaseModel):
     max_concurrent_crawls_per_client: int = Field(4, ge=1, le=256)
     max_queued_calls_per_client: int = Field(32, ge=0, le=100_000)
     shutdown_grace_s: float = Field(10.0, ge=0, le=600, description="In-flight calls get this long at SIGTERM.")
+    header_timeout_s: float = Field(10.0, gt=0, le=300, description="A request's headers must arrive within this "
+                                                                    "(a slowloris client is disconnected).")
 
     @field_validator("issuer_url", "public_url")
     @classmethod

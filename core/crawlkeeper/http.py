@@ -38,7 +38,6 @@ access_log = logging.getLogger("crawlkeeper.http.access")
 
 MCP_PATH = "/mcp"
 HEALTH_PATH = "/healthz"
-HEADER_TIMEOUT_S = 10.0  # a client must send a request's headers within this (slowloris)
 APP_SHUTDOWN_BUDGET_S = 8.0
 
 
@@ -313,6 +312,7 @@ class _Protocol(H11Protocol):
     is disconnected instead of holding a connection forever. uvicorn has no such timeout of its own."""
 
     _header_timer: asyncio.TimerHandle | None = None
+    header_timeout_s = 10.0  # set from [server] header_timeout_s by serve_http
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -323,7 +323,7 @@ class _Protocol(H11Protocol):
 
     def _arm(self) -> None:
         if self._header_timer is None:
-            self._header_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._headers_too_slow)
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
 
     def _disarm(self) -> None:
         if self._header_timer is not None:
@@ -340,7 +340,7 @@ class _Protocol(H11Protocol):
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if self._between_requests() and not self.transport.is_closing():
-            log.info("closing a connection that sent no complete request within %g s", HEADER_TIMEOUT_S)
+            log.info("closing a connection that sent no complete request within %g s", self.header_timeout_s)
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -377,6 +377,7 @@ def serve_http(app: App, *, host: str | None = None, port: int | None = None) ->
     for warning in check_bind(settings, host):
         log.warning("%s", warning)
     gate = build_http_app(app, host=host, port=port)
+    _Protocol.header_timeout_s = settings.header_timeout_s
     config = uvicorn.Config(
         gate, host=host, port=port, lifespan="on", log_config=None, access_log=False, http=_Protocol, ws="none",
         timeout_keep_alive=5, timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 2,

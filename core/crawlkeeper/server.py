@@ -476,7 +476,7 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
         result = await run_site_crawl(
             _app(ctx), url, max_pages=max_pages, max_depth=max_depth, scope=scope, include=include,
             exclude=exclude, session_id=session_id, profile=profile, max_chars_per_page=max_chars_per_page,
-            concurrency=concurrency, progress=progress, **options,
+            concurrency=concurrency, progress=progress, principal=who(), **options,
         )
         return CrawlSiteResult.model_validate(result)
 

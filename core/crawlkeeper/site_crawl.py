@@ -116,6 +116,7 @@ class SiteCrawl:
     concurrency: int
     progress: ProgressCallback | None
     robots_fetcher: Fetcher | None = None
+    principal: Any = None  # the calling client (crawlkeeper.Principal); None: the local user
     pages: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, set[str]] = field(default_factory=lambda: {r: set() for r in REASONS})
     seen: set[str] = field(default_factory=set)
@@ -124,9 +125,9 @@ class SiteCrawl:
     hosts: dict[str, _Host] = field(default_factory=dict)
 
     async def run(self) -> dict[str, Any]:
-        options = self.app.crawl_options_for(self.session_id, self.profile, self.arguments)
-        robots = RobotsCache(self.robots_fetcher or proxied_fetcher(await self.app.robots_proxy(self.profile,
-                                                                                                 self.session_id)))
+        options = self.app.crawl_options_for(self.session_id, self.profile, self.arguments, self.principal)
+        robots = RobotsCache(self.robots_fetcher or proxied_fetcher(
+            await self.app.robots_proxy(self.profile, self.session_id, self.principal)))
         self.seen.add(self.start)
         self.raw_seen.add(self.start)
         level = [self.start]
@@ -164,7 +165,8 @@ class SiteCrawl:
                 self.skipped["robots"].add(url)
                 continue
             try:
-                await self.app.check_url(url, self.app.policy_for(self.app.profile_of(self.session_id, self.profile)))
+                prof = self.app.profile_of(self.session_id, self.profile, self.principal)
+                await self.app.check_url(url, self.app.policy_for(prof))
             except CrawlError:
                 self.skipped["refused"].add(url)
                 continue
@@ -226,7 +228,8 @@ class SiteCrawl:
 
             try:
                 result, used = await self.app.run_on_page(
-                    url, work, session_id=self.session_id, profile=self.profile, arguments=self.arguments
+                    url, work, session_id=self.session_id, profile=self.profile, arguments=self.arguments,
+                    principal=self.principal,
                 )
             except CrawlkeeperError as exc:
                 message = scrub(str(exc))
@@ -313,6 +316,7 @@ async def crawl_site(
     concurrency: int = 4,
     progress: ProgressCallback | None = None,
     robots_fetcher: Fetcher | None = None,
+    principal: Any = None,
     **arguments: Any,
 ) -> dict[str, Any]:
     """Crawl from ``url`` breadth-first; see the module docstring for the rules."""
@@ -320,13 +324,14 @@ async def crawl_site(
     if start is None:
         raise CrawlError(f"crawl_site needs an http or https URL, got {safe_url(url)}")
     arguments = {k: v for k, v in arguments.items() if v is not None}
-    options = app.crawl_options_for(session_id, profile, arguments)
+    options = app.crawl_options_for(session_id, profile, arguments, principal)
     crawl = SiteCrawl(
         app=app, start=start, max_pages=min(max_pages, options.max_site_pages), max_depth=max_depth,
         scope=_Scope(start, scope, list(include or []), list(exclude or [])), session_id=session_id,
         profile=profile, arguments=arguments, max_chars_per_page=max_chars_per_page, concurrency=concurrency,
-        progress=progress, robots_fetcher=robots_fetcher,
+        progress=progress, robots_fetcher=robots_fetcher, principal=principal,
     )
     crawl.per_host_concurrency = options.per_host_concurrency
-    await app.check_url(start, app.policy_for(app.profile_of(session_id, profile)))  # refused start: an error
+    # a refused start is an error
+    await app.check_url(start, app.policy_for(app.profile_of(session_id, profile, principal)))
     return await crawl.run()

@@ -219,7 +219,9 @@ def load_profile_file(path: Path, display: str, server_sites: list[str] | None =
                 file = Path(os.path.expanduser(value))
                 auth[key] = str(file if file.is_absolute() else path.parent / file)
     if problems:
-        return Profile(name=name, source=display, error=f"{display}: " + "; ".join(problems))
+        # The [auth] table stays on the broken profile so the core can also check it against its method: a
+        # variable that is not set must not hide a misspelled key or method in the same file.
+        return Profile(name=name, source=display, error=f"{display}: " + "; ".join(problems), auth=auth)
     return Profile(
         name=name,
         description=parsed.description,

@@ -199,3 +199,14 @@ async def test_a_crawl_with_a_logging_in_profile_uses_a_visible_temporary_sessio
     assert await crawlkeeper_app.list_sessions() != []
     await crawlkeeper_app.close_session(created["session_id"])
     assert watcher.created[-1] == (False, False) and watcher.closed[-1] == ("closed", False)
+
+
+def test_an_unset_variable_does_not_hide_the_auth_tables_other_problems(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    config = setup(tmp_path, {"both": '[auth]\nmethod = "cookie"\nfile = "x.txt"\npassword_env = "CK_UNSET_VAR_X"\n'})
+    result = CliRunner().invoke(main, ["profiles", "--config", str(config)])
+    assert result.exit_code == 1
+    line = next(line for line in result.output.splitlines() if line.startswith("BROKEN"))
+    assert "environment variable CK_UNSET_VAR_X is not set" in line
+    assert "unknown auth method 'cookie'" in line and "did you mean 'cookies'?" in line

@@ -120,6 +120,12 @@ async def test_a_broken_verifier_refuses_and_never_logs_the_token(crawlkeeper_ap
     assert "secret-token-value-123" not in caplog.text
 
 
+async def _no_robots(url: str) -> Any:
+    from crawlkeeper.robots import RobotsFile
+
+    return RobotsFile(status=404)
+
+
 # -- ownership ------------------------------------------------------------------------------------
 
 
@@ -141,6 +147,13 @@ async def test_sessions_belong_to_their_principal(crawlkeeper_app: Any, crawlkee
     with pytest.raises(SessionError, match="unknown session"):
         await app.run_on_page(f"{SITE}/", work, session_id="work", principal=BOB)
     assert (await app.run_on_page(f"{SITE}/", work, session_id="work", principal=ALICE))[0] == "loaded"
+    from crawlkeeper.site_crawl import crawl_site
+
+    with pytest.raises(SessionError, match="unknown session"):
+        await crawl_site(app, f"{SITE}/", session_id="work", principal=BOB, max_pages=1)
+    site = await crawl_site(app, f"{SITE}/", session_id="work", principal=ALICE, max_pages=1,
+                            robots_fetcher=_no_robots)
+    assert site["pages"] and "error" not in site["pages"][0], site
     await app.create_session(session_id="work", principal=BOB)  # ids are per client
     assert [s["session_id"] for s in await app.list_sessions(principal=BOB)] == ["work"]
     assert await app.list_sessions() == []  # the local user (stdio) has none of these
@@ -339,3 +352,20 @@ async def test_the_gate(caplog: pytest.LogCaptureFixture) -> None:
     gate.draining = True
     assert (await call_gate(gate, headers=ok_host))[0] == 503
     assert (await call_gate(gate, "GET", "/healthz"))[0] == 503
+
+
+# -- client configs --------------------------------------------------------------------------------
+
+
+def test_example_client_configs_for_http_are_valid_and_hold_no_token() -> None:
+    folder = Path(__file__).resolve().parents[2] / "examples" / "clients"
+    http_configs = 0
+    for path in folder.glob("*.json"):
+        servers = json.loads(path.read_text(encoding="utf-8"))["mcpServers"]
+        for entry in servers.values():
+            if "url" in entry:
+                http_configs += 1
+                assert entry["url"].endswith("/mcp")
+                auth = entry["headers"]["Authorization"]
+                assert auth.startswith("Bearer ") and ("${" in auth or "REPLACE" in auth), path
+    assert http_configs >= 2

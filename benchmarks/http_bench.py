@@ -1,0 +1,215 @@
+"""The HTTP transport's costs, each a ratio against a baseline measured in the same run.
+
+    .venv/bin/python benchmarks/http_bench.py            # full sizes (20 clients x 25 crawls; a few minutes)
+    .venv/bin/python benchmarks/http_bench.py --quick    # tiny settings
+
+(1) overhead: a warm crawl_url over Streamable HTTP (bearer token, Gate, access log) vs the same over stdio,
+interleaved; the issue's bound is 1.15x. (2) many clients: N clients with distinct tokens, each creating a
+session with its own cookie and doing M crawls at once: errors, isolation (a client seeing another's cookie),
+p95 latency vs the single-client median at the same global limit (the issue's bound is 3x). (3) fairness: a
+light client's crawl latency while another client's crawl_many of many URLs runs, vs the light client alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp import ClientSession
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from crawlkeeper.testing.site import TestSite
+
+from common import Stats, server_params, temp_dir, write_config
+
+
+def header(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def add_token(config: Path, name: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "crawlkeeper", "token", "add", name, "--config", str(config)],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+class HttpServer:
+    def __init__(self, config: Path) -> None:
+        self.config, self.port = config, free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "crawlkeeper", "serve", "--transport", "http", "--port", str(self.port),
+             "--config", str(config)],
+            stdout=subprocess.DEVNULL, stderr=open(config.parent / "http.log", "w"),  # noqa: SIM115
+            env={**os.environ, "CRAWLKEEPER_LOG_LEVEL": "WARNING"}, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx2.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx2.HTTPError:
+                time.sleep(0.1)
+        raise SystemExit("the HTTP server did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+@asynccontextmanager
+async def http_session(url: str, token: str):  # type: ignore[no-untyped-def]
+    async with (create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as http,
+                streamable_http_client(url, http_client=http) as streams,
+                ClientSession(streams[0], streams[1]) as session):
+        await session.initialize()
+        yield session
+
+
+async def call(session: ClientSession, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    result = await session.call_tool(name, arguments)
+    if result.is_error:
+        raise RuntimeError(f"{name} failed: {result.content[0].text if result.content else ''}")
+    return result.structured_content or {}
+
+
+def p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[int(0.95 * (len(ordered) - 1))]
+
+
+async def bench_overhead(site: TestSite, config: Path, server: HttpServer, token: str, repeats: int) -> None:
+    header("(1) warm crawl_url: Streamable HTTP vs stdio (interleaved)")
+    args = {"url": site.url("/tiny"), "output": "text"}
+    async with stdio_client(server_params(config)) as (r, w), ClientSession(r, w) as stdio:
+        await stdio.initialize()
+        async with http_session(server.url, token) as http:
+            for client in (stdio, http):
+                for _ in range(3):
+                    await call(client, "crawl_url", args)
+            samples: dict[str, list[float]] = {"stdio": [], "http": []}
+            for _ in range(repeats):
+                for name, client in (("stdio", stdio), ("http", http)):
+                    started = time.perf_counter()
+                    await call(client, "crawl_url", args)
+                    samples[name].append(time.perf_counter() - started)
+    base = Stats("crawl_url over stdio", samples["stdio"])
+    print(base.row())
+    print(Stats("crawl_url over HTTP (bearer token)", samples["http"]).row(base))
+    print(f"  ratio HTTP/stdio (median): {statistics.median(samples['http']) / base.median:.2f}  (bound 1.15)")
+
+
+async def one_client(server: HttpServer, token: str, index: int, site: TestSite, crawls: int,
+                     latencies: list[float], problems: list[str]) -> None:
+    try:
+        async with http_session(server.url, token) as client:
+            cookie = {"name": f"mine{index}", "value": f"v{index}", "url": site.url("/")}
+            await call(client, "create_session", {"session_id": "s", "cookies": [cookie]})
+            for _ in range(crawls):
+                started = time.perf_counter()
+                page = await call(client, "crawl_url", {"url": site.url("/cookies"), "session_id": "s",
+                                                        "output": "text"})
+                latencies.append(time.perf_counter() - started)
+                text = page["content"]
+                if f"mine{index}" not in text or text.count("mine") != 1:
+                    problems.append(f"client {index} saw: {text[:120]!r}")
+            listed = (await call(client, "list_sessions", {}))["sessions"]
+            if [s["session_id"] for s in listed] != ["s"]:
+                problems.append(f"client {index} listed {listed}")
+            await call(client, "close_session", {"session_id": "s"})
+    except Exception as exc:  # counted, not fatal: the figure is the error count
+        problems.append(f"client {index}: {type(exc).__name__}: {exc}")
+
+
+async def bench_clients(site: TestSite, server: HttpServer, tokens: list[str], crawls: int) -> None:
+    header(f"(2) {len(tokens)} clients with distinct tokens, a session and {crawls} crawls each, all at once")
+    single: list[float] = []
+    problems: list[str] = []
+    await one_client(server, tokens[0], 0, site, crawls, [], problems)  # warm-up
+    await one_client(server, tokens[0], 0, site, crawls, single, problems)
+    base = Stats("one client alone (same global limit)", single)
+    latencies: list[float] = []
+    started = time.perf_counter()
+    await asyncio.gather(*(one_client(server, t, i, site, crawls, latencies, problems)
+                           for i, t in enumerate(tokens)))
+    wall = time.perf_counter() - started
+    print(base.row())
+    print(Stats(f"{len(tokens)} clients at once", latencies).row(base))
+    print(f"  errors and isolation problems: {len(problems)}" + (f" (first: {problems[0]})" if problems else ""))
+    print(f"  p95 {p95(latencies) * 1000:.0f} ms = {p95(latencies) / base.median:.2f}x the single-client median "
+          f"(bound 3x); {len(latencies)} crawls in {wall:.1f} s")
+
+
+async def bench_fairness(site: TestSite, server: HttpServer, hog: str, light: str, urls: int) -> None:
+    header(f"(3) fairness: a light client's crawl while another client's crawl_many of {urls} URLs runs")
+    args = {"url": site.url("/tiny"), "output": "text"}
+    async with http_session(server.url, light) as client:
+        await call(client, "crawl_url", args)
+        alone = []
+        for _ in range(5):
+            started = time.perf_counter()
+            await call(client, "crawl_url", args)
+            alone.append(time.perf_counter() - started)
+        async with http_session(server.url, hog) as hog_client:
+            many = asyncio.ensure_future(call(hog_client, "crawl_many", {
+                "urls": [site.url(f"/tiny?n={i}") for i in range(urls)], "concurrency": 16, "output": "text"}))
+            await asyncio.sleep(1.0)
+            busy = []
+            for _ in range(5):
+                started = time.perf_counter()
+                await call(client, "crawl_url", args)
+                busy.append(time.perf_counter() - started)
+            hog_done = many.done()
+            await many
+    base = Stats("light client alone", alone)
+    print(base.row())
+    print(Stats("light client during the other's crawl_many", busy).row(base))
+    print(f"  (the crawl_many was {'already done' if hog_done else 'still running'} when the light client finished)")
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--clients", type=int, default=None)
+    parser.add_argument("--crawls", type=int, default=None)
+    opts = parser.parse_args()
+    clients = opts.clients or (3 if opts.quick else 20)
+    crawls = opts.crawls or (3 if opts.quick else 25)
+    folder = temp_dir()
+    config = write_config(folder, '[server]\ntokens_file = "tokens.json"\nmax_sessions_per_client = 4\n')
+    tokens = [add_token(config, f"c{i}") for i in range(max(clients, 2))]
+    with TestSite() as site:
+        server = HttpServer(config)
+        try:
+            await bench_overhead(site, config, server, tokens[0], 5 if opts.quick else 30)
+            await bench_clients(site, server, tokens[:clients], crawls)
+            await bench_fairness(site, server, tokens[0], tokens[1], 20 if opts.quick else 200)
+        finally:
+            server.stop()
+        print(f"\nHTTP server exit code after SIGTERM: {server.proc.returncode}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
