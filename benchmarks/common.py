@@ -73,7 +73,9 @@ def chromium_count(pid: int) -> int:
 
 def write_config(folder: Path, extra: str = "") -> Path:
     path = folder / "crawlkeeper.toml"
-    path.write_text('[security]\nallow_private = ["127.0.0.1"]\n[sessions]\nmax_sessions = 200\n' + extra)
+    # Saved sessions and their key stay in the benchmark's temporary folder, never in the user's.
+    path.write_text('[security]\nallow_private = ["127.0.0.1"]\n[sessions]\nmax_sessions = 200\n'
+                    'key_file = "state.key"\n[plugins.statefile]\ndir = "state"\n' + extra)
     (folder / "profiles").mkdir(exist_ok=True)
     return path
 

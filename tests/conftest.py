@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
 from crawlkeeper.testing.site import TestSite
+
+# Nothing a test runs (servers it spawns included) may read or write the developer's saved sessions, state key,
+# config or keyring: the user data and config dirs point into a folder of this run, and the keyring is off.
+_HOME = tempfile.mkdtemp(prefix="crawlkeeper-tests-")
+os.environ["XDG_DATA_HOME"] = os.path.join(_HOME, "data")
+os.environ["XDG_CONFIG_HOME"] = os.path.join(_HOME, "config")
+os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ or MCP import happens here.
 
 from __future__ import annotations
 
+from .browser import PageResult
 from .config import Config
 from .errors import ConfigError, CrawlError, CrawlkeeperError, PluginError, SessionError, SessionExpired
 from .handle import Server
@@ -29,6 +30,7 @@ from .models import (
 )
 from .options import ContextOptions, CrawlOptions, SecretRef
 from .principal import Principal
+from .store import LeaseHeld, StateStore
 from .tools import ToolRegistry
 
 __version__ = "0.1.0"
@@ -45,6 +47,8 @@ __all__ = [
     "CrawlOptions",
     "CrawlRequest",
     "CrawlkeeperError",
+    "LeaseHeld",
+    "PageResult",
     "PluginError",
     "Principal",
     "Profile",
@@ -55,6 +59,7 @@ __all__ = [
     "SessionExpired",
     "SessionHeaders",
     "SessionRequest",
+    "StateStore",
     "ToolRegistry",
     "__version__",
     "env_var_problem",

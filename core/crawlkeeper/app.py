@@ -12,7 +12,8 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,10 +50,11 @@ from .models import (
 from .options import ContextOptions, CrawlOptions, Layer, merge
 from .paging import ContentPager
 from .plugins import Hooks, PluginManager, within
-from .principal import LOCAL, Principal
+from .principal import LOCAL, LOCAL_ID, Principal
 from .profiles import ProfileStore
 from .scripts import wait_kind
-from .sessions import SessionRegistry, iso, page_url
+from .sessions import SESSION_ID_RE, SessionMoved, SessionRegistry, iso, page_url
+from .state import SavedState, SessionKeeper, apply, delete_hint
 from .tools import ToolRegistry
 
 log = logging.getLogger("crawlkeeper.app")
@@ -122,6 +124,11 @@ class App:
         self.backend.on_crash(self._on_crash)
         self.sessions = SessionRegistry(self.hooks, max_sessions=settings.sessions.max_sessions, clock=clock,
                                         park=self._park_session)
+        self.sessions.on_closed = self._session_closed
+        self.keeper = SessionKeeper(config)
+        self._restoring: dict[tuple[str, str], asyncio.Lock] = {}  # by (owner, session id)
+        self._crash_notes: dict[tuple[str, str], str] = {}
+        self._housekeeping: asyncio.Task[None] | None = None
         self.server = Server(config, self.sessions, lambda: self.clock())  # what startup/shutdown hooks see
         self.profiles = ProfileStore(self.hooks, config)
         self.limiter = FairLimiter(settings.limits.max_concurrent_crawls, settings.limits.max_queued_calls)
@@ -156,12 +163,15 @@ class App:
             self.auth_methods[method.name] = (plugin, method)
         self.hooks.call("crawlkeeper_register_tools", registry=self.tools)
         self.profiles.refresh(force=True)
+        self.keeper.store = self.hooks.call("crawlkeeper_state_store", config=self.config)
 
     async def startup(self) -> None:
         if self._started:
             return
         await self.hooks.acall("crawlkeeper_startup", server=self.server)
         self._started = True
+        if self.keeper.enabled:
+            self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house())
         mode = self.config.settings.browser.warmup
         if mode != "off" and hasattr(self.backend, "warm_up"):
             self._warmup = asyncio.get_running_loop().create_task(self._warm_up(mode))
@@ -180,10 +190,24 @@ class App:
             log.info("warm-up failed (%s); the first call will try again", first_line(exc))
 
     async def shutdown(self) -> None:
-        """Close every session (reason ``shutdown``), run shutdown hooks, close the browser and proxies."""
+        """Save and close every session (reason ``shutdown``), run shutdown hooks, close the browser and proxies."""
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
         try:
+            if self._housekeeping is not None:
+                self._housekeeping.cancel()
+                await asyncio.gather(self._housekeeping, return_exceptions=True)
+                self._housekeeping = None
+            if self.keeper.enabled:
+                await self.keeper.flush()
+                live = [s for s in self.sessions.all() if s.generation == self.backend.generation]
+                if live and self.backend.alive:
+                    # Within the MCP client's ~2 s shutdown window: what is not saved by then keeps its last save.
+                    saving = asyncio.gather(*(self.keeper.save(s, force_times=True) for s in live))
+                    try:
+                        await asyncio.wait_for(saving, 1.2)
+                    except asyncio.TimeoutError:
+                        log.error("saving sessions at shutdown took too long; unsaved changes are lost")
             await self.sessions.close_all("shutdown")
             if self._started:
                 await self.hooks.acall("crawlkeeper_shutdown", keep_going=True, server=self.server)
@@ -200,9 +224,19 @@ class App:
             for proxy in self._proxies.values():
                 await proxy.close()
             self._proxies.clear()
+            await self.keeper.close()
 
     def _on_crash(self, generation: int) -> None:
         self._pool.clear()
+        for session in self.sessions.all():
+            if session.generation <= generation and self.keeper.was_saved(session):
+                # Its state is saved: the next use restores it into the relaunched browser.
+                self.sessions.detach(session)
+                session.hibernated = session.closed = True
+                session.note = ("the browser crashed; the session was restored from its last saved state "
+                                "(changes made in the last seconds before the crash may be missing)")
+                self._crash_notes[(session.owner, session.id)] = session.note
+                asyncio.get_running_loop().create_task(self.keeper.release(session.id, session.owner))
         self.sessions.crashed(generation)
 
     # -- config merge ----------------------------------------------------------------------------
@@ -300,10 +334,17 @@ class App:
         async def work(page: Any, options: CrawlOptions) -> PageResult:
             return await self.backend.crawl(page, url, options)
 
+        report: dict[str, Any] = {}
         page_result, options = await self.run_on_page(
-            url, work, session_id=session_id, profile=profile, arguments=arguments, principal=who
+            url, work, session_id=session_id, profile=profile, arguments=arguments, principal=who, report=report
         )
-        return await self._shape(page_result, options, session_id)
+        result = await self._shape(page_result, options, session_id)
+        if report:  # a crawl in a session: was it restored, logged in again?
+            result["restored"] = report["restored"]
+            result["relogged_in"] = report["relogged_in"]
+            if report["note"]:
+                result["note"] = report["note"]
+        return result
 
     async def run_on_page(
         self,
@@ -314,34 +355,55 @@ class App:
         profile: str | None = None,
         arguments: dict[str, Any] | None = None,
         principal: Principal | None = None,
+        report: dict[str, Any] | None = None,
     ) -> tuple[T, CrawlOptions]:
         """Run ``work(page, options)`` for ``url`` in the session's page, or a pooled page of a context for the
         profile: options merged by the one pipeline, the URL checked by the egress policy, under the global
         limit and the overall deadline (a page that hangs is abandoned). Every tool that loads a page uses this.
+
+        In a session, a saved one is restored first, and a :class:`PageResult` the site sent logged out leads to
+        one re-login and a retry; ``report`` (if given) receives ``restored``, ``relogged_in`` and ``note``.
+
         ``principal`` (the local user by default) may use only its own sessions, under its share of the slots.
         """
         who = principal or LOCAL
         arguments = {k: v for k, v in (arguments or {}).items() if v is not None}
         if session_id is not None:
-            session = self.sessions.get(session_id, who.id)
-            if profile is not None and profile != session.profile:
-                raise CrawlError(
-                    f"session '{session_id}' was created with profile {session.profile!r}; a session keeps its "
-                    "profile: drop the profile argument or create another session"
-                )
-            prof = self.profile(session.profile)
-            arguments = self.check_scripts(
-                arguments, holds=session.holds_secrets or bool(session.headers and session.headers.holds_secrets),
-                where=f"session '{session_id}'")
-            request = CrawlRequest(url=url, profile=prof, session=session, arguments=arguments)
-            options = self.crawl_options(request)
-            policy = self.policy_for(prof)
-            # The session first (arrival order, nothing awaited before it), then a global slot: calls queued
-            # on one session must not hold slots other sessions need.
-            async with self.sessions.use(session):
+            # The session first (arrival order), then a global slot: calls queued on one session must not hold
+            # slots other sessions need. A saved (hibernated, or pre-restart) session is restored here.
+            async with self.using_session(session_id, who.id) as session:
+                if profile is not None and profile != session.profile:
+                    raise CrawlError(
+                        f"session '{session_id}' was created with profile {session.profile!r}; a session keeps "
+                        "its profile: drop the profile argument or create another session"
+                    )
+                prof = self.profile(session.profile)
+                arguments = self.check_scripts(
+                    arguments, holds=session.holds_secrets or bool(session.headers and session.headers.holds_secrets),
+                    where=f"session '{session_id}'")
+                request = CrawlRequest(url=url, profile=prof, session=session, arguments=arguments)
+                options = self.crawl_options(request)
+                policy = self.policy_for(prof)
                 await self.check_url(url, policy)
                 async with self.limiter.slot(who.id):
-                    return await self._crawl_page(session, url, options, work), options
+                    result = await self._crawl_page(session, url, options, work)
+                relogged_in = False
+                if isinstance(result, PageResult) and self._logged_out(session, result):
+                    # Never hand back the login page as if it were the content: log in again, once, and retry.
+                    await self._relogin(session, prof, result)
+                    async with self.limiter.slot(who.id):
+                        result = await self._crawl_page(session, url, options, work)
+                    if isinstance(result, PageResult) and self._logged_out(session, result):
+                        raise SessionError(
+                            f"session '{session_id}' is still logged out after logging in again with "
+                            f"'{session.auth}' ({_where(result)}); check the profile's [auth] settings, or "
+                            "close the session and create it again"
+                        )
+                    relogged_in = True
+                note, session.note = session.note, None
+                if report is not None:
+                    report.update(restored=note is not None, relogged_in=relogged_in, note=note)
+                return result, options
         prof = self.profile(profile)
         if prof is not None and (prof.cookies or prof.auth):
             self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
@@ -358,6 +420,44 @@ class App:
         await self.check_url(url, policy)
         async with self.limiter.slot(who.id):
             return await self._crawl_pooled(url, options, context_options, policy, work), options
+
+    def _logged_out(self, session: Session, page: PageResult) -> bool:
+        verdicts = self.hooks.call("crawlkeeper_logged_out", session=session, result=page)
+        return any(v is True for v in verdicts or [])
+
+    async def _relogin(self, session: Session, prof: Profile | None, page: PageResult) -> None:
+        """Run the session's auth method again, bounded per hour; a clear error when it cannot be done."""
+        sid, where = session.id, _where(page)
+        if not session.auth:
+            raise SessionError(
+                f"session '{sid}' was logged out by the site ({where}); create it again, or give its profile an "
+                "[auth] method so crawlkeeper can log it in again by itself"
+            )
+        now = self.clock()
+        limit = self.config.settings.sessions.max_relogins_per_hour
+        recent = [t for t in session.metadata.get(RELOGINS_KEY, []) if isinstance(t, int | float) and now - t < 3600]
+        if len(recent) >= limit:
+            raise SessionError(
+                f"session '{sid}' was logged out by the site ({where}) and was already logged in again {len(recent)} "
+                f"times in the last hour ([sessions] max_relogins_per_hour = {limit}); check that the login "
+                "works (credentials, the site), then close the session and create it again"
+            )
+        session.metadata[RELOGINS_KEY] = [*recent, now]
+        try:
+            chosen = choose_auth(session.auth, prof, self.auth_methods, self.disabled_plugins())
+            if chosen is None:
+                raise SessionError(f"auth method '{session.auth}' gave nothing to log in with")
+            method, params = chosen
+            await session.ensure_page()
+            plugin = self.auth_methods[method.name][0]
+            await within(method.login(session, params), self.hooks.timeout_s, "its login", plugin)
+        except Exception as exc:
+            detail = str(exc) if isinstance(exc, CrawlkeeperError) else f"{type(exc).__name__}: {first_line(exc)}"
+            raise SessionError(
+                f"session '{sid}' was logged out by the site ({where}) and logging in again with '{session.auth}' "
+                f"failed: {detail}. Close the session and create it again"
+            ) from None
+        log.info("session %s was logged out by the site and logged in again with %s", sid, session.auth)
 
     def profile_of(self, session_id: str | None, profile: str | None,
                    principal: Principal | None = None) -> Profile | None:
@@ -436,6 +536,195 @@ class App:
         finally:
             # Its own reason: a plugin that logs out (or saves state) on "closed" need not do so after each call.
             await self.sessions.close(created["session_id"], "temporary", owner=who.id)
+
+    # -- saved sessions: restore, hibernate ----------------------------------------------------------
+
+    @asynccontextmanager
+    async def using_session(self, session_id: str, owner: str = LOCAL_ID) -> AsyncIterator[Session]:
+        """Hold ``owner``'s session for one call (restoring it from saved state first if it is not active)."""
+        for _attempt in range(5):
+            session = await self.resume(session_id, owner)
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    await stack.enter_async_context(self.sessions.use(session))
+                except SessionMoved:
+                    continue  # hibernated while this call waited for it: bring it back
+                try:
+                    yield session
+                finally:
+                    # Before the page is parked on about:blank, where the site's sessionStorage is out of reach.
+                    await self.keeper.read_session_storage(session)
+                    self.keeper.touched(session)
+                return
+        raise SessionError(f"session '{session_id}' kept being hibernated while this call waited; retry the call")
+
+    async def resume(self, session_id: str, owner: str = LOCAL_ID) -> Session:
+        """The active session, or the saved one restored into a new context; else the precise error."""
+        try:
+            return self.sessions.get(session_id, owner)
+        except SessionError:
+            if not self.keeper.enabled or not SESSION_ID_RE.fullmatch(session_id):
+                raise
+        key = (owner, session_id)
+        lock = self._restoring.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                with contextlib.suppress(SessionError):
+                    return self.sessions.get(session_id, owner)  # restored by a call that held the lock first
+                restored = await self._restore(session_id, owner)
+                if restored is None:
+                    return self.sessions.get(session_id, owner)  # raises: never created, closed, expired...
+                return restored
+        finally:
+            if not lock.locked() and self._restoring.get(key) is lock:
+                del self._restoring[key]
+
+    async def _restore(self, sid: str, owner: str) -> Session | None:
+        if not await self.keeper.exists(sid, owner):
+            return None
+        await self.keeper.claim(sid, owner)
+        reserved = False
+        context: Any = None
+        try:
+            state = await self.keeper.load(sid, owner)
+            if state is None:  # deleted by another process a moment ago
+                await self.keeper.release(sid, owner)
+                return None
+            prof = self._saved_profile(sid, state)
+            await self._make_room()
+            self.sessions.reserve(sid, owner)
+            reserved = True
+            policy = self.policy_for(prof)
+            options = self.context_options(CrawlRequest(url=None, profile=prof, session=None, arguments={}))
+            try:
+                chosen = choose_auth(state.auth, prof, self.auth_methods, self.disabled_plugins())
+            except CrawlkeeperError:
+                chosen = None  # the session works without it; a re-login would report the problem
+            params = chosen[1] if chosen else None
+            async with self.limiter.slot(owner):
+                proxy = await self._ensure_browser(policy)
+                context = await self.backend.new_context(_without_headers(options), proxy_url=proxy)
+                generation = self.backend.generation
+                headers = await self._install_headers(context, options, policy, prof, params,
+                                                      owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
+                await _restore_headers(headers, state)
+                await apply(context, state)
+            session = Session(
+                id=sid, profile=state.profile, context=context, page=None, created_at=state.created_at,
+                last_used_at=state.last_used_at, expires_at=state.expires_at, metadata=dict(state.metadata),
+                auth=state.auth, generation=generation, headers=headers, holds_secrets=state.holds_secrets,
+                owner=owner, page_factory=functools.partial(_watched_page, self.backend, context, headers),
+            )
+            session.parked_url = state.url  # what listings show as its URL until its page is used
+            session.note = self._crash_notes.pop((owner, sid), None) or (
+                f"restored from the state saved at {iso(state.saved_at)}"
+            )
+            await self.hooks.acall("crawlkeeper_session_restored", session=session)
+        except BaseException as exc:
+            if reserved:
+                self.sessions.release(sid, owner)
+            if context is not None:
+                await _close_quietly(context)
+            await self.keeper.release(sid, owner)
+            if isinstance(exc, CrawlkeeperError) and not isinstance(exc, SessionError):
+                raise SessionError(f"session '{sid}' could not be restored: {exc}") from None
+            raise
+        self.keeper.remember(session, state)
+        self.sessions.forget_ended(sid, owner)
+        self.sessions.add(session)
+        log.info("session %s restored from saved state", sid)
+        return session
+
+    def _saved_profile(self, sid: str, state: SavedState) -> Profile | None:
+        if state.profile is None:
+            return None
+        try:
+            return self.profile(state.profile)
+        except CrawlkeeperError as exc:
+            raise SessionError(
+                f"session '{sid}' was saved with profile '{state.profile}', which cannot be used now ({exc}); "
+                f"put the profile back, or {delete_hint(sid)}"
+            ) from None
+
+    async def _make_room(self) -> None:
+        """At ``max_sessions`` active sessions, hibernate the least recently used idle one (if it can be saved)."""
+        while self.keeper.enabled and self.sessions.occupied() >= self.sessions.max_sessions:
+            victim = self.sessions.lru_idle()
+            if victim is None or not await self.hibernate(victim):
+                return  # reserve() then refuses with the limit's message
+
+    async def hibernate(self, session: Session) -> bool:
+        """Save an idle session and close its context; its next use restores it. False if it could not be."""
+        if not self.keeper.enabled or not session.durable:
+            return False
+        async with session.lock:
+            if (session.closed or session.ended or session.busy
+                    or self.sessions.peek(session.id, session.owner) is not session):
+                return False
+            if session.generation != self.backend.generation or not await self.keeper.save(session, force_times=True):
+                return False
+            self.sessions.detach(session)
+            session.hibernated = session.closed = True
+        await self.hooks.acall("crawlkeeper_session_closing", keep_going=True, session=session, reason="hibernated")
+        await _close_quietly(session.context)
+        self.keeper.forget(session.id, session.owner)
+        await self.keeper.release(session.id, session.owner)
+        log.info("session %s hibernated", session.id)
+        return True
+
+    async def _session_closed(self, session: Session, reason: str) -> None:
+        """After a session's context closed: closing or expiry deletes its saved state, other reasons keep it."""
+        if not self.keeper.enabled or not session.durable:
+            return
+        if reason in ("closed", "expired", "evicted"):
+            await self.keeper.delete(session.id, session.owner)
+        else:
+            self.keeper.forget(session.id, session.owner)
+        await self.keeper.release(session.id, session.owner)
+
+    async def _keep_house(self) -> None:
+        """Hibernate idle sessions; now and then delete saved sessions whose expiry passed."""
+        settings = self.config.settings.sessions
+        after = settings.hibernate_after_s
+        interval = max(0.2, min(after / 4, 5.0)) if after else 5.0
+        last_sweep = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if after:
+                    now = self.clock()
+                    for session in self.sessions.all():
+                        if not session.busy and not session.lock.locked() and now - session.last_used_at >= after:
+                            await self.hibernate(session)
+                if time.monotonic() - last_sweep >= 60:
+                    last_sweep = time.monotonic()
+                    await self.sweep_expired()
+            except Exception:
+                log.exception("session housekeeping failed; retrying")
+
+    async def sweep_expired(self) -> list[str]:
+        """Delete saved, inactive sessions whose ``expires_at`` has passed (expiry deletes the state)."""
+        deleted = []
+        now = self.clock()
+        for owner, sid in await self.keeper.stored_pairs():
+            if self.sessions.peek(sid, owner) is not None or (owner, sid) in self._restoring:
+                continue
+            try:
+                state = await self.keeper.load(sid, owner)
+            except SessionError:
+                continue
+            if state is None or state.expires_at is None or state.expires_at > now:
+                continue
+            try:
+                await self.keeper.claim(sid, owner)
+            except SessionError:
+                continue  # in use by another process, which decides
+            try:
+                await self.keeper.delete(sid, owner)
+                deleted.append(sid)
+            finally:
+                await self.keeper.release(sid, owner)
+        return deleted
 
     async def _crawl_page(
         self, session: Session, url: str, options: CrawlOptions, work: Callable[[Any, CrawlOptions], Awaitable[T]]
@@ -689,7 +978,16 @@ class App:
         policy = self.policy_for(prof)
         if url:
             await self.check_url(url, policy)
+        durable = not temporary and self.keeper.enabled
+        if durable:
+            await self._make_room()
         sid = self.sessions.reserve(session_id, who.id)
+        if durable:
+            try:
+                await self._claim_new(sid, who.id)
+            except BaseException:
+                self.sessions.release(sid, who.id)
+                raise
         request = SessionRequest(session_id=sid, url=url, cookies=list(cookies or []), profile=prof,
                                  auth=auth_name, ttl_s=ttl_s, temporary=temporary)
         step = "creating the browser context"
@@ -711,7 +1009,8 @@ class App:
                 page = await new_page() if url or method else None
                 now = self.clock()
                 session = Session(id=sid, profile=prof.name if prof else None, context=context, page=page,
-                                  created_at=now, last_used_at=now, generation=generation, owner=who.id,
+                                  created_at=now, last_used_at=now, generation=generation, owner=who.id, auth=auth_name,
+                                  durable=durable,
                                   page_factory=new_page,
                                   headers=headers, temporary=temporary,
                                   holds_secrets=bool(prof and (prof.cookies or prof.auth)) or method is not None)
@@ -736,10 +1035,14 @@ class App:
             self.sessions.release(sid, who.id)
             if context is not None:
                 await _close_quietly(context)
+            if durable:
+                await self.keeper.release(sid, who.id)
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
                 raise
             raise _creation_error(sid, step, exc, method) from exc
         self.sessions.add(session)
+        if durable:
+            await self.keeper.save(session, force_times=True)  # a failure is logged; the session works anyway
         return scrub_secrets({  # a URL path can hold a token too
             "session_id": sid,
             "profile": session.profile,
@@ -748,6 +1051,22 @@ class App:
             "expires_at": iso(session.expires_at),
             "cookies": await self.cookie_names(session),
         })
+
+    async def _claim_new(self, sid: str, owner: str = LOCAL_ID) -> None:
+        """A new session's id must not name a saved one, the store must have room, and the lease is ours."""
+        stored = await self.keeper.stored_pairs()
+        if (owner, sid) in stored:
+            raise SessionError(
+                f"session '{sid}' already exists (saved, not active right now); use it with crawl_url, or close it "
+                "with close_session first to replace it with a new one"
+            )
+        limit = self.config.settings.sessions.max_stored
+        if len(stored) >= limit:
+            raise SessionError(
+                f"too many saved sessions: the limit is [sessions] max_stored = {limit}; close some with "
+                "close_session (list_sessions shows them) or raise the limit in the config"
+            )
+        await self.keeper.claim(sid, owner)
 
     async def _ensure_browser(self, policy: EgressPolicy) -> str | None:
         """Start the browser if needed (behind the egress proxy) and return the proxy for ``policy``."""
@@ -795,7 +1114,8 @@ class App:
     async def list_sessions(
         self, *, principal: Principal | None = None, all_clients: bool = False
     ) -> list[dict[str, Any]]:
-        """``principal``'s live sessions; with ``all_clients`` (admins only) everyone's, each with its owner."""
+        """``principal``'s sessions, active then saved (``state``: ``hibernated``); with ``all_clients`` (admins
+        only) everyone's, each with its owner."""
         who = principal or LOCAL
         if all_clients and not who.admin:
             raise SessionError("all_clients is for admin clients only (crawlkeeper token add NAME --admin)")
@@ -806,17 +1126,33 @@ class App:
                 continue  # expired: the reaper (or the next use) closes it; it is no longer listed
             if session.temporary:
                 continue  # one crawl's hidden session: not the caller's to use
-            entry = self.sessions.describe(session, await self.cookie_names(session))
+            entry = self.sessions.describe(session, await self.cookie_names(session)) | {"state": "active"}
             if all_clients:
                 entry["owner"] = session.owner
             out.append(entry)
+        if self.keeper.enabled:
+            for owner, sid in await self.keeper.stored_pairs():
+                if (not all_clients and owner != who.id) or self.sessions.peek(sid, owner) is not None:
+                    continue
+                try:
+                    state = await self.keeper.load(sid, owner)
+                except SessionError as exc:
+                    entry = {"session_id": sid, "profile": None, "created_at": None, "last_used_at": None,
+                             "expires_at": None, "url": None, "cookies": [], "state": "hibernated", "error": str(exc)}
+                else:
+                    if state is None or (state.expires_at is not None and state.expires_at <= now):
+                        continue
+                    entry = describe_saved(state)
+                if all_clients:
+                    entry["owner"] = owner
+                out.append(entry)
         return scrub_secrets(out)
 
     async def close_session(
         self, session_id: str, *, principal: Principal | None = None, owner: str | None = None
     ) -> dict[str, Any]:
-        """Close ``principal``'s session. An admin may close another client's by naming its ``owner`` (or
-        by id alone when only one client has a session with that id)."""
+        """Close ``principal``'s session (active or saved: its saved state is deleted). An admin may close another
+        client's by naming its ``owner`` (or by id alone when only one client has a session with that id)."""
         who = principal or LOCAL
         target = who.id
         if owner is not None and owner != who.id:
@@ -830,8 +1166,20 @@ class App:
                 raise SessionError(f"several clients have a session '{session_id}' ({owners}); pass owner")
             if others:
                 target = others[0].owner
-        if not await self.sessions.close(session_id, "closed", owner=target):
-            self.sessions.get(session_id, target)  # raises the precise message
+        if await self.sessions.close(session_id, "closed", owner=target):
+            return {"session_id": session_id, "closed": True}
+        if (self.keeper.enabled and SESSION_ID_RE.fullmatch(session_id)
+                and await self.keeper.exists(session_id, target)):
+            key = (target, session_id)
+            async with self._restoring.setdefault(key, asyncio.Lock()):
+                await self.keeper.claim(session_id, target)  # refused while another process drives it
+                try:
+                    await self.keeper.delete(session_id, target)
+                finally:
+                    await self.keeper.release(session_id, target)
+            self._restoring.pop(key, None)
+            return {"session_id": session_id, "closed": True}
+        self.sessions.get(session_id, target)  # raises the precise message
         return {"session_id": session_id, "closed": True}
 
     def list_profiles(self) -> list[dict[str, str]]:
@@ -840,6 +1188,16 @@ class App:
             problem = self.profile_problem(p)
             out.append({"name": p.name, "description": f"(broken) {problem}" if problem else p.description})
         return out
+
+
+async def _restore_headers(headers: SessionHeaders, state: SavedState) -> None:
+    """Put back the headers plugins added (an auth method's API key...); the configured ones were just installed
+    from the current config, which wins over a saved copy."""
+    for h in state.headers:
+        if str(h.get("source", "")).startswith("[browser] extra_headers"):
+            continue
+        await headers.add({h["name"]: h["value"]}, domains=h.get("domains"), secret=bool(h.get("credential")),
+                          source=str(h.get("source") or "a plugin"))
 
 
 async def _watched_page(backend: BrowserBackend, context: Any, headers: SessionHeaders) -> Any:
@@ -852,6 +1210,27 @@ async def _watched_page(backend: BrowserBackend, context: Any, headers: SessionH
 def _without_headers(options: ContextOptions) -> ContextOptions:
     """The options a backend creates a context with: headers are installed afterwards, bound to their sites."""
     return options.model_copy(update={"extra_headers": {}})
+
+
+RELOGINS_KEY = "crawlkeeper.relogins"  # times of recent re-logins (in metadata: they survive restarts)
+
+
+def _where(page: PageResult) -> str:
+    return f"final URL {safe_url(page.final_url)}, status {page.status}"
+
+
+def describe_saved(state: SavedState) -> dict[str, Any]:
+    """A listing entry for a saved session that is not active: never a cookie value, no query strings."""
+    return {
+        "session_id": state.session_id,
+        "profile": state.profile,
+        "created_at": iso(state.created_at),
+        "last_used_at": iso(state.last_used_at),
+        "expires_at": iso(state.expires_at),
+        "url": safe_url(state.url) if state.url else None,
+        "cookies": [{"name": c["name"], "domain": c["domain"]} for c in state.cookie_summary()],
+        "state": "hibernated",
+    }
 
 
 def _unhandled(what: str) -> str:

@@ -65,11 +65,20 @@ def required_params(model: type[BaseModel]) -> list[str]:
     return [name for name, field in model.model_fields.items() if field.is_required()]
 
 
+#: ``[auth]`` keys that are crawlkeeper's own (how to tell a logged-out page), never a method's params.
+OWN_KEYS = ("logged_out_url", "logged_out_status", "logged_out_selector")
+
+
+def method_table(auth: dict[str, Any] | None) -> dict[str, Any]:
+    """An ``[auth]`` table without crawlkeeper's own keys: ``method`` and the method's params."""
+    return {k: v for k, v in (auth or {}).items() if k not in OWN_KEYS}
+
+
 def auth_problem(profile: Profile, methods: Methods, disabled: list[str]) -> str | None:
     """What is wrong with ``profile``'s ``[auth]`` table, naming its file and keys, or None. Nothing is run."""
-    auth = profile.auth
+    auth = method_table(profile.auth)
     if not auth:
-        return None
+        return None  # no [auth], or only how to tell a logged-out page
     where = f"{profile.label} [auth] "
     name = auth.get("method")
     if not isinstance(name, str) or not name:
@@ -91,7 +100,7 @@ def choose(
     :raises SessionError: the call names an unknown method, or one that needs params no profile gave.
     :raises ConfigError: the profile's ``[auth]`` table is wrong (naming its file and key).
     """
-    table = dict(profile.auth or {}) if profile else {}
+    table = method_table(profile.auth) if profile else {}
     profile_method = table.pop("method", None)
     name = auth or profile_method
     if not name:

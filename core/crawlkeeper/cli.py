@@ -257,6 +257,146 @@ def doctor(config_path: str | None) -> None:
     sys.exit(run_doctor(config_path))
 
 
+def _run_on_store(config_path: str | None, work: Callable[[Any], Any], *, headless: bool = True) -> Any:
+    """Build the app (no browser unless ``work`` needs one) and run ``work(app)``; errors end the command."""
+    from .runtime import build_app
+
+    try:
+        app = build_app(config_path)
+        if not headless:
+            app.config.settings.browser.headless = False
+            app.backend.headless = False  # type: ignore[attr-defined]
+        return asyncio.run(work(app))
+    except CrawlkeeperError as exc:
+        fail(exc, 1)
+
+
+@main.group(invoke_without_command=True)
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def sessions(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
+    """Saved sessions: list them (default), or delete, export, import one.
+
+    Listing shows id, profile, state (active: a running server drives it; hibernated: saved), times, and cookie
+    names, domains and expiry, never values."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path
+    if ctx.invoked_subcommand is not None:
+        return
+    setup_logging("WARNING")
+    from .statecli import list_saved
+
+    rows = _run_on_store(config_path, list_saved)
+    if as_json:
+        click.echo(json.dumps({"sessions": rows}, indent=2))
+        return
+    if not rows:
+        click.echo("no saved sessions")
+    for row in rows:
+        if row.get("error"):
+            click.echo(f"{row['session_id']:<24} BROKEN  {row['error']}")
+            continue
+        who = "" if row["owner"] == "local" else f" owner={row['owner']}"
+        click.echo(f"{row['session_id']:<24} {row['state']:<10}{who} profile={row['profile'] or '-'} "
+                   f"created={row['created_at']} last_used={row['last_used_at']} expires={row['expires_at'] or '-'}")
+        for cookie in row["cookies"]:
+            click.echo(f"{'':26}cookie {cookie['name']} ({cookie['domain']}) expires "
+                       f"{cookie['expires'] or 'with the browser session'}")
+
+
+def _store_config(ctx: click.Context, config_path: str | None) -> str | None:
+    return config_path or (ctx.obj or {}).get("config_path")
+
+
+@sessions.command("delete")
+@config_option
+@click.argument("session_id")
+@click.pass_context
+def sessions_delete(ctx: click.Context, config_path: str | None, session_id: str) -> None:
+    """Delete a saved session for good (refused while a running server uses it)."""
+    setup_logging("WARNING")
+    from .statecli import delete_saved
+
+    _run_on_store(_store_config(ctx, config_path), lambda app: delete_saved(app, session_id))
+    click.echo(f"deleted session '{session_id}'")
+
+
+@sessions.command("export")
+@config_option
+@click.argument("session_id")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="File to write (made 0600).")
+@click.pass_context
+def sessions_export(ctx: click.Context, config_path: str | None, session_id: str, out: str) -> None:
+    """Write a saved session as Playwright storage-state JSON (cookies with their values: a secret)."""
+    setup_logging("WARNING")
+    from pathlib import Path
+
+    from .statecli import export_saved, write_secret_file
+
+    data = _run_on_store(_store_config(ctx, config_path), lambda app: export_saved(app, session_id))
+    write_secret_file(Path(out), data)
+    click.echo(f"wrote {out} (0600). WARNING: it holds the login of session '{session_id}' in clear text (cookie "
+               "values): anyone who reads it is logged in as you. Keep it like a password and delete it when "
+               "done.", err=True)
+
+
+@sessions.command("import")
+@config_option
+@click.argument("session_id")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--profile", default=None, help="Profile the session uses.")
+@click.pass_context
+def sessions_import(ctx: click.Context, config_path: str | None, session_id: str, file: str,
+                    profile: str | None) -> None:
+    """Save a new session from a Playwright storage-state JSON file (e.g. one `sessions export` wrote)."""
+    setup_logging("WARNING")
+    from pathlib import Path
+
+    from .statecli import import_saved, read_storage_state
+
+    try:
+        storage = read_storage_state(Path(file))
+    except CrawlkeeperError as exc:
+        fail(exc, 1)
+    _run_on_store(_store_config(ctx, config_path), lambda app: import_saved(app, session_id, storage, profile))
+    click.echo(f"imported session '{session_id}' ({len(storage['cookies'])} cookies); agents can use it now")
+
+
+@main.command()
+@config_option
+@click.argument("session_id")
+@click.argument("url")
+@click.option("--profile", default=None, help="Profile the session uses.")
+def login(config_path: str | None, session_id: str, url: str, profile: str | None) -> None:
+    """Log in by hand: opens URL in a visible browser as session SESSION_ID; log in (MFA included), then press
+    Enter here or close the window. The session is saved, and any agent can use it by its id."""
+    setup_logging("WARNING")
+    from .statecli import has_display
+    from .statecli import login as run_login
+
+    if not has_display():
+        fail(CrawlkeeperError(
+            "crawlkeeper login needs a display for its browser window and there is none (DISPLAY is not set). Run "
+            "it on a desktop; or log in there and move the session with `crawlkeeper sessions export ID --out F` "
+            "and `crawlkeeper sessions import ID F` on this machine"), 1)
+
+    async def wait_for_enter() -> None:
+        await asyncio.to_thread(sys.stdin.readline)
+
+    def work(app: Any) -> Any:
+        port = os.environ.get("CRAWLKEEPER_LOGIN_DEBUG_PORT")
+        if port:  # tests play the person through the browser's debugging connection (loopback only)
+            app.backend.extra_args.append(f"--remote-debugging-port={int(port)}")
+        click.echo(f"A browser window opens at {url}. Log in there, then press Enter here (or close the window).",
+                   err=True)
+        return run_login(app, session_id, url, profile, wait_for_person=wait_for_enter)
+
+    result = _run_on_store(config_path, work, headless=False)
+    names = ", ".join(result["cookie_names"]) or "none"
+    click.echo(f"saved session '{session_id}' (cookies: {names}); use it with crawl_url(session_id=\"{session_id}\")")
+
+
 @main.command()
 @config_option
 def demo(config_path: str | None) -> None:

@@ -77,8 +77,21 @@ class CrawlSettings(CrawlOptions):
 
 
 class SessionsSettings(BaseModel):
+    """``[sessions]``: how many are active at once, when idle ones hibernate, how many may be saved."""
+
     model_config = ConfigDict(extra="forbid")
-    max_sessions: int = Field(64, ge=1, le=10_000)
+    max_sessions: int = Field(64, ge=1, le=10_000, description="Active sessions (each with its own context).")
+    hibernate_after_s: float = Field(
+        120.0, ge=0, description="Save and close an idle session's context after this long; 0: never."
+    )
+    max_stored: int = Field(1000, ge=1, le=1_000_000, description="Saved sessions, active or hibernated.")
+    save_delay_s: float = Field(1.0, gt=0, le=600, description="Changes are saved at most this often.")
+    max_relogins_per_hour: int = Field(
+        3, ge=0, le=1000, description="Re-logins of one session after the site logged it out, per hour."
+    )
+    key_file: Path | None = Field(
+        None, description="File holding the state key (default: keyring, else <config dir>/state.key)."
+    )
 
 
 class LimitsSettings(BaseModel):

@@ -43,6 +43,12 @@ def run_doctor(config_path: str | None) -> int:
     except CrawlkeeperError as exc:
         _line(False, "plugins", str(exc), "disable the plugin with CRAWLKEEPER_DISABLE_PLUGINS=<name> or fix it")
         return 1
+    store = app.keeper.store
+    if store is None:
+        _line(None, "saved sessions", "off: no state store (statefile disabled, no replacement); sessions live "
+              "in memory only and end with the server", "enable the statefile plugin to keep logins across restarts")
+    else:
+        _line(True, "saved sessions", f"{getattr(store, 'description', type(store).__name__)}")
     problems = {p.name: app.profile_problem(p) for p in app.profiles.all()}
     broken = [name for name, problem in problems.items() if problem]
     _line(not broken if problems else None, "profiles",

@@ -190,6 +190,11 @@ class SessionHeaders:
     def holds_secrets(self) -> bool:
         return any(h.credential for h in self._headers.values())
 
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Every header with its value and scope, for a saved session (encrypted at rest; never shown)."""
+        return [{"name": h.name, "value": h.value, "domains": list(h.domains) if h.domains is not None else None,
+                 "credential": h.credential, "source": h.source} for h in self._headers.values()]
+
     def __repr__(self) -> str:  # never values
         return f"SessionHeaders({self.owner}, {self.scopes()!r})"
 

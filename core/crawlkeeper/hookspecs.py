@@ -3,7 +3,8 @@
 Implement a hook by defining a function (or method) with the same name, decorated with
 ``crawlkeeper.hookimpl``; take only the arguments you need. Hooks marked *async ok* may be ``async def``:
 the core awaits them one after another (never concurrently) and cuts each off after
-``[plugins] hook_timeout_s`` seconds. Async hooks are collect-all; ``firstresult`` hooks are synchronous.
+``[plugins] hook_timeout_s`` seconds. Async hooks are collect-all; ``firstresult`` hooks (such as
+``crawlkeeper_state_store``) are synchronous.
 
 Rules checked when a plugin is registered (a plugin breaking one fails at start-up, its name, the hook and the
 rule in the message): ``async def`` only on *async ok* hooks; hook wrappers (``wrapper=True``,
@@ -23,10 +24,12 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from .browser import PageResult
     from .config import Config
     from .handle import Server
     from .models import AuthMethod, ConfigLayer, CrawlRequest, Profile, Session, SessionRequest
     from .principal import Principal
+    from .store import StateStore
     from .tools import ToolRegistry
 
 PROJECT = "crawlkeeper"
@@ -185,11 +188,67 @@ def crawlkeeper_session_closing(session: Session, reason: str) -> None:
     With reason ``"crashed"`` the browser is gone and ``session.page`` can no longer be used;
     ``session.page`` is None if the session never opened one.
 
+    With reason ``"hibernated"`` (idle, or making room under ``max_sessions``) or ``"shutdown"`` the session's
+    state was saved and it comes back on its next use, in this process or the next one: do not log out then.
+
     :param session: the session being closed.
-    :param reason: ``"closed"``, ``"expired"``, ``"evicted"``, ``"shutdown"``, ``"crashed"``, or ``"temporary"``
-        for the hidden one-shot session in which ``crawl_url(profile=P)`` logs in when P has cookies or an
-        ``[auth]`` method (``session.temporary`` is True for it from creation on; a plugin that logs out on close
-        may skip it, the session is discarded anyway).
+    :param reason: ``"closed"``, ``"expired"``, ``"evicted"``, ``"shutdown"``, ``"crashed"``, ``"hibernated"``,
+        or ``"temporary"`` for the hidden one-shot session in which ``crawl_url(profile=P)`` logs in when P has
+        cookies or an ``[auth]`` method (``session.temporary`` is True for it from creation on; a plugin that logs
+        out on close may skip it, the session is discarded anyway).
+    """
+
+
+@hookspec
+def crawlkeeper_session_restored(session: Session) -> None:
+    """A saved session was brought back into a new browser context (*async ok*): after a restart, a
+    hibernation or a browser crash. Cookies, localStorage, IndexedDB and sessionStorage are already back, and
+    ``session.metadata`` holds what was saved (its JSON-serialisable values).
+
+    Re-apply here what ``crawlkeeper_session_created`` set up that is not browser storage (init scripts,
+    extra headers). Raising fails the call that needed the session, naming your plugin.
+
+    :param session: the restored session (``session.page`` is None until it is used).
+    """
+
+
+@hookspec
+def crawlkeeper_logged_out(session: Session, result: PageResult) -> bool | None:
+    """Judge whether a crawl in ``session`` came back logged out (synchronous and cheap).
+
+    Called after every crawl in a session. Return True when ``result`` is a logged-out page (the site's login
+    page, a 401), False or None otherwise; one True is enough. Then, if the session was created with an auth
+    method, the core runs its ``login`` again (at most once per call, and ``[sessions] max_relogins_per_hour``
+    times per session) and repeats the crawl; otherwise the call is an error saying the site logged the
+    session out. The built-in ``profiles`` plugin judges from the profile's ``[auth]`` table:
+    ``logged_out_url`` (a substring or regular expression of the final URL), ``logged_out_status`` (default
+    ``[401]``) and ``logged_out_selector`` (a CSS selector present only on logged-out pages).
+
+    :param session: the session the crawl ran in (``session.profile``, ``session.auth``).
+    :param result: the page: ``url`` (asked for), ``final_url``, ``status``, ``title``, ``html``.
+    :return: True (logged out), False, or None (no opinion).
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Saved sessions
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def crawlkeeper_state_store(config: Config) -> StateStore | None:
+    """Return the store where sessions are saved, at start-up (the first non-None answer wins; a plugin
+    registered after the built-ins is asked first, so installing one replaces the built-in ``statefile``).
+
+    A :class:`~crawlkeeper.store.StateStore` has ``description`` and ``load(key)``, ``save(key, blob)``,
+    ``delete(key)``, ``list()``, ``acquire(key)``, ``release(key)`` (each may be ``async def``). Blobs are
+    already encrypted by the core; ``save`` must replace atomically. ``acquire`` raises
+    :class:`~crawlkeeper.store.LeaseHeld` when another live process holds the key, and takes over the lease
+    of a process that died. No store at all (``statefile`` disabled, no replacement): sessions live in
+    memory only, as long as the process.
+
+    :param config: the server configuration.
+    :return: a store, or None to leave the choice to other plugins.
     """
 
 
@@ -218,7 +277,13 @@ def crawlkeeper_verify_token(token: str) -> Principal | None:
 
 #: Hook names with their "async ok" status, for the plugin guide and the meta-tests.
 ASYNC_HOOKS = frozenset(
-    {"crawlkeeper_startup", "crawlkeeper_shutdown", "crawlkeeper_session_created", "crawlkeeper_session_closing"}
+    {
+        "crawlkeeper_startup",
+        "crawlkeeper_shutdown",
+        "crawlkeeper_session_created",
+        "crawlkeeper_session_closing",
+        "crawlkeeper_session_restored",
+    }
 )
 
 

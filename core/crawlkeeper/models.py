@@ -106,7 +106,9 @@ class Session:
     stand-ins in tests). A session created without ``url`` or ``auth`` opens its page on first use (a page
     costs a renderer process: ~0.3 s and ~50 MB), so ``page`` may be None until then: call
     ``await session.ensure_page()`` to get it. ``expires_at`` is maintained by the TTL plugin; ``metadata`` is
-    for plugins. ``headers`` (a :class:`~crawlkeeper.SessionHeaders`) is how a plugin adds request headers:
+    for plugins: key it by your plugin's name (``"myplugin.token_expiry"``); JSON-serialisable values are saved
+    with the session and come back after a restart, other values live only as long as this process.
+    ``headers`` (a :class:`~crawlkeeper.SessionHeaders`) is how a plugin adds request headers:
     ``await session.headers.add({"X-Api-Key": key})`` merges, and each header goes only to the session's own
     sites (or ``domains=``); ``session.headers.effective(url)`` is what a request to ``url`` carries.
     ``owner`` is the principal id that created it: ids are per owner, so two clients may each have a session
@@ -121,6 +123,7 @@ class Session:
     last_used_at: float = field(default_factory=time.time)
     expires_at: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    auth: str | None = None  # the auth method it was created with (re-login uses it again)
     #: The id of the :class:`~crawlkeeper.Principal` that created it ("local" over stdio); only it can use it.
     owner: str = "local"
     #: True for the hidden one-shot session of a session-less crawl with a profile that logs in; it is closed with
@@ -133,6 +136,9 @@ class Session:
     generation: int = field(default=0, repr=False)  # browser generation; a crash invalidates older ones
     ended: str | None = field(default=None, repr=False)  # why it ended, once closed/expired/crashed
     page_factory: Callable[[], Awaitable[Any]] | None = field(default=None, repr=False)
+    durable: bool = field(default=True, repr=False)  # False: never saved (a one-call temporary session)
+    hibernated: bool = field(default=False, repr=False)  # its state was saved and its context closed
+    note: str | None = field(default=None, repr=False)  # said once in the next call's result (e.g. restored)
     headers: SessionHeaders | Any = field(default=None, repr=False)
     holds_secrets: bool = field(default=False, repr=False)  # profile/auth secrets live here (js_code policy)
     # Between calls the page is parked on about:blank (nothing of the site runs); this is where it was.

@@ -38,7 +38,7 @@ from .errors import CrawlkeeperError, PluginError
 log = logging.getLogger("crawlkeeper.plugins")
 
 ENTRY_POINT_GROUP = "crawlkeeper"
-BUILTIN_PLUGINS = ("cookies", "profiles", "ttl", "tokens")
+BUILTIN_PLUGINS = ("cookies", "profiles", "ttl", "tokens", "statefile")
 BUILTIN_DISTRIBUTION = "crawlkeeper"
 TRACING = bool(os.environ.get("CRAWLKEEPER_TRACE_PLUGINS"))
 

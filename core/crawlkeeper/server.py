@@ -49,6 +49,11 @@ class CrawlResult(BaseModel):
     truncated: bool
     next_cursor: str | None = Field(description="Pass back as cursor (with the same url) for the next chunk.")
     session_id: str | None
+    restored: bool | None = Field(None, description="In a session: true when it was brought back from saved state.")
+    relogged_in: bool | None = Field(
+        None, description="In a session: true when the site had logged it out and it was logged in again."
+    )
+    note: str | None = Field(None, description="Something the caller should know, e.g. why it was restored.")
 
 
 class CrawlFailure(BaseModel):
@@ -137,6 +142,10 @@ class SessionInfo(BaseModel):
     expires_at: str | None
     url: str | None
     cookies: list[CookieRef]
+    state: Literal["active", "hibernated"] = Field(
+        "active", description="hibernated: saved, its browser context closed; the next use restores it."
+    )
+    error: str | None = Field(None, description="Why a saved session cannot be restored (and what to do).")
 
 
 class SessionList(BaseModel):
@@ -508,7 +517,8 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
             bool, Field(description="Admin clients only: every client's sessions, each with its owner.")
         ] = False,
     ) -> SessionList:
-        """List your live sessions: ids, profile, times, current URL and cookie names/domains (never values)."""
+        """List your sessions, active and saved (hibernated: restored on their next use): ids, profile, times, last
+        URL and cookie names/domains (never values)."""
         sessions = await _app(ctx).list_sessions(principal=who(), all_clients=all_clients)
         return SessionList.model_validate({"sessions": sessions})
 

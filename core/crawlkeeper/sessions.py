@@ -32,7 +32,7 @@ log = logging.getLogger("crawlkeeper.sessions")
 
 #: Checked with ``fullmatch``: ``$`` alone also matches before a trailing newline (``"abc\n"``).
 SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-REASONS = ("closed", "expired", "evicted", "shutdown", "crashed", "temporary")
+REASONS = ("closed", "expired", "evicted", "shutdown", "crashed", "temporary", "hibernated")
 _MAX_TOMBSTONES = 10_000
 _CLOSE_CONTEXT_TIMEOUT_S = 3.0
 
@@ -43,7 +43,12 @@ _ENDED = {
     "shutdown": "session '{id}' ended when the server shut down; call create_session again",
     "crashed": "session '{id}' was lost because the browser crashed; create it again with create_session",
     "temporary": "session '{id}' was a one-shot session for a single crawl and has ended",
+    "hibernated": "session '{id}' was hibernated; use it again to bring it back",
 }
+
+
+class SessionMoved(Exception):
+    """The session was hibernated while a call waited for it: look it up (and restore it) again."""
 
 
 class SessionRegistry:
@@ -66,6 +71,8 @@ class SessionRegistry:
         self._reserved: set[tuple[str, str]] = set()
         self._ended: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._closing_tasks: set[asyncio.Task[None]] = set()
+        #: Awaited once a session's context is closed (the app deletes or keeps its saved state there).
+        self.on_closed: Callable[[Session, str], Awaitable[None]] | None = None
 
     # -- lookup -------------------------------------------------------------------------------
 
@@ -136,12 +143,38 @@ class SessionRegistry:
         self._reserved.discard(key)
         self._sessions[key] = session
 
+    def detach(self, session: Session) -> None:
+        """Take a session out of the live ones without ending it (hibernated, or its browser crashed with its
+        state saved): its next use brings it back."""
+        key = (session.owner, session.id)
+        if self._sessions.get(key) is session:
+            del self._sessions[key]
+        self._ended.pop(key, None)
+
+    def forget_ended(self, session_id: str, owner: str = LOCAL_ID) -> None:
+        self._ended.pop((owner, session_id), None)
+
+    def peek(self, session_id: str, owner: str = LOCAL_ID) -> Session | None:
+        """``owner``'s live session with this id, or None (no error)."""
+        return self._sessions.get((owner, session_id))
+
+    def occupied(self) -> int:
+        """Live sessions plus ids being created or restored: what ``max_sessions`` bounds."""
+        return len(self._sessions) + len(self._reserved)
+
+    def lru_idle(self) -> Session | None:
+        """The least recently used session that no call is using or waiting for."""
+        idle = [s for s in self._sessions.values() if not s.busy and not s.lock.locked()]
+        return min(idle, key=lambda s: s.last_used_at, default=None)
+
     # -- use ------------------------------------------------------------------------------------
 
     @asynccontextmanager
     async def use(self, session: Session) -> AsyncIterator[Session]:
         """Hold the session for one call: in arrival order, after the acquire hooks agreed."""
         async with session.lock:
+            if session.hibernated:
+                raise SessionMoved(session.id)
             if session.ended or session.closed:
                 raise SessionError(session.ended or _ENDED["closed"].format(id=session.id, detail=""))
             try:
@@ -217,6 +250,11 @@ class SessionRegistry:
             await asyncio.wait_for(session.context.close(), _CLOSE_CONTEXT_TIMEOUT_S)
         except Exception as exc:  # a crashed browser, a hung context: the session is gone either way
             log.debug("closing the context of session %s failed: %s", session.id, exc)
+        if self.on_closed is not None:
+            try:
+                await self.on_closed(session, reason)
+            except Exception:
+                log.exception("after closing session %s", session.id)
         log.info("session %s closed (%s)", session.id, reason)
 
     def crashed(self, generation: int) -> None:
@@ -270,4 +308,4 @@ def iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-__all__ = ["REASONS", "SessionRegistry", "iso", "page_url"]
+__all__ = ["REASONS", "SessionMoved", "SessionRegistry", "iso", "page_url"]

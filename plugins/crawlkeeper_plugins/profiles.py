@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crawlkeeper import (
     PROFILE_LAYER_PRIORITY,
@@ -26,6 +27,7 @@ from crawlkeeper import (
     CrawlOptions,
     CrawlRequest,
     Profile,
+    Session,
     env_var_problem,
     hookimpl,
     own_sites,
@@ -79,8 +81,25 @@ class SecurityTable(BaseModel):
 
 
 class AuthTable(BaseModel):
+    """``[auth]``: the auth method and its params, plus how to tell a logged-out page."""
+
     model_config = ConfigDict(extra="allow")
-    method: str = Field(min_length=1)
+    method: str | None = Field(None, min_length=1)
+    logged_out_url: str | None = Field(None, min_length=1, description="Substring or regex of a logged-out URL.")
+    logged_out_status: list[int] | None = Field(None, description="Statuses of logged-out pages (default [401]).")
+    logged_out_selector: str | None = Field(None, min_length=1, description="CSS selector on logged-out pages.")
+
+    @field_validator("logged_out_selector")
+    @classmethod
+    def _valid_selector(cls, value: str | None) -> str | None:
+        if value is not None:
+            from cssselect import GenericTranslator, SelectorError
+
+            try:
+                GenericTranslator().css_to_xpath(value)
+            except SelectorError as exc:
+                raise ValueError(f"not a valid CSS selector ({exc})") from None
+        return value
 
 
 class ProfileFile(BaseModel):
@@ -209,7 +228,7 @@ def load_profile_file(path: Path, display: str, server_sites: list[str] | None =
         cookies.append(entry)
     if not problems:
         problems += _unbound_headers(parsed, cookies, server_sites or [])
-    auth = parsed.auth.model_dump() if parsed.auth else None
+    auth = parsed.auth.model_dump(exclude_none=True) if parsed.auth else None
     if auth:
         for key, value in list(auth.items()):
             problem = env_problem(value) if key.endswith("_env") and isinstance(value, str) else None
@@ -285,9 +304,45 @@ class ProfilesPlugin:
         return cached
 
     @hookimpl
+    def crawlkeeper_logged_out(self, session: Session, result: Any) -> bool | None:
+        """Judge from the profile's ``[auth]`` ``logged_out_url`` / ``_status`` / ``_selector``."""
+        profile = next((c.profile for c in self._cache.values() if c.profile.name == session.profile), None)
+        if profile is None or not profile.auth:
+            return None
+        return looks_logged_out(profile.auth, result)
+
+    @hookimpl
     def crawlkeeper_config_layers(self, request: CrawlRequest) -> list[ConfigLayer]:
         profile = request.profile
         if profile is None or not (profile.crawl or profile.browser):
             return []
         return [ConfigLayer(source=profile.label, crawl=profile.crawl, browser=profile.browser,
                             priority=PROFILE_LAYER_PRIORITY)]
+
+
+def _url_rule_matches(rule: str, url: str) -> bool:
+    if rule in url:
+        return True
+    try:
+        return re.search(rule, url) is not None
+    except re.error:
+        return False
+
+
+def looks_logged_out(auth: dict[str, Any], result: Any) -> bool:
+    """Whether ``result`` is a logged-out page by the rules of an ``[auth]`` table."""
+    if result.status in auth.get("logged_out_status", [401]):
+        return True
+    rule = auth.get("logged_out_url")
+    # A crawl that asked for the login page itself (to log in with js_code) is not a sign of being logged out.
+    if rule and _url_rule_matches(rule, result.final_url or "") and not _url_rule_matches(rule, result.url or ""):
+        return True
+    selector = auth.get("logged_out_selector")
+    if selector and result.html:
+        import lxml.html
+
+        try:
+            return bool(lxml.html.fromstring(result.html).cssselect(selector))
+        except Exception:
+            return False
+    return False

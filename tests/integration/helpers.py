@@ -24,8 +24,8 @@ import psutil
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-#: Every test config must let the server reach the test site on loopback.
-SECURITY = '[security]\nallow_private = ["127.0.0.1"]\n'
+#: Every test config must let the server reach the test site on loopback; its saved sessions stay in its folder.
+SECURITY = '[security]\nallow_private = ["127.0.0.1"]\n[plugins.statefile]\ndir = "state"\n'
 CALL_TIMEOUT_S = 60
 
 

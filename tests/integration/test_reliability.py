@@ -35,7 +35,8 @@ def browser_main(server_proc: psutil.Process) -> psutil.Process:
 
 @pytest.mark.anyio
 async def test_browser_crash_loses_sessions_clearly_and_recovers(tmp_path: Path, test_site) -> None:
-    async with mcp_server(write_config(tmp_path)) as server:
+    # Without a state store (with one, sessions come back: test_durable_real.py).
+    async with mcp_server(write_config(tmp_path, '[plugins]\ndisable = ["statefile"]\n')) as server:
         created = await server.ok("create_session", {"url": test_site.url("/")})
         sid = created["session_id"]
         other = (await server.ok("create_session", {}))["session_id"]

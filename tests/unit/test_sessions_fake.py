@@ -197,7 +197,9 @@ async def test_unknown_closed_and_expired_sessions_say_which(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("crawlkeeper_config_toml", ["[sessions]\nmax_sessions = 2\n"])
+@pytest.mark.parametrize(
+    "crawlkeeper_config_toml", ['[sessions]\nmax_sessions = 2\n[plugins]\ndisable = ["statefile"]\n']
+)
 async def test_max_sessions_is_enforced_with_a_clear_error(crawlkeeper_client: Callable[..., Any]) -> None:
     async with crawlkeeper_client() as client:
         for sid in ("a", "b"):
@@ -474,6 +476,7 @@ async def test_close_session_runs_closing_hooks_with_reason_closed(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("crawlkeeper_config_toml", ['[plugins]\ndisable = ["statefile"]\n'])
 async def test_browser_crash_loses_sessions_with_a_clear_message(
     crawlkeeper_client: Callable[..., Any], crawlkeeper_register: Callable[..., Any], crawlkeeper_browser: Any,
     site: Any,

@@ -131,7 +131,7 @@ def test_an_unknown_name_in_an_environment_list_is_an_error(
     message = str(info.value)
     assert var in message and "'baerer' (did you mean 'bearer'?)" in message
     assert "'ttl'" not in message  # the known name is not complained about
-    assert "Installed plugins: bearer, cookies, profiles, tokens, ttl" in message
+    assert "Installed plugins: bearer, cookies, profiles, statefile, tokens, ttl" in message
 
 
 def test_an_unknown_name_in_the_config_disable_list_is_an_error(tmp_path: Path) -> None:

@@ -228,6 +228,14 @@ class FakeContext:
         self._check()
         self.jar.clear()
 
+    async def storage_state(self, **_: Any) -> dict[str, Any]:
+        """Playwright's storage state: the cookie jar (no localStorage in the fake)."""
+        return {"cookies": [dict(c) for c in self.jar], "origins": []}
+
+    async def set_storage_state(self, state: dict[str, Any]) -> None:
+        self.jar = []
+        await self.add_cookies([dict(c) for c in state.get("cookies") or []])
+
     async def new_page(self) -> FakePageHandle:
         self._check()
         page = FakePageHandle(self)

@@ -47,7 +47,14 @@ def crawlkeeper_config(tmp_path: Path, crawlkeeper_config_toml: str) -> Config:
     (folder / "profiles").mkdir(parents=True)
     path = folder / "crawlkeeper.toml"
     path.write_text(crawlkeeper_config_toml, encoding="utf-8")
-    return load_config(path, environ={})  # hermetic: the user's CRAWLKEEPER_* variables never leak in
+    config = load_config(path, environ={})  # hermetic: the user's CRAWLKEEPER_* variables never leak in
+    # Saved sessions and their key stay in the test's folder, never in the user's data or config dirs.
+    extra = config.settings.plugins.model_extra
+    if extra is not None and "dir" not in extra.setdefault("statefile", {}):
+        extra["statefile"]["dir"] = str(folder / "state")
+    if config.settings.sessions.key_file is None:
+        config.settings.sessions.key_file = folder / "state.key"
+    return config
 
 
 @pytest.fixture

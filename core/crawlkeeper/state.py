@@ -1,0 +1,568 @@
+"""Saving sessions and bringing them back: what is captured, how it is sealed, when it is written.
+
+What a saved session holds: cookies (HttpOnly and session cookies too), localStorage and IndexedDB (Playwright's
+``storage_state(indexed_db=True)``), sessionStorage per origin (Playwright has no API for it: read with
+``page.evaluate`` and put back by an init script that only runs on its own origin), and the session's record:
+id, profile, auth method, created/last used/expiry times, last URL and the JSON-serialisable part of
+``session.metadata``. The payload is JSON, zlib-compressed, then sealed (AES-256-GCM) before any store sees it.
+
+:class:`SessionKeeper` decides when: right after ``create_session``, at most once per ``[sessions]
+save_delay_s`` after calls that used a session (only when something changed: a hash of the state is compared
+first, so an unchanged jar is never re-encrypted), before hibernating, and at shutdown. Closing or expiry
+deletes the state; shutdown and crashes keep it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import SessionError
+from .logs import register_secret
+from .models import Session
+from .store import (
+    LOCAL_NAMESPACE,
+    LeaseHeld,
+    Sealer,
+    StateCorrupt,
+    StateStore,
+    derive_key,
+    make_key,
+    new_key_text,
+    split_key,
+)
+
+if TYPE_CHECKING:
+    from .config import Config
+
+log = logging.getLogger("crawlkeeper.state")
+
+#: Version of the JSON payload inside a sealed blob (the sealed envelope has its own version).
+STATE_FORMAT = 1
+KEYCHECK_KEY = "_crawlkeeper/keycheck"
+_KEYCHECK_TEXT = b"crawlkeeper state key check"
+_SS_MARKER = "__crawlkeeper_restored__"
+_TIMES_ONLY_EVERY_S = 30.0  # an unchanged jar whose times moved is rewritten at most this often
+_CAPTURE_TIMEOUT_S = 5.0
+
+_SESSION_STORAGE_JS = "() => [location.origin, JSON.stringify(Object.assign({}, sessionStorage))]"
+
+
+def delete_hint(session_id: str) -> str:
+    return f"delete it with `crawlkeeper sessions delete {session_id}` (or close_session) and create it again"
+
+
+# -- the payload ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SavedState:
+    """One saved session, as decoded from its blob."""
+
+    session_id: str
+    profile: str | None
+    auth: str | None
+    created_at: float
+    last_used_at: float
+    expires_at: float | None
+    url: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    storage: dict[str, Any] = field(default_factory=dict)  # Playwright storage state: cookies, origins
+    session_storage: dict[str, dict[str, str]] = field(default_factory=dict)  # origin -> items
+    saved_at: float = 0.0
+    headers: list[dict[str, Any]] = field(default_factory=list)  # plugin-added request headers, with scopes
+    holds_secrets: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "session": {
+                "id": self.session_id, "profile": self.profile, "auth": self.auth, "created_at": self.created_at,
+                "last_used_at": self.last_used_at, "expires_at": self.expires_at, "url": self.url,
+                "metadata": self.metadata, "headers": self.headers, "holds_secrets": self.holds_secrets,
+            },
+            "storage": self.storage,
+            "session_storage": self.session_storage,
+            "saved_at": self.saved_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, *, what: str) -> SavedState:
+        if not isinstance(data, dict) or not isinstance(data.get("session"), dict):
+            raise StateCorrupt(f"the saved state of {what} is not a crawlkeeper session")
+        version = data.get("format")
+        if not isinstance(version, int) or version > STATE_FORMAT:
+            raise StateCorrupt(
+                f"the saved state of {what} has format {version!r}, written by a newer crawlkeeper (this one reads "
+                f"up to {STATE_FORMAT}); upgrade crawlkeeper"
+            )
+        rec = data["session"]
+        try:
+            return cls(
+                session_id=str(rec["id"]), profile=rec.get("profile"), auth=rec.get("auth"),
+                created_at=float(rec["created_at"]), last_used_at=float(rec["last_used_at"]),
+                expires_at=None if rec.get("expires_at") is None else float(rec["expires_at"]),
+                url=rec.get("url"), metadata=dict(rec.get("metadata") or {}),
+                storage=dict(data.get("storage") or {}), session_storage=dict(data.get("session_storage") or {}),
+                saved_at=float(data.get("saved_at") or 0.0), headers=list(rec.get("headers") or []),
+                holds_secrets=bool(rec.get("holds_secrets")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateCorrupt(f"the saved state of {what} is missing or has a bad field ({exc})") from None
+
+    def content_hash(self) -> str:
+        """A hash of everything but the times: equal hashes mean nothing worth re-encrypting changed."""
+        data = self.to_json()
+        for volatile in ("last_used_at", "expires_at"):
+            data["session"].pop(volatile)
+        data.pop("saved_at")
+        return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+    def cookie_summary(self) -> list[dict[str, Any]]:
+        """Cookie names, domains and expiry (never values): what listings show."""
+        out = []
+        for c in self.storage.get("cookies") or []:
+            expires = c.get("expires")
+            out.append({"name": c.get("name", ""), "domain": c.get("domain", ""),
+                        "expires": expires if isinstance(expires, int | float) and expires > 0 else None})
+        return out
+
+    def register_secrets(self) -> None:
+        """Cookie and storage values of a loaded session must never be logged."""
+        for c in self.storage.get("cookies") or []:
+            register_secret(str(c.get("value", "")))
+        for h in self.headers:
+            if h.get("credential"):
+                register_secret(str(h.get("value", "")))
+
+
+def encode(state: SavedState) -> bytes:
+    return zlib.compress(json.dumps(state.to_json(), separators=(",", ":")).encode("utf-8"), 6)
+
+
+def decode(raw: bytes, *, what: str) -> SavedState:
+    try:
+        data = json.loads(zlib.decompress(raw))
+    except (zlib.error, ValueError) as exc:
+        raise StateCorrupt(f"the saved state of {what} is corrupted ({type(exc).__name__})") from None
+    return SavedState.from_json(data, what=what)
+
+
+def json_metadata(session: Session) -> dict[str, Any]:
+    """The part of ``session.metadata`` that survives a restart: JSON-serialisable values only."""
+    out: dict[str, Any] = {}
+    for key, value in session.metadata.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            log.debug("session %s: metadata %r is not JSON-serialisable and is not saved", session.id, key)
+            continue
+        out[str(key)] = value
+    return out
+
+
+# -- capture and restore ------------------------------------------------------------------------------
+
+
+async def capture(session: Session, previous: dict[str, dict[str, str]] | None = None) -> SavedState:
+    """Snapshot a live session (cookies, localStorage, IndexedDB, sessionStorage of its page's origin)."""
+    from .sessions import page_url
+
+    storage = await asyncio.wait_for(_storage_state(session.context), _CAPTURE_TIMEOUT_S)
+    session_storage = dict(previous or {})
+    await read_session_storage(session, session_storage)
+    url = page_url(session)
+    snapshot = getattr(session.headers, "snapshot", None)
+    return SavedState(
+        session_id=session.id, profile=session.profile, auth=session.auth, created_at=session.created_at,
+        last_used_at=session.last_used_at, expires_at=session.expires_at,
+        url=url if url and url != "about:blank" else None, metadata=json_metadata(session),
+        storage=storage, session_storage=session_storage, saved_at=time.time(),
+        headers=snapshot() if snapshot is not None else [], holds_secrets=session.holds_secrets,
+    )
+
+
+async def read_session_storage(session: Session, into: dict[str, dict[str, str]]) -> None:
+    """Read the sessionStorage of the origin the session's page is on into ``into`` (nothing on about:blank,
+    a parked page, or a page in the middle of a navigation)."""
+    page = session.page
+    if page is None or _closed(page):
+        return
+    try:
+        if not str(page.url).startswith(("http://", "https://")):
+            return
+        got = await asyncio.wait_for(page.evaluate(_SESSION_STORAGE_JS), 2)
+        if isinstance(got, list | tuple) and len(got) == 2 and isinstance(got[0], str) and got[0] != "null":
+            items = {k: v for k, v in json.loads(got[1]).items() if k != _SS_MARKER}
+            if items:
+                into[got[0]] = items
+            else:
+                into.pop(got[0], None)
+    except Exception as exc:  # navigating right now, a page without a document: keep what we had
+        log.debug("session %s: sessionStorage not read (%s)", session.id, type(exc).__name__)
+
+
+async def _storage_state(context: Any) -> dict[str, Any]:
+    try:
+        state = await context.storage_state(indexed_db=True)
+    except TypeError:  # a stand-in without IndexedDB support
+        state = await context.storage_state()
+    origins = []
+    for origin in state.get("origins") or []:
+        origin = dict(origin)
+        origin["localStorage"] = [i for i in origin.get("localStorage") or [] if i.get("name") != _SS_MARKER]
+        if origin["localStorage"] or origin.get("indexedDB"):
+            origins.append(origin)
+    return {"cookies": list(state.get("cookies") or []), "origins": origins}
+
+
+def _closed(page: Any) -> bool:
+    try:
+        return bool(page.is_closed())
+    except Exception:
+        return True
+
+
+def storage_script(kind: str, origin: str, items: dict[str, str]) -> str:
+    """An init script that puts ``items`` back into ``kind`` (sessionStorage or localStorage), only on ``origin``
+    and only once (a marker keeps later navigations from overwriting what the site changed since)."""
+    return (
+        "(() => { try {"
+        f" if (location.origin !== {json.dumps(origin)}) return;"
+        f" const store = window.{kind};"
+        f" if (store.getItem({json.dumps(_SS_MARKER)})) return;"
+        f" const items = {json.dumps(items)};"
+        " for (const [k, v] of Object.entries(items)) store.setItem(k, v);"
+        f" store.setItem({json.dumps(_SS_MARKER)}, '1');"
+        " } catch (e) {} })();"
+    )
+
+
+async def apply(context: Any, state: SavedState) -> None:
+    """Put a saved state into a fresh context (before its first page opens).
+
+    Cookies go in with ``add_cookies`` and localStorage/sessionStorage with origin-scoped init scripts: a few
+    milliseconds. Playwright's ``set_storage_state`` takes 1-2 s (it visits every origin), so it is used only
+    for origins that hold IndexedDB, which nothing else can restore."""
+    cookies = list(state.storage.get("cookies") or [])
+    origins = list(state.storage.get("origins") or [])
+    with_idb = [o for o in origins if o.get("indexedDB")]
+    if with_idb:
+        await context.set_storage_state({"cookies": cookies, "origins": with_idb})
+    elif cookies:
+        await context.add_cookies(cookies)
+    for origin in origins:
+        if origin.get("localStorage") and not origin.get("indexedDB"):
+            items = {i["name"]: i["value"] for i in origin["localStorage"]}
+            await context.add_init_script(storage_script("localStorage", origin["origin"], items))
+    for origin_name, items in state.session_storage.items():
+        await context.add_init_script(storage_script("sessionStorage", origin_name, items))
+
+
+# -- the key ------------------------------------------------------------------------------------------
+
+
+def load_sealer(config: Config) -> Sealer:
+    """The state key: ``CRAWLKEEPER_STATE_KEY``, else ``[sessions] key_file``, else the OS keyring (when a real
+    backend exists), else a generated 0600 key file in the user config dir."""
+    secret = os.environ.get("CRAWLKEEPER_STATE_KEY")
+    if secret:
+        register_secret(secret)
+        return Sealer(derive_key(secret), "CRAWLKEEPER_STATE_KEY")
+    configured = config.settings.sessions.key_file
+    if configured is not None:
+        path = Path(os.path.expanduser(configured))
+        return _key_file(path if path.is_absolute() else config.base_dir / path)
+    from_keyring = _keyring_key()
+    if from_keyring is not None:
+        return from_keyring
+    from .config import user_config_dir
+
+    return _key_file(user_config_dir() / "state.key")
+
+
+def _keyring_key() -> Sealer | None:
+    try:
+        import keyring
+        from keyring.backends import fail
+
+        backend = keyring.get_keyring()
+        if isinstance(backend, fail.Keyring) or getattr(backend, "priority", 0) <= 0:
+            return None
+        secret = backend.get_password("crawlkeeper", "state-key")
+        if not secret:
+            secret = new_key_text()
+            backend.set_password("crawlkeeper", "state-key", secret)
+    except Exception as exc:  # a locked or broken keyring: fall back to the key file
+        log.warning("the OS keyring is not usable (%s); using the key file", type(exc).__name__)
+        return None
+    register_secret(secret)
+    return Sealer(derive_key(secret), f"the OS keyring ({type(backend).__name__}, service 'crawlkeeper')")
+
+
+def _key_file(path: Path) -> Sealer:
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(new_key_text() + "\n")
+            log.info("generated a new state key in %s", path)
+        except FileExistsError:  # another process made it a moment ago
+            pass
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+        log.warning("the state key file %s was readable by others; it is 0600 now", path)
+    secret = path.read_text(encoding="utf-8").strip()
+    if not secret:
+        raise SessionError(f"the state key file {path} is empty; delete it (saved sessions become unreadable)")
+    register_secret(secret)
+    return Sealer(derive_key(secret), f"the key file {path}")
+
+
+# -- the keeper -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Kept:
+    """What the keeper remembers about a session it saved or restored (no secrets)."""
+
+    hash: str | None = None
+    saved_at: float = 0.0
+    times: tuple[float, float | None] = (0.0, None)
+    session_storage: dict[str, dict[str, str]] = field(default_factory=dict)
+    pending: asyncio.Task[None] | None = None
+
+
+class SessionKeeper:
+    """Saves, loads and deletes sessions in the configured store; owns the leases of this process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store: StateStore | None = None
+        self.save_delay_s = config.settings.sessions.save_delay_s
+        self._sealer: Sealer | None = None
+        self._key_error: str | None = None
+        self._checked = False
+        self._kept: dict[tuple[str, str], _Kept] = {}  # by (owner, session id)
+        self._leases: set[str] = set()
+        self.save_failures = 0
+        self.save_count = 0  # blobs written (for benchmarks and tests)
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    def key(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> str:
+        """The store key: the owner (the client's principal id; ``local`` over stdio) namespaces the id."""
+        return make_key(owner, session_id)
+
+    # -- the key check --------------------------------------------------------------------------------
+
+    async def _ready(self) -> Sealer:
+        """The sealer, after checking once that it opens what this store already holds."""
+        if self._key_error:
+            raise SessionError(self._key_error)
+        if self._sealer is None:
+            self._sealer = await asyncio.to_thread(load_sealer, self.config)
+        if not self._checked:
+            assert self.store is not None
+            check = await _maybe(self.store.load(KEYCHECK_KEY))
+            if check is None:
+                await _maybe(self.store.save(KEYCHECK_KEY, self._sealer.seal(KEYCHECK_KEY, _KEYCHECK_TEXT)))
+            else:
+                try:
+                    self._sealer.open(KEYCHECK_KEY, check, what="the key check")
+                except StateCorrupt:
+                    self._key_error = (
+                        f"the saved sessions ({self.store.description}) were encrypted with another key than the "
+                        f"one from {self._sealer.source}; put the original key back (CRAWLKEEPER_STATE_KEY, the OS "
+                        "keyring or the key file), or move the saved sessions away to start afresh. Nothing was "
+                        "overwritten"
+                    )
+                    log.error("%s", self._key_error)
+                    raise SessionError(self._key_error) from None
+            self._checked = True
+        return self._sealer
+
+    # -- leases ------------------------------------------------------------------------------------------
+
+    async def claim(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> None:
+        """Take this session's lease, or a clear error when another crawlkeeper process drives it."""
+        assert self.store is not None
+        key = self.key(session_id, owner)
+        try:
+            await _maybe(self.store.acquire(key))
+        except LeaseHeld:
+            raise SessionError(
+                f"session '{session_id}' is in use by another crawlkeeper process (another MCP client has it "
+                "open); use it there, close that client, or use another session id"
+            ) from None
+        self._leases.add(key)
+
+    async def release(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> None:
+        key = self.key(session_id, owner)
+        if self.store is not None and key in self._leases:
+            self._leases.discard(key)
+            try:
+                await _maybe(self.store.release(key))
+            except Exception as exc:
+                log.warning("releasing the lease of session %s failed: %s", session_id, exc)
+
+    async def release_all(self) -> None:
+        for key in list(self._leases):
+            owner, session_id = split_key(key)
+            await self.release(session_id, owner)
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    async def exists(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> bool:
+        return self.enabled and self.key(session_id, owner) in await self.stored_keys()
+
+    async def stored_keys(self) -> list[str]:
+        assert self.store is not None
+        return [k for k in await _maybe(self.store.list()) if not k.startswith("_crawlkeeper/")]
+
+    async def stored_ids(self, owner: str = LOCAL_NAMESPACE) -> list[str]:
+        """Ids of ``owner``'s saved sessions."""
+        return [sid for o, sid in await self.stored_pairs() if o == owner]
+
+    async def stored_pairs(self) -> list[tuple[str, str]]:
+        """Every saved session as ``(owner, session id)``."""
+        return [split_key(k) for k in await self.stored_keys()]
+
+    async def load(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> SavedState | None:
+        """The saved state of ``session_id`` (None when there is none); a bad file names the session."""
+        assert self.store is not None
+        what = f"session '{session_id}'"
+        key = self.key(session_id, owner)
+        blob = await _maybe(self.store.load(key))
+        if blob is None:
+            return None
+        sealer = await self._ready()
+        try:
+            state = decode(sealer.open(key, blob, what=what), what=what)
+        except StateCorrupt as exc:
+            raise SessionError(f"{exc}; {delete_hint(session_id)}") from None
+        state.register_secrets()
+        return state
+
+    def remember(self, session: Session, state: SavedState) -> None:
+        """A restored session starts with the hash of what was loaded: unchanged, it is not rewritten."""
+        kept = self._kept.setdefault((session.owner, session.id), _Kept())
+        kept.hash = state.content_hash()
+        kept.saved_at = time.time()
+        kept.times = (state.last_used_at, state.expires_at)
+        kept.session_storage = dict(state.session_storage)
+
+    def was_saved(self, session: Session) -> bool:
+        kept = self._kept.get((session.owner, session.id))
+        return kept is not None and kept.hash is not None
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    async def save(self, session: Session, *, force_times: bool = False) -> bool:
+        """Capture and save ``session`` if it changed. Failures are logged loudly and return False: a save
+        that fails never breaks the live session, and a failed write never replaces a good file."""
+        if not self.enabled or not session.durable:
+            return False
+        kept = self._kept.setdefault((session.owner, session.id), _Kept())
+        try:
+            sealer = await self._ready()
+            state = await capture(session, kept.session_storage)
+            digest = state.content_hash()
+            times = (state.last_used_at, state.expires_at)
+            if digest == kept.hash and (
+                times == kept.times or (not force_times and time.time() - kept.saved_at < _TIMES_ONLY_EVERY_S)
+            ):
+                return True  # nothing changed (or only the times, written recently enough)
+            key = self.key(session.id, session.owner)
+            blob = sealer.seal(key, encode(state))
+            assert self.store is not None
+            await _maybe(self.store.save(key, blob))
+        except Exception as exc:
+            self.save_failures += 1
+            log.error(
+                "SAVING SESSION %s FAILED: %s. The session keeps working in this process, but a restart would "
+                "lose the changes since its last save", session.id, _describe(exc),
+            )
+            return False
+        kept.hash, kept.saved_at, kept.times = digest, time.time(), times
+        kept.session_storage = state.session_storage
+        self.save_count += 1
+        return True
+
+    async def read_session_storage(self, session: Session) -> None:
+        """At the end of a call, while the page is still on the site: remember its sessionStorage."""
+        if self.enabled and session.durable and not session.closed:
+            kept = self._kept.setdefault((session.owner, session.id), _Kept())
+            await read_session_storage(session, kept.session_storage)
+
+    def touched(self, session: Session) -> None:
+        """A call used ``session``: save it within ``save_delay_s`` (at most one save per window)."""
+        if not self.enabled or not session.durable:
+            return
+        kept = self._kept.setdefault((session.owner, session.id), _Kept())
+        if kept.pending is None or kept.pending.done():
+            kept.pending = asyncio.get_running_loop().create_task(self._save_later(session))
+
+    async def _save_later(self, session: Session) -> None:
+        await asyncio.sleep(self.save_delay_s)
+        if not session.closed and not session.hibernated:
+            await self.save(session)
+
+    async def delete(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> None:
+        """Forget a session for good (closed or expired)."""
+        self.forget(session_id, owner)
+        if self.store is None:
+            return
+        try:
+            await _maybe(self.store.delete(self.key(session_id, owner)))
+        except Exception as exc:
+            log.error("deleting the saved state of session %s failed: %s", session_id, _describe(exc))
+
+    def forget(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> None:
+        kept = self._kept.pop((owner, session_id), None)
+        if kept is not None and kept.pending is not None and not kept.pending.done():
+            kept.pending.cancel()
+
+    async def flush(self) -> None:
+        """Cancel pending delayed saves (shutdown saves every session itself)."""
+        tasks = [k.pending for k in self._kept.values() if k.pending is not None and not k.pending.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.flush()
+        await self.release_all()
+        closer = getattr(self.store, "close", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await _maybe(closer())
+
+
+async def _maybe(value: Any) -> Any:
+    """Store methods may be ``async def`` or plain."""
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
+
+
+__all__ = ["STATE_FORMAT", "SavedState", "SessionKeeper", "apply", "capture", "decode", "encode", "load_sealer"]

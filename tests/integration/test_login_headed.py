@@ -1,0 +1,120 @@
+"""`crawlkeeper login` in a headed Chromium under Xvfb: the test plays the person through the browser's
+debugging connection (fills the real login form), presses Enter, and an MCP server then uses the saved session."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crawlkeeper.testing.site import TestSite
+
+from helpers import mcp_server, server_env, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def display() -> Iterator[str]:
+    binary = shutil.which("Xvfb")
+    if binary is None:
+        pytest.fail("Xvfb is not installed (./run test installs it: apt-get install xvfb)")
+    for number in range(90, 120):
+        if not Path(f"/tmp/.X11-unix/X{number}").exists() and not Path(f"/tmp/.X{number}-lock").exists():
+            break
+    proc = subprocess.Popen([binary, f":{number}", "-screen", "0", "1280x900x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{number}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"the login browser's debugging port {port} never opened")
+
+
+def play_the_person(port: int, login_url: str) -> None:
+    """Log in through the visible window, as a person would, over the debugging connection."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.connect_over_cdp(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        page = None
+        while page is None and time.monotonic() < deadline:
+            page = next((p for c in browser.contexts for p in c.pages if p.url.startswith(login_url)), None)
+            if page is None:
+                time.sleep(0.2)
+        assert page is not None, [p.url for c in browser.contexts for p in c.pages]
+        page.fill("#username", "alice")
+        page.fill("#password", "wonderland")
+        page.click("#submit")
+        page.wait_for_url("**/private", timeout=30_000)
+        assert "Welcome, alice!" in page.content()
+        browser.close()  # only the debugging connection: the browser itself stays the login command's
+
+
+def test_a_person_logs_in_once_and_agents_reuse_it(tmp_path: Path, test_site: TestSite, display: str) -> None:
+    config = write_config(tmp_path / "login")
+    port = free_port()
+    env = server_env({"DISPLAY": display, "CRAWLKEEPER_LOGIN_DEBUG_PORT": str(port)})
+    login_url = test_site.url("/login")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crawlkeeper", "login", "gh", login_url, "--config", str(config)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=str(config.parent),
+    )
+    try:
+        wait_for_port(port, 60)
+        play_the_person(port, login_url)
+        out, err = proc.communicate("\n", timeout=60)  # the person presses Enter
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "saved session 'gh'" in out and "ck_session" in out
+    assert "Log in there, then press Enter" in err
+
+    import anyio
+
+    async def agent() -> None:
+        async with mcp_server(config) as server:
+            page = await server.ok("crawl_url", {"url": test_site.url("/private"), "session_id": "gh"})
+            assert page["final_url"] == test_site.url("/private"), "the agent is not logged in"
+            assert "Welcome, alice!" in page["content"] and page["restored"] is True
+
+    anyio.run(agent)
+
+
+def test_login_without_a_display_is_a_clear_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "nodisplay")
+    env = {k: v for k, v in server_env().items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = subprocess.run([sys.executable, "-m", "crawlkeeper", "login", "gh", "http://127.0.0.1:1/",
+                             "--config", str(config)], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1
+    assert "needs a display" in result.stderr and "sessions export" in result.stderr
+    assert result.stdout == ""
