@@ -44,6 +44,7 @@ async def settle() -> None:
 
 async def bench_memory(app: Any, site: TestSite, count: int) -> list[str]:
     pid = os.getpid()
+    await app.crawl(site.url("/"))  # the browser runs before the baseline: only sessions are measured
     await settle()
     base = tree_rss_mb(pid, "uss")
     ids = [f"mem{i}" for i in range(count)]
@@ -121,6 +122,7 @@ async def bench_restart(site: TestSite, folder: Path, sessions: int) -> list[str
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
+    (folder / "restart").mkdir(parents=True, exist_ok=True)
     config = write_config(folder / "restart")
     params = StdioServerParameters(command=sys.executable, args=["-m", "crawlkeeper", "serve", "--config",
                                                                   str(config)],

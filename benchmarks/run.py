@@ -194,24 +194,37 @@ async def bench_startup(config: Path, repeats: int) -> list[tuple[str, Stats, St
 
 
 async def bench_egress(site: TestSite, config: Path, repeats: int) -> list[tuple[str, Stats, Stats | None]]:
+    import functools
+
+    import crawlkeeper.app
+    from crawlkeeper.egress import EgressProxy
     from crawlkeeper.runtime import build_app
 
     url = site.url("/")
     with_policy = build_app(config)
     without = build_app(config)
     without.backend.needs_proxy = False  # type: ignore[attr-defined]
+    open_proxy = build_app(config)  # the proxy without its credentials (what they cost: Playwright's interception)
     await with_policy.startup()
     await without.startup()
+    await open_proxy.startup()
+    crawlkeeper.app.EgressProxy = functools.partial(EgressProxy, require_auth=False)  # type: ignore[misc]
+    try:
+        await open_proxy.crawl(url)  # its proxies are made now, without credentials
+    finally:
+        crawlkeeper.app.EgressProxy = EgressProxy  # type: ignore[misc]
     try:
         stats = await interleaved(repeats, {
             "in-process crawl, no egress proxy": lambda: without.crawl(url),
+            "in-process crawl, proxy without credentials": lambda: open_proxy.crawl(url),
             "in-process crawl, egress policy on": lambda: with_policy.crawl(url),
         })
     finally:
         await with_policy.shutdown()
         await without.shutdown()
-    off, on = stats.values()
-    return [("egress", off, None), ("egress", on, off)]
+        await open_proxy.shutdown()
+    off, no_auth, on = stats.values()
+    return [("egress", off, None), ("egress", no_auth, off), ("egress", on, off), ("egress", on, no_auth)]
 
 
 async def bench_guards(site: TestSite, config: Path, repeats: int) -> list[tuple[str, Stats, Stats | None]]:

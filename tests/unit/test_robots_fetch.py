@@ -83,3 +83,16 @@ async def test_statuses(server: str) -> None:
     assert (await fetch("http://127.0.0.1:9/robots.txt")).status is None  # connection refused
     with anyio.fail_after(5):
         assert await RobotsCache(fetch).rules(f"{server}/x") is not None
+
+
+@pytest.mark.anyio
+async def test_robots_txt_goes_through_the_egress_proxy_with_its_credentials(server: str) -> None:
+    # The egress proxy answers 407 to anything without its credentials; a 407 read as "4xx: no robots.txt"
+    # would silently allow everything. The URL the app hands out carries them, and urllib sends them.
+    from crawlkeeper.egress import EgressPolicy, EgressProxy
+
+    async with EgressProxy(EgressPolicy.from_lists(allow_private=["127.0.0.1"])) as proxy:
+        file = await proxied_fetcher(proxy.url_with_credentials)(f"{server}/big/robots.txt")
+        assert file.status == 200 and not robots.rules_from(file).allowed(f"{server}/first/x")
+        assert (await proxied_fetcher(proxy.url)(f"{server}/big/robots.txt")).status == 407
+        assert proxy.stats["allowed"] == 1 and proxy.stats["unauthorized"] == 1

@@ -9,8 +9,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-_net = ipaddress.ip_network
-
 # Instance-metadata endpoints: refused even when a range in allow_private covers them; only an allow_private
 # entry naming the exact address allows one. (AWS/GCP/Azure/OpenStack, AWS IPv6, ECS task and EKS pod
 # identity, Azure WireServer, Alibaba, Oracle legacy.)
