@@ -183,6 +183,9 @@ async def login(app: App, session_id: str, url: str, profile: str | None, *, wai
     try:
         created = await app.create_session(session_id=session_id, url=url, profile=profile)
         session = app.sessions.get(session_id)
+        page = await session.ensure_page()
+        if page.url == "about:blank":  # every call ends with the page parked; the person needs it on the site
+            await page.goto(session.parked_url or url, wait_until="domcontentloaded")
         done = asyncio.ensure_future(wait_for_person())
         page_closed, context_closed = asyncio.Event(), asyncio.Event()
         if session.page is not None:

@@ -63,7 +63,7 @@ def play_the_person(port: int, login_url: str) -> None:
 
     with sync_playwright() as pw:
         browser = pw.chromium.connect_over_cdp(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # the login command creates its session first: slow under load
         page = None
         while page is None and time.monotonic() < deadline:
             page = next((p for c in browser.contexts for p in c.pages if p.url.startswith(login_url)), None)
