@@ -58,7 +58,8 @@ class Rules:
 
 
 def rules_from(file: RobotsFile) -> Rules:
-    if file.status is None or file.status >= 500:
+    # 407 is our own egress proxy answering, not the site: its robots.txt was never seen, so it is unreachable.
+    if file.status is None or file.status >= 500 or file.status == 407:
         return Rules(disallow_all=True)
     if file.status >= 400:
         return Rules(allow_all=True)

@@ -56,6 +56,7 @@ def test_normalize() -> None:
     (404, b"", {"/a": True, "/private/x": True}),  # RFC 9309: unavailable -> allow all
     (503, b"", {"/a": False}),  # RFC 9309: unreachable -> disallow all
     (None, b"", {"/a": False}),  # network failure / too slow -> unreachable
+    (407, b"", {"/a": False}),  # the egress proxy refused the fetch: the site's file was never seen
 ])
 def test_robots_rules_follow_rfc_9309(status: int | None, body: bytes, allowed: dict[str, bool]) -> None:
     rules = rules_from(RobotsFile(status, body))
