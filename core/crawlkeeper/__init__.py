@@ -8,7 +8,7 @@ or MCP import happens here.
 
 from __future__ import annotations
 
-from .browser import PageResult
+from .browser import PageLoad, PageResult
 from .config import Config
 from .errors import ConfigError, CrawlError, CrawlkeeperError, PluginError, SessionError, SessionExpired
 from .handle import Server
@@ -48,6 +48,7 @@ __all__ = [
     "CrawlRequest",
     "CrawlkeeperError",
     "LeaseHeld",
+    "PageLoad",
     "PageResult",
     "PluginError",
     "Principal",

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from . import guard
 from .auth import auth_problem
 from .auth import choose as choose_auth
-from .browser import BrowserBackend, ChromiumBackend, PageResult, html_to_text
+from .browser import BrowserBackend, ChromiumBackend, PageLoad, PageResult, html_to_text
 from .config import Config
 from .egress import EgressPolicy, EgressProxy, EgressRefused
 from .errors import (
@@ -53,7 +53,7 @@ from .plugins import Hooks, PluginManager, within
 from .principal import LOCAL, LOCAL_ID, Principal
 from .profiles import ProfileStore
 from .scripts import wait_kind
-from .sessions import SESSION_ID_RE, SessionMoved, SessionRegistry, iso, page_url
+from .sessions import SESSION_ID_RE, SessionMoved, SessionRegistry, iso, page_url, with_session_report
 from .state import SavedState, SessionKeeper, apply, delete_hint
 from .tools import ToolRegistry
 
@@ -339,12 +339,7 @@ class App:
             url, work, session_id=session_id, profile=profile, arguments=arguments, principal=who, report=report
         )
         result = await self._shape(page_result, options, session_id)
-        if report:  # a crawl in a session: was it restored, logged in again?
-            result["restored"] = report["restored"]
-            result["relogged_in"] = report["relogged_in"]
-            if report["note"]:
-                result["note"] = report["note"]
-        return result
+        return with_session_report(result, report)  # in a session: was it restored, logged in again?
 
     async def run_on_page(
         self,
@@ -356,13 +351,16 @@ class App:
         arguments: dict[str, Any] | None = None,
         principal: Principal | None = None,
         report: dict[str, Any] | None = None,
+        judge: Callable[[T], PageResult | PageLoad | None] | None = None,
     ) -> tuple[T, CrawlOptions]:
         """Run ``work(page, options)`` for ``url`` in the session's page, or a pooled page of a context for the
         profile: options merged by the one pipeline, the URL checked by the egress policy, under the global
         limit and the overall deadline (a page that hangs is abandoned). Every tool that loads a page uses this.
 
-        In a session, a saved one is restored first, and a :class:`PageResult` the site sent logged out leads to
-        one re-login and a retry; ``report`` (if given) receives ``restored``, ``relogged_in`` and ``note``.
+        In a session, a saved one is restored first, and a page the site sent logged out leads to one re-login
+        and a retry; ``report`` (if given) receives ``restored``, ``relogged_in`` and ``note``. The page judged is
+        ``judge(result)`` (by default ``result`` itself when it is a :class:`PageResult`): screenshot and extract
+        return more than the page, and are judged too.
 
         ``principal`` (the local user by default) may use only its own sessions, under its share of the slots.
         """
@@ -388,15 +386,17 @@ class App:
                 async with self.limiter.slot(who.id):
                     result = await self._crawl_page(session, url, options, work)
                 relogged_in = False
-                if isinstance(result, PageResult) and self._logged_out(session, result):
+                judged = _judged(result, judge)
+                if judged is not None and self._logged_out(session, judged):
                     # Never hand back the login page as if it were the content: log in again, once, and retry.
-                    await self._relogin(session, prof, result)
+                    await self._relogin(session, prof, judged)
                     async with self.limiter.slot(who.id):
                         result = await self._crawl_page(session, url, options, work)
-                    if isinstance(result, PageResult) and self._logged_out(session, result):
+                    judged = _judged(result, judge)
+                    if judged is not None and self._logged_out(session, judged):
                         raise SessionError(
                             f"session '{session_id}' is still logged out after logging in again with "
-                            f"'{session.auth}' ({_where(result)}); check the profile's [auth] settings, or "
+                            f"'{session.auth}' ({_where(judged)}); check the profile's [auth] settings, or "
                             "close the session and create it again"
                         )
                     relogged_in = True
@@ -421,11 +421,11 @@ class App:
         async with self.limiter.slot(who.id):
             return await self._crawl_pooled(url, options, context_options, policy, work), options
 
-    def _logged_out(self, session: Session, page: PageResult) -> bool:
+    def _logged_out(self, session: Session, page: PageResult | PageLoad) -> bool:
         verdicts = self.hooks.call("crawlkeeper_logged_out", session=session, result=page)
         return any(v is True for v in verdicts or [])
 
-    async def _relogin(self, session: Session, prof: Profile | None, page: PageResult) -> None:
+    async def _relogin(self, session: Session, prof: Profile | None, page: PageResult | PageLoad) -> None:
         """Run the session's auth method again, bounded per hour; a clear error when it cannot be done."""
         sid, where = session.id, _where(page)
         if not session.auth:
@@ -458,6 +458,10 @@ class App:
                 f"failed: {detail}. Close the session and create it again"
             ) from None
         log.info("session %s was logged out by the site and logged in again with %s", sid, session.auth)
+
+    async def session_profile(self, session_id: str, principal: Principal | None = None) -> str | None:
+        """The profile of ``principal``'s session, restoring the session first when it is saved, not active."""
+        return (await self.resume(session_id, (principal or LOCAL).id)).profile
 
     def profile_of(self, session_id: str | None, profile: str | None,
                    principal: Principal | None = None) -> Profile | None:
@@ -1215,8 +1219,15 @@ def _without_headers(options: ContextOptions) -> ContextOptions:
 RELOGINS_KEY = "crawlkeeper.relogins"  # times of recent re-logins (in metadata: they survive restarts)
 
 
-def _where(page: PageResult) -> str:
+def _where(page: PageResult | PageLoad) -> str:
     return f"final URL {safe_url(page.final_url)}, status {page.status}"
+
+
+def _judged(result: Any, judge: Callable[[Any], PageResult | PageLoad | None] | None) -> PageResult | PageLoad | None:
+    """The page of a call's result that logged-out judging looks at (None: nothing to judge)."""
+    if judge is not None:
+        return judge(result)
+    return result if isinstance(result, PageResult) else None
 
 
 def describe_saved(state: SavedState) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class PageLoad:
     final_url: str
     status: int | None
     title: str
+    html: str = ""  # filled by tools that read it (and in sessions, where logged-out judging needs it)
 
 
 class BrowserBackend(Protocol):

@@ -18,6 +18,7 @@ from .errors import CrawlError
 from .logs import safe_url
 from .options import CrawlOptions
 from .principal import Principal
+from .sessions import with_session_report
 
 SingleStep = Literal["text", "attribute", "html", "regex"]
 FieldType = Literal["text", "attribute", "html", "regex", "nested", "list", "nested_list"]
@@ -144,17 +145,20 @@ async def extract(
 
     async def work(page: Any, options: CrawlOptions) -> tuple[Any, str]:
         loaded = await app.backend.load(page, url, options)
-        return loaded, await page.content()
+        loaded.html = await page.content()  # what logged-out judging (in a session) and the extraction read
+        return loaded, loaded.html
 
+    report: dict[str, Any] = {}
     (loaded, html), options = await app.run_on_page(
-        url, work, session_id=session_id, profile=profile, arguments=arguments, principal=principal
+        url, work, session_id=session_id, profile=profile, arguments=arguments, principal=principal,
+        report=report, judge=lambda done: done[0],
     )
     cap = min(max_items or options.max_extract_items, options.max_extract_items)
     try:
         items, total = await asyncio.to_thread(extract_items, html, loaded.final_url, schema, cap)
     except Exception as exc:  # a selector soupsieve accepts but the extraction cannot apply
         raise CrawlError(f"extraction failed on {safe_url(url)}: {type(exc).__name__}: {str(exc)[:200]}") from None
-    return {
+    result = {
         "url": loaded.url,
         "final_url": loaded.final_url,
         "status": loaded.status,
@@ -165,3 +169,4 @@ async def extract(
         "dropped": max(0, total - len(items)),
         "session_id": session_id,
     }
+    return with_session_report(result, report)

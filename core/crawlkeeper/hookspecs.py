@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .browser import PageResult
+    from .browser import PageLoad, PageResult
     from .config import Config
     from .handle import Server
     from .models import AuthMethod, ConfigLayer, CrawlRequest, Profile, Session, SessionRequest
@@ -213,11 +213,13 @@ def crawlkeeper_session_restored(session: Session) -> None:
 
 
 @hookspec
-def crawlkeeper_logged_out(session: Session, result: PageResult) -> bool | None:
-    """Judge whether a crawl in ``session`` came back logged out (synchronous and cheap).
+def crawlkeeper_logged_out(session: Session, result: PageResult | PageLoad) -> bool | None:
+    """Judge whether a page loaded in ``session`` came back logged out (synchronous and cheap).
 
-    Called after every crawl in a session. Return True when ``result`` is a logged-out page (the site's login
-    page, a 401), False or None otherwise; one True is enough. Then, if the session was created with an auth
+    Called after every page a tool loads in a session: ``crawl_url``/``crawl_many`` and each page of
+    ``crawl_site`` (a :class:`PageResult`), ``screenshot`` and ``extract`` (a :class:`PageLoad`). Return
+    True when ``result`` is a logged-out page (the site's login page, a 401), False or None otherwise; one
+    True is enough. Then, if the session was created with an auth
     method, the core runs its ``login`` again (at most once per call, and ``[sessions] max_relogins_per_hour``
     times per session) and repeats the crawl; otherwise the call is an error saying the site logged the
     session out. The built-in ``profiles`` plugin judges from the profile's ``[auth]`` table:

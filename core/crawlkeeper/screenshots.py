@@ -19,6 +19,7 @@ from .errors import CrawlError, first_line
 from .logs import safe_url
 from .options import CrawlOptions
 from .principal import Principal
+from .sessions import with_session_report
 
 log = logging.getLogger("crawlkeeper.screenshots")
 
@@ -161,11 +162,15 @@ async def take_screenshot(
 
     async def work(page: Any, options: CrawlOptions) -> tuple[Any, Shot]:
         loaded = await app.backend.load(page, url, options)
+        if session_id is not None:  # a session's page is judged (logged out?) like a crawl's: by its HTML too
+            loaded.html = await page.content()
         shot = await capture(page, options, full_page=full_page, selector=selector, width=width, height=height)
         return loaded, shot
 
+    report: dict[str, Any] = {}
     (loaded, shot), _options = await app.run_on_page(
-        url, work, session_id=session_id, profile=profile, arguments=arguments, principal=principal
+        url, work, session_id=session_id, profile=profile, arguments=arguments, principal=principal,
+        report=report, judge=lambda done: done[0],
     )
     result = {
         "url": loaded.url,
@@ -182,4 +187,4 @@ async def take_screenshot(
         "selector": selector,
         "session_id": session_id,
     }
-    return result, shot.encoded()
+    return with_session_report(result, report), shot.encoded()

@@ -56,6 +56,16 @@ class CrawlResult(BaseModel):
     note: str | None = Field(None, description="Something the caller should know, e.g. why it was restored.")
 
 
+class SessionReport(BaseModel):
+    """What a page tool run in a session says about the session (screenshot, extract, crawl_site)."""
+
+    restored: bool | None = Field(None, description="In a session: true when it was brought back from saved state.")
+    relogged_in: bool | None = Field(
+        None, description="In a session: true when the site had logged it out and it was logged in again."
+    )
+    note: str | None = Field(None, description="Something the caller should know, e.g. why it was restored.")
+
+
 class CrawlFailure(BaseModel):
     url: str
     error: str
@@ -65,7 +75,7 @@ class CrawlManyResult(BaseModel):
     results: list[CrawlResult | CrawlFailure]
 
 
-class ScreenshotResult(BaseModel):
+class ScreenshotResult(SessionReport):
     url: str
     final_url: str
     status: int | None
@@ -81,7 +91,7 @@ class ScreenshotResult(BaseModel):
     session_id: str | None
 
 
-class ExtractResult(BaseModel):
+class ExtractResult(SessionReport):
     url: str
     final_url: str
     status: int | None
@@ -112,7 +122,7 @@ class SkippedCounts(BaseModel):
     refused: int = Field(description="Refused by the egress policy.")
 
 
-class CrawlSiteResult(BaseModel):
+class CrawlSiteResult(SessionReport):
     url: str
     pages: list[SitePage]
     skipped: SkippedCounts

@@ -302,10 +302,21 @@ def page_url(session: Session) -> str | None:
     return session.parked_url if url == "about:blank" and session.parked_url else url
 
 
+def with_session_report(result: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """Add what a call in a session reports (``restored``, ``relogged_in``, a ``note``) to its result; a call
+    without a session reported nothing and gets nothing."""
+    if report:
+        result["restored"] = report["restored"]
+        result["relogged_in"] = report["relogged_in"]
+        if report.get("note"):
+            result["note"] = report["note"]
+    return result
+
+
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-__all__ = ["REASONS", "SessionMoved", "SessionRegistry", "iso", "page_url"]
+__all__ = ["REASONS", "SessionMoved", "SessionRegistry", "iso", "page_url", "with_session_report"]

@@ -30,6 +30,7 @@ from .errors import CrawlError, CrawlkeeperError
 from .logs import safe_url, scrub
 from .options import CrawlOptions
 from .robots import Fetcher, RobotsCache, proxied_fetcher
+from .sessions import with_session_report
 
 log = logging.getLogger("crawlkeeper.site_crawl")
 
@@ -117,6 +118,9 @@ class SiteCrawl:
     progress: ProgressCallback | None
     robots_fetcher: Fetcher | None = None
     principal: Any = None  # the calling client (crawlkeeper.Principal); None: the local user
+    options: CrawlOptions | None = None  # the call's merged options (computed once, at the start)
+    session_profile: str | None = None  # the session's profile (a session keeps it; it may hibernate meanwhile)
+    report: dict[str, Any] = field(default_factory=dict)  # in a session: restored, relogged_in, note
     pages: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, set[str]] = field(default_factory=lambda: {r: set() for r in REASONS})
     seen: set[str] = field(default_factory=set)
@@ -124,10 +128,14 @@ class SiteCrawl:
     crawled_final: set[str] = field(default_factory=set)
     hosts: dict[str, _Host] = field(default_factory=dict)
 
+    def _profile_name(self) -> str | None:
+        return self.session_profile if self.session_id is not None else self.profile
+
     async def run(self) -> dict[str, Any]:
-        options = self.app.crawl_options_for(self.session_id, self.profile, self.arguments, self.principal)
+        options = self.options or self.app.crawl_options_for(self.session_id, self.profile, self.arguments,
+                                                             self.principal)
         robots = RobotsCache(self.robots_fetcher or proxied_fetcher(
-            await self.app.robots_proxy(self.profile, self.session_id, self.principal)))
+            await self.app.robots_proxy(self._profile_name(), None, self.principal)))
         self.seen.add(self.start)
         self.raw_seen.add(self.start)
         level = [self.start]
@@ -150,12 +158,12 @@ class SiteCrawl:
                 self.skipped["limit"].add(url)
         finally:
             robots.close()
-        return {
+        return with_session_report({
             "url": self.start,
             "pages": self.pages,
             "skipped": {reason: len(urls) for reason, urls in self.skipped.items()},
             "session_id": self.session_id,
-        }
+        }, self.report)
 
     async def _admit(self, urls: list[str], robots: RobotsCache, options: CrawlOptions) -> list[str]:
         """The URLs of a level that robots.txt and the egress policy let through, in order."""
@@ -165,8 +173,7 @@ class SiteCrawl:
                 self.skipped["robots"].add(url)
                 continue
             try:
-                prof = self.app.profile_of(self.session_id, self.profile, self.principal)
-                await self.app.check_url(url, self.app.policy_for(prof))
+                await self.app.check_url(url, self.app.policy_for(self.app.profile(self._profile_name())))
             except CrawlError:
                 self.skipped["refused"].add(url)
                 continue
@@ -226,10 +233,11 @@ class SiteCrawl:
             async def work(page: Any, opts: CrawlOptions) -> Any:
                 return await self.app.backend.crawl(page, url, opts)
 
+            report: dict[str, Any] = {}
             try:
                 result, used = await self.app.run_on_page(
                     url, work, session_id=self.session_id, profile=self.profile, arguments=self.arguments,
-                    principal=self.principal,
+                    principal=self.principal, report=report,
                 )
             except CrawlkeeperError as exc:
                 message = scrub(str(exc))
@@ -241,6 +249,8 @@ class SiteCrawl:
                 log.exception("crawl_site: %s failed", safe_url(url))
                 return {"url": url, "depth": depth, "status": None, "title": "",
                         "error": f"internal error: {type(exc).__name__}"}, []
+            finally:
+                self._merge_report(report)
         final = normalize(result.final_url) or url
         if final != url:
             if not self.scope.contains(final):
@@ -258,6 +268,16 @@ class SiteCrawl:
             "content": content[: self.max_chars_per_page], "truncated": truncated,
         }
         return page, self._links(result.links, final)
+
+    def _merge_report(self, report: dict[str, Any]) -> None:
+        """The crawl was restored if its first page found the session saved; relogged in if any page was."""
+        if not report:
+            return
+        merged = self.report
+        merged["restored"] = bool(merged.get("restored")) or bool(report.get("restored"))
+        merged["relogged_in"] = bool(merged.get("relogged_in")) or bool(report.get("relogged_in"))
+        if report.get("note") and not merged.get("note"):
+            merged["note"] = report["note"]
 
     def _links(self, links: list[dict[str, str]], base: str) -> list[str]:
         out = []
@@ -324,14 +344,19 @@ async def crawl_site(
     if start is None:
         raise CrawlError(f"crawl_site needs an http or https URL, got {safe_url(url)}")
     arguments = {k: v for k, v in arguments.items() if v is not None}
+    session_profile = None
+    if session_id is not None:
+        # Like every page tool: a hibernated (or pre-restart) session is restored now; its first page reports it.
+        session_profile = await app.session_profile(session_id, principal)
     options = app.crawl_options_for(session_id, profile, arguments, principal)
     crawl = SiteCrawl(
         app=app, start=start, max_pages=min(max_pages, options.max_site_pages), max_depth=max_depth,
         scope=_Scope(start, scope, list(include or []), list(exclude or [])), session_id=session_id,
         profile=profile, arguments=arguments, max_chars_per_page=max_chars_per_page, concurrency=concurrency,
-        progress=progress, robots_fetcher=robots_fetcher, principal=principal,
+        progress=progress, robots_fetcher=robots_fetcher, principal=principal, options=options,
+        session_profile=session_profile,
     )
     crawl.per_host_concurrency = options.per_host_concurrency
     # a refused start is an error
-    await app.check_url(start, app.policy_for(app.profile_of(session_id, profile, principal)))
+    await app.check_url(start, app.policy_for(app.profile(crawl._profile_name())))
     return await crawl.run()

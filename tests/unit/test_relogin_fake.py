@@ -137,3 +137,58 @@ def test_a_bad_logged_out_setting_names_the_profile(crawlkeeper_app: Any, write_
     write_profile("bad", '[auth]\nmethod = "fake"\nlogged_out_selector = "form[["\n')
     with pytest.raises(Exception, match=r"bad\.toml.*logged_out_selector"):
         crawlkeeper_app.profile("bad")
+
+
+SCHEMA = {"baseSelector": "body", "fields": [{"name": "text", "selector": "p#me", "type": "text"}]}
+
+
+@pytest.mark.anyio
+async def test_screenshot_extract_and_crawl_site_are_judged_and_log_in_again(
+    crawlkeeper_app: Any, site: Any, login: FakeLogin, write_profile: Callable[..., Any]
+) -> None:
+    from crawlkeeper.extraction import ExtractSchema, extract
+    from crawlkeeper.screenshots import take_screenshot
+    from crawlkeeper.site_crawl import crawl_site
+
+    write_profile("work", '[auth]\nmethod = "fake"\nlogged_out_url = "/login"\n')
+    await crawlkeeper_app.create_session(session_id="w", profile="work")
+    shot, images = await take_screenshot(crawlkeeper_app, f"{SITE}/private", session_id="w")
+    assert shot["relogged_in"] is False and shot["restored"] is False and images
+    await log_out(crawlkeeper_app, "w")
+    shot, _ = await take_screenshot(crawlkeeper_app, f"{SITE}/private", session_id="w")
+    assert shot["relogged_in"] is True and shot["final_url"] == f"{SITE}/private" and login.logins == 2
+    await log_out(crawlkeeper_app, "w")
+    items = await extract(crawlkeeper_app, f"{SITE}/private", ExtractSchema.model_validate(SCHEMA), session_id="w")
+    assert items["relogged_in"] is True and items["final_url"] == f"{SITE}/private" and login.logins == 3
+    assert items["items"] == [{"text": "Welcome back"}]
+    await log_out(crawlkeeper_app, "w")
+    crawled = await crawl_site(crawlkeeper_app, f"{SITE}/private", session_id="w", max_pages=1,
+                               robots_fetcher=_no_robots)
+    assert crawled["relogged_in"] is True and crawled["restored"] is False
+    assert crawled["pages"][0]["title"] == "Private" and login.logins == 4
+    # without a session nothing is judged and nothing is reported
+    shot, _ = await take_screenshot(crawlkeeper_app, f"{SITE}/login")
+    assert "relogged_in" not in shot
+
+
+@pytest.mark.anyio
+async def test_a_logged_out_screenshot_without_auth_is_an_error_never_the_login_page(
+    crawlkeeper_app: Any, site: Any, write_profile: Callable[..., Any]
+) -> None:
+    from crawlkeeper.extraction import ExtractSchema, extract
+    from crawlkeeper.screenshots import take_screenshot
+
+    write_profile("sel", '[auth]\nlogged_out_selector = "form#login"\n')
+    await crawlkeeper_app.create_session(session_id="s", profile="sel",
+                                         cookies=[{"name": "sid", "value": "v", "url": SITE}])
+    await log_out(crawlkeeper_app, "s")
+    with pytest.raises(Exception, match=r"session 's' was logged out by the site .*/login"):
+        await take_screenshot(crawlkeeper_app, f"{SITE}/private", session_id="s")
+    with pytest.raises(Exception, match=r"session 's' was logged out by the site"):
+        await extract(crawlkeeper_app, f"{SITE}/private", ExtractSchema.model_validate(SCHEMA), session_id="s")
+
+
+async def _no_robots(url: str) -> Any:
+    from crawlkeeper.robots import RobotsFile
+
+    return RobotsFile(status=404)
