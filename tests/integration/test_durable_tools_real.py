@@ -71,6 +71,7 @@ def welcome(text: str) -> bool:
 
 
 @pytest.mark.anyio
+@pytest.mark.timeout(360)  # two app starts and ten page loads: about a minute, several on a loaded 2-core box
 async def test_page_tools_restore_saved_sessions_and_log_in_again(tmp_path: Path, test_site: TestSite) -> None:
     config = write_config(tmp_path / "tools", "[sessions]\nmax_relogins_per_hour = 20\n", profiles={
         "work": '[auth]\nmethod = "sitelogin"\nlogged_out_url = "/login"\n'})
