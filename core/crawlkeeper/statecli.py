@@ -181,34 +181,48 @@ async def login(app: App, session_id: str, url: str, profile: str | None, *, wai
     _check_id(session_id)
     await app.startup()
     try:
-        created = await app.create_session(session_id=session_id, url=url, profile=profile)
+        await app.check_url(url, app.policy_for(app.profile(profile)))  # refused: no session is created
+        # Created without its URL: create_session would load it and, like every call, end by parking the page on
+        # about:blank; the person's window is then navigated here, once, and left to the person.
+        created = await app.create_session(session_id=session_id, profile=profile)
         session = app.sessions.get(session_id)
-        page = await session.ensure_page()
-        if page.url == "about:blank":  # every call ends with the page parked; the person needs it on the site
-            await page.goto(session.parked_url or url, wait_until="domcontentloaded")
-        done = asyncio.ensure_future(wait_for_person())
-        page_closed, context_closed = asyncio.Event(), asyncio.Event()
-        if session.page is not None:
-            session.page.on("close", lambda _p: page_closed.set())
-        session.context.on("close", lambda _c: context_closed.set())
-
-        def usable() -> bool:
-            return app.backend.alive and not context_closed.is_set()
-
+        # A person is at the window (MFA can take minutes): housekeeping must not hibernate the session, nor
+        # make room by evicting it, while they log in; both skip busy sessions.
+        session.busy += 1
         try:
-            while not done.done() and not page_closed.is_set() and usable():
-                await asyncio.wait({done}, timeout=_LOGIN_POLL_S)
-                if usable():
-                    await app.keeper.save(session)  # the window may be closed any moment: keep up
+            page = await session.ensure_page()
+            await page.goto(url, wait_until="domcontentloaded")
+            await _wait_for_person(app, session, page, wait_for_person)
         finally:
-            done.cancel()
-        if usable():
-            session.last_used_at = time.time()
-            await app.keeper.save(session, force_times=True)
+            session.busy -= 1
         names = sorted({c["name"] for c in (await app.keeper.load(session_id) or _empty(session_id)).cookie_summary()})
-        return created | {"cookie_names": names}
+        return created | {"url": safe_url(url), "cookie_names": names}
     finally:
         await app.shutdown()
+
+
+async def _wait_for_person(app: App, session: Any, page: Any, wait_for_person: Any) -> None:
+    """Save while the person logs in (the window may be closed any moment), and once more at the end."""
+    done = asyncio.ensure_future(wait_for_person())
+    page_closed, context_closed = asyncio.Event(), asyncio.Event()
+    for target, closed in ((page, page_closed), (session.context, context_closed)):
+        on = getattr(target, "on", None)  # Playwright's event API (the fake browser has none)
+        if on is not None:
+            on("close", lambda _obj, closed=closed: closed.set())
+
+    def usable() -> bool:
+        return app.backend.alive and not context_closed.is_set()
+
+    try:
+        while not done.done() and not page_closed.is_set() and usable():
+            await asyncio.wait({done}, timeout=_LOGIN_POLL_S)
+            if usable():
+                await app.keeper.save(session)
+    finally:
+        done.cancel()
+    if usable():
+        session.last_used_at = time.time()
+        await app.keeper.save(session, force_times=True)
 
 
 def _empty(session_id: str) -> SavedState:

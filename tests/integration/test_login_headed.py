@@ -57,7 +57,7 @@ def wait_for_port(port: int, timeout: float) -> None:
     raise AssertionError(f"the login browser's debugging port {port} never opened")
 
 
-def play_the_person(port: int, login_url: str) -> None:
+def play_the_person(port: int, login_url: str, proc: subprocess.Popen[str]) -> None:
     """Log in through the visible window, as a person would, over the debugging connection."""
     from playwright.sync_api import sync_playwright
 
@@ -66,6 +66,8 @@ def play_the_person(port: int, login_url: str) -> None:
         deadline = time.monotonic() + 60  # the login command creates its session first: slow under load
         page = None
         while page is None and time.monotonic() < deadline:
+            # A browser that went away leaves its last pages listed: the command's own fate says more.
+            assert proc.poll() is None and browser.is_connected(), "the login command ended before the person"
             page = next((p for c in browser.contexts for p in c.pages if p.url.startswith(login_url)), None)
             if page is None:
                 time.sleep(0.2)
@@ -95,8 +97,14 @@ def test_a_person_logs_in_once_and_agents_reuse_it(tmp_path: Path, test_site: Te
     )
     try:
         wait_for_port(port, 60)
-        play_the_person(port, login_url)
+        play_the_person(port, login_url, proc)
         out, err = proc.communicate("\n", timeout=60)  # the person presses Enter
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+        out, err = proc.communicate(timeout=10)
+        print(f"the login command's output:\n{out}\nand its stderr:\n{err}", file=sys.stderr)
+        raise
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -141,3 +141,25 @@ def test_without_a_store_the_commands_say_so(tmp_path: Path) -> None:
     result = cli("sessions", "--config", str(path))
     assert result.exit_code == 1 and "no state store" in result.stderr
     assert build_app(path).keeper.enabled is False
+
+
+@pytest.mark.anyio
+async def test_login_leaves_the_window_on_the_site_and_never_hibernates_it_under_the_person(
+    config_file: Path,
+) -> None:
+    from crawlkeeper.statecli import login
+
+    app = make_app(config_file)
+    app.backend.add_page(f"{SITE}/login", "<html><title>Log in</title><body><form id='f'></form></body></html>")  # type: ignore[attr-defined]
+    seen: dict[str, Any] = {}
+
+    async def person() -> None:
+        session = app.sessions.get("gh")
+        seen["url"] = session.page.url  # what the window shows while the person logs in
+        seen["hibernated"] = await app.hibernate(session)  # what housekeeping does to an idle session
+        seen["lru"] = app.sessions.lru_idle()  # what making room under max_sessions would pick
+        await session.context.add_cookies([{"name": "sid", "value": CANARY, "url": SITE}])
+
+    created = await login(app, "gh", f"{SITE}/login", None, wait_for_person=person)
+    assert seen == {"url": f"{SITE}/login", "hibernated": False, "lru": None}
+    assert created["url"] == f"{SITE}/login" and created["cookie_names"] == ["sid"]
