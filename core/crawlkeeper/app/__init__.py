@@ -13,7 +13,7 @@ Where a behaviour lives (each part owns its state; :class:`App` builds them and 
 - ``durability``: restoring saved sessions, hibernating idle ones, sweeping expired saved state.
 - ``runner``: crawling: the path every page-loading tool takes (``run_on_page``), the ``js_code`` policy,
   ``crawl``/``crawl_many`` and shaping their results.
-- ``pages``: work on a page under its deadline and meter, abandoning and parking pages.
+- ``page_limits``: work on a page under its deadline and meter, abandoning and parking pages.
 - ``pool``: the session-less context pool (a context per crawl, wiped before reuse).
 - ``contexts``: setting up a context (headers bound to its sites, watched pages, quiet closing).
 """

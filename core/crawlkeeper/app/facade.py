@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..browser import BrowserBackend, ChromiumBackend
+from ..browser import BrowserBackend, make_backend
 from ..config import Config
 from ..egress import EgressPolicy
 from ..errors import SessionError, first_line
@@ -33,7 +33,7 @@ from .gate import EgressGate
 from .layers import OptionLayers
 from .logins import Logins
 from .opening import SessionOpener, cookie_names
-from .pages import PageHandler
+from .page_limits import PageHandler
 from .pool import ContextPool
 from .runner import PageRunner, ProgressCallback
 
@@ -60,14 +60,7 @@ class App:
         now = lambda: self.clock()  # noqa: E731 -- tests replace app.clock after construction
         settings = config.settings
         self.hooks = Hooks(pm, timeout_s=settings.plugins.hook_timeout_s)
-        self.backend: BrowserBackend = backend or ChromiumBackend(
-            executable_path=settings.browser.executable_path,
-            headless=settings.browser.headless,
-            extra_args=settings.browser.extra_args,
-            cache_dir=cache_dir(),
-            cdp_url=settings.browser.cdp_url,
-            max_browser_mb=settings.limits.max_browser_mb,
-        )
+        self.backend: BrowserBackend = backend or make_backend(settings, cache_dir())
         self.gate = EgressGate(settings.security, self.backend, resolver)
         self.policy = self.gate.policy
         self.backend.on_crash(self._on_crash)
@@ -332,6 +325,9 @@ class App:
             if session.temporary:
                 continue  # one crawl's hidden session: not the caller's to use
             entry = self.sessions.describe(session, await self.cookie_names(session)) | {"state": "active"}
+            endpoint_of = getattr(self.backend, "endpoint_of", None)
+            if endpoint_of is not None:
+                entry["endpoint"] = endpoint_of(session.context)
             if all_clients:
                 entry["owner"] = session.owner
             out.append(entry)

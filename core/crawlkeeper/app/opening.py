@@ -26,7 +26,7 @@ from .durability import Durability
 from .gate import EgressGate
 from .layers import OptionLayers
 from .logins import Logins
-from .pages import PageHandler
+from .page_limits import PageHandler
 
 
 class SessionOpener:

@@ -16,7 +16,7 @@ from ..errors import CrawlError, PageCrashed, PageTimeout, PageTooLarge, first_l
 from ..options import ContextOptions, CrawlOptions
 from .contexts import close_quietly, install_headers, without_headers
 from .gate import EgressGate
-from .pages import PageHandler
+from .page_limits import PageHandler
 
 log = logging.getLogger("crawlkeeper.app")
 

@@ -25,7 +25,7 @@ from .gate import EgressGate
 from .layers import OptionLayers
 from .logins import Logins, where
 from .opening import SessionOpener
-from .pages import PageHandler
+from .page_limits import PageHandler
 from .pool import ContextPool
 
 log = logging.getLogger("crawlkeeper.app")
