@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from . import guard
 from .errors import BrowserUnavailable, CrawlError, PageCrashed, PageTimeout, PageTooLarge, first_line
+from .headers import attach_page
 from .launch import launch_args
 from .logs import safe_url
 from .options import ContextOptions, CrawlOptions
@@ -361,6 +362,7 @@ class ChromiumBackend:
         watcher = guard.guard_of(context)
         page = await (watcher.new_page() if watcher is not None else context.new_page())
         await guard.meter_page(page)
+        await attach_page(page)  # scoped headers, decided per redirect hop (headers.py)
         state = _PageState()
         _PAGE_STATE[page] = state
 
