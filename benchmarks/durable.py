@@ -1,6 +1,8 @@
 """Durable sessions: what hibernation saves, what resuming and saving cost, and restart survival after kill -9.
 
-    .venv/bin/python benchmarks/durable.py [--quick]
+    .venv/bin/python benchmarks/durable.py [--quick | --smoke]
+
+(--smoke: two of everything, only proves the script runs; the test suite uses it.)
 
 Every figure is a ratio against a baseline measured in the same run (this machine is noisy):
 1. memory of 50 hibernated sessions (process-tree USS over the same tree with none) vs 50 active with a page;
@@ -38,8 +40,11 @@ def cookie(site: TestSite, user: str = "alice") -> dict[str, Any]:
     return {"name": site.SESSION_COOKIE, "value": site.session_token(user), "url": site.url("/"), "httpOnly": True}
 
 
+SETTLE_S = 1.5  # memory is read after the browser had time to free what closed contexts held
+
+
 async def settle() -> None:
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(SETTLE_S)
 
 
 async def bench_memory(app: Any, site: TestSite, count: int) -> list[str]:
@@ -175,16 +180,21 @@ async def bench_restart(site: TestSite, folder: Path, sessions: int) -> list[str
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    parser.add_argument("--quick", action="store_true", help="small settings: figures are rough")
+    parser.add_argument("--smoke", action="store_true", help="two of everything: figures mean nothing")
     args = parser.parse_args()
-    count = 5 if args.quick else 50
-    repeats = 3 if args.quick else 15
-    crawls = 20 if args.quick else 100
-    restarts = 4 if args.quick else 20
+    global SETTLE_S
+    if args.smoke:
+        SETTLE_S = 0.1
+    count = 2 if args.smoke else 5 if args.quick else 50
+    repeats = 1 if args.smoke else 3 if args.quick else 15
+    crawls = 10 if args.smoke else 20 if args.quick else 100
+    restarts = 2 if args.smoke else 4 if args.quick else 20
     folder = temp_dir()
     config = write_config(folder, "")
     with TestSite() as site:
-        print(f"durable sessions benchmark ({'quick' if args.quick else 'full'}); site {site.base_url}", flush=True)
+        mode = 'smoke' if args.smoke else 'quick' if args.quick else 'full'
+        print(f"durable sessions benchmark ({mode}); site {site.base_url}", flush=True)
         app = build_app(config)
         await app.startup()
         try:
