@@ -371,7 +371,7 @@ def sessions_import(ctx: click.Context, config_path: str | None, session_id: str
 def login(config_path: str | None, session_id: str, url: str, profile: str | None) -> None:
     """Log in by hand: opens URL in a visible browser as session SESSION_ID; log in (MFA included), then press
     Enter here or close the window. The session is saved, and any agent can use it by its id."""
-    setup_logging("WARNING")
+    setup_logging(default="WARNING")
     from .statecli import has_display
     from .statecli import login as run_login
 

@@ -3,7 +3,10 @@ debugging connection (fills the real login form), presses Enter, and an MCP serv
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -88,26 +91,26 @@ def play_the_person(port: int, login_url: str, proc: subprocess.Popen[str]) -> N
 def test_a_person_logs_in_once_and_agents_reuse_it(tmp_path: Path, test_site: TestSite, display: str) -> None:
     config = write_config(tmp_path / "login")
     port = free_port()
-    env = server_env({"DISPLAY": display, "CRAWLKEEPER_LOGIN_DEBUG_PORT": str(port)})
+    env = server_env({"DISPLAY": display, "CRAWLKEEPER_LOGIN_DEBUG_PORT": str(port)}, log_level="INFO")
     login_url = test_site.url("/login")
     proc = subprocess.Popen(
         [sys.executable, "-m", "crawlkeeper", "login", "gh", login_url, "--config", str(config)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        cwd=str(config.parent),
+        cwd=str(config.parent), start_new_session=True,  # its browser holds the pipes too: kill them together
     )
     try:
         wait_for_port(port, 60)
         play_the_person(port, login_url, proc)
         out, err = proc.communicate("\n", timeout=60)  # the person presses Enter
     except BaseException:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=10)
         print(f"the login command's output:\n{out}\nand its stderr:\n{err}", file=sys.stderr)
         raise
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err
     assert "saved session 'gh'" in out and "ck_session" in out
     assert "Log in there, then press Enter" in err
