@@ -74,22 +74,22 @@ class _PageGroup:
                 await self._open()
 
     async def _open(self) -> None:
-        from .app import _close_quietly, _without_headers
+        from .app.contexts import close_quietly, install_headers, without_headers
 
-        proxy = await self.app._ensure_browser(self.policy)
-        self.context = await self.app.backend.new_context(_without_headers(self.context_options), proxy_url=proxy)
+        proxy = await self.app.gate.ensure_browser(self.policy)
+        self.context = await self.app.backend.new_context(without_headers(self.context_options), proxy_url=proxy)
         try:
-            await self.app._install_headers(self.context, self.context_options, self.policy, None, None,
-                                            owner="a crawl_site call")
+            await install_headers(self.context, self.context_options, self.policy, None, None,
+                                  owner="a crawl_site call")
         except BaseException:
-            await _close_quietly(self.context)
+            await close_quietly(self.context)
             raise
 
     async def close(self) -> None:
-        from .app import _close_quietly
+        from .app.contexts import close_quietly
 
         if self.context is not None:
-            await _close_quietly(self.context)
+            await close_quietly(self.context)
 
     async def run(self, url: str, work: Work) -> tuple[PageResult, CrawlOptions]:
         """``work(page, options)`` for ``url`` in one of the group's pages (the URL was checked on admission)."""
@@ -104,7 +104,7 @@ class _PageGroup:
                 except Exception as exc:  # the browser crashed under the crawl
                     raise CrawlError(f"could not open a page for {safe_url(url)} ({str(exc)[:200]})") from None
             try:
-                result = await self.app._crawl_or_abandon(page, url, options, work)
+                result = await self.app.pages.crawl_or_abandon(page, url, options, work)
             except (PageTimeout, PageTooLarge, PageCrashed):
                 raise  # the page was abandoned: the next URL opens a new one
             except BaseException:
