@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from . import guard
 from .auth import auth_problem
 from .auth import choose as choose_auth
-from .browser import BrowserBackend, PageResult, html_to_text, make_backend
+from .browser import BrowserBackend, PageResult, generation_of, html_to_text, is_current, lost_with, make_backend
 from .config import Config
 from .egress import EgressPolicy, EgressProxy, EgressRefused
 from .errors import (
@@ -193,7 +193,7 @@ class App:
                 self._housekeeping = None
             if self.keeper.enabled:
                 await self.keeper.flush()
-                live = [s for s in self.sessions.all() if s.generation == self.backend.generation]
+                live = [s for s in self.sessions.all() if is_current(self.backend, s.generation)]
                 if live and self.backend.alive:
                     # Within the MCP client's ~2 s shutdown window: what is not saved by then keeps its last save.
                     saving = asyncio.gather(*(self.keeper.save(s, force_times=True) for s in live))
@@ -220,17 +220,22 @@ class App:
             await self.keeper.close()
 
     def _on_crash(self, generation: int) -> None:
+        for entry in self._pool.values():  # on a fleet, idle contexts of the endpoints still up must not leak
+            for slot in entry.idle:
+                self._background(_close_quietly(slot.context))
         self._pool.clear()
+        crash_note = getattr(self.backend, "crash_note", None)
         for session in self.sessions.all():
-            if session.generation <= generation and self.keeper.was_saved(session):
-                # Its state is saved: the next use restores it into the relaunched browser.
+            if lost_with(self.backend, session.generation, generation) and self.keeper.was_saved(session):
+                # Its state is saved: the next use restores it into the relaunched browser (or another endpoint).
                 self.sessions.detach(session)
                 session.hibernated = session.closed = True
-                session.note = ("the browser crashed; the session was restored from its last saved state "
-                                "(changes made in the last seconds before the crash may be missing)")
+                session.note = crash_note() if crash_note is not None else (
+                    "the browser crashed; the session was restored from its last saved state "
+                    "(changes made in the last seconds before the crash may be missing)")
                 self._crash_notes[(session.owner, session.id)] = session.note
                 asyncio.get_running_loop().create_task(self.keeper.release(session.id, session.owner))
-        self.sessions.crashed(generation)
+        self.sessions.crashed(generation, lambda mine, lost: lost_with(self.backend, mine, lost))
 
     # -- config merge ----------------------------------------------------------------------------
 
@@ -362,41 +367,15 @@ class App:
         who = principal or LOCAL
         arguments = {k: v for k, v in (arguments or {}).items() if v is not None}
         if session_id is not None:
-            # The session first (arrival order), then a global slot: calls queued on one session must not hold
-            # slots other sessions need. A saved (hibernated, or pre-restart) session is restored here.
-            async with self.using_session(session_id, who.id) as session:
-                if profile is not None and profile != session.profile:
-                    raise CrawlError(
-                        f"session '{session_id}' was created with profile {session.profile!r}; a session keeps "
-                        "its profile: drop the profile argument or create another session"
-                    )
-                prof = self.profile(session.profile)
-                arguments = self.check_scripts(
-                    arguments, holds=session.holds_secrets or bool(session.headers and session.headers.holds_secrets),
-                    where=f"session '{session_id}'")
-                request = CrawlRequest(url=url, profile=prof, session=session, arguments=arguments)
-                options = self.crawl_options(request)
-                policy = self.policy_for(prof)
-                await self.check_url(url, policy)
-                async with self.limiter.slot(who.id):
-                    result = await self._crawl_page(session, url, options, work)
-                relogged_in = False
-                if isinstance(result, PageResult) and self._logged_out(session, result):
-                    # Never hand back the login page as if it were the content: log in again, once, and retry.
-                    await self._relogin(session, prof, result)
-                    async with self.limiter.slot(who.id):
-                        result = await self._crawl_page(session, url, options, work)
-                    if isinstance(result, PageResult) and self._logged_out(session, result):
-                        raise SessionError(
-                            f"session '{session_id}' is still logged out after logging in again with "
-                            f"'{session.auth}' ({_where(result)}); check the profile's [auth] settings, or "
-                            "close the session and create it again"
-                        )
-                    relogged_in = True
-                note, session.note = session.note, None
-                if report is not None:
-                    report.update(restored=note is not None, relogged_in=relogged_in, note=note)
-                return result, options
+            used: list[Session] = []
+            try:
+                return await self._run_in_session(url, work, session_id, profile, arguments, who, report, used)
+            except Exception as exc:
+                if not used or not await self._endpoint_lost(used[0].context, exc):
+                    raise
+            # Its endpoint died under this call: the session was detached with its saved state; restore it on
+            # another endpoint and run the call there (once).
+            return await self._run_in_session(url, work, session_id, profile, arguments, who, report, [])
         prof = self.profile(profile)
         if prof is not None and (prof.cookies or prof.auth):
             self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
@@ -412,7 +391,61 @@ class App:
         policy = self.policy_for(prof)
         await self.check_url(url, policy)
         async with self.limiter.slot(who.id):
+            pooled: list[Any] = []
+            try:
+                return await self._crawl_pooled(url, options, context_options, policy, work, pooled), options
+            except Exception as exc:
+                if not pooled or not await self._endpoint_lost(pooled[0], exc):
+                    raise
+                log.warning("a browser endpoint died under a session-less crawl of %s; retrying once elsewhere",
+                            safe_url(url))
             return await self._crawl_pooled(url, options, context_options, policy, work), options
+
+    async def _endpoint_lost(self, context: Any, exc: BaseException) -> bool:
+        """Whether a call failed because the remote browser endpoint holding ``context`` died (fleets only)."""
+        confirm = getattr(self.backend, "confirm_lost", None)
+        return bool(confirm is not None and await confirm(context, exc))
+
+    async def _run_in_session(
+        self, url: str, work: Callable[[Any, CrawlOptions], Awaitable[T]], session_id: str, profile: str | None,
+        arguments: dict[str, Any], who: Principal, report: dict[str, Any] | None, used: list[Session],
+    ) -> tuple[T, CrawlOptions]:
+        # The session first (arrival order), then a global slot: calls queued on one session must not hold
+        # slots other sessions need. A saved (hibernated, or pre-restart) session is restored here.
+        async with self.using_session(session_id, who.id) as session:
+            used.append(session)
+            if profile is not None and profile != session.profile:
+                raise CrawlError(
+                    f"session '{session_id}' was created with profile {session.profile!r}; a session keeps "
+                    "its profile: drop the profile argument or create another session"
+                )
+            prof = self.profile(session.profile)
+            arguments = self.check_scripts(
+                arguments, holds=session.holds_secrets or bool(session.headers and session.headers.holds_secrets),
+                where=f"session '{session_id}'")
+            request = CrawlRequest(url=url, profile=prof, session=session, arguments=arguments)
+            options = self.crawl_options(request)
+            policy = self.policy_for(prof)
+            await self.check_url(url, policy)
+            async with self.limiter.slot(who.id):
+                result = await self._crawl_page(session, url, options, work)
+            relogged_in = False
+            if isinstance(result, PageResult) and self._logged_out(session, result):
+                # Never hand back the login page as if it were the content: log in again, once, and retry.
+                await self._relogin(session, prof, result)
+                async with self.limiter.slot(who.id):
+                    result = await self._crawl_page(session, url, options, work)
+                if isinstance(result, PageResult) and self._logged_out(session, result):
+                    raise SessionError(
+                        f"session '{session_id}' is still logged out after logging in again with "
+                        f"'{session.auth}' ({_where(result)}); check the profile's [auth] settings, or "
+                        "close the session and create it again"
+                    )
+                relogged_in = True
+            note, session.note = session.note, None
+            if report is not None:
+                report.update(restored=note is not None, relogged_in=relogged_in, note=note)
+            return result, options
 
     def _logged_out(self, session: Session, page: PageResult) -> bool:
         verdicts = self.hooks.call("crawlkeeper_logged_out", session=session, result=page)
@@ -597,7 +630,7 @@ class App:
             async with self.limiter.slot(owner):
                 proxy = await self._ensure_browser(policy)
                 context = await self.backend.new_context(_without_headers(options), proxy_url=proxy)
-                generation = self.backend.generation
+                generation = generation_of(self.backend, context)
                 headers = await self._install_headers(context, options, policy, prof, params,
                                                       owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
                 await _restore_headers(headers, state)
@@ -654,7 +687,8 @@ class App:
             if (session.closed or session.ended or session.busy
                     or self.sessions.peek(session.id, session.owner) is not session):
                 return False
-            if session.generation != self.backend.generation or not await self.keeper.save(session, force_times=True):
+            if (not is_current(self.backend, session.generation)
+                    or not await self.keeper.save(session, force_times=True)):
                 return False
             self.sessions.detach(session)
             session.hibernated = session.closed = True
@@ -764,9 +798,11 @@ class App:
 
     async def _crawl_pooled(
         self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy,
-        work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        work: Callable[[Any, CrawlOptions], Awaitable[T]], used: list[Any] | None = None,
     ) -> T:
         entry, slot = await self._pooled_slot(context_options, policy)
+        if used is not None:
+            used.append(slot.context)
         reusable = abandoned = False
         try:
             if slot.page is None:
@@ -992,7 +1028,7 @@ class App:
             async with self.limiter.slot(who.id):
                 proxy = await self._ensure_browser(policy)
                 context = await self.backend.new_context(_without_headers(options), proxy_url=proxy)
-                generation = self.backend.generation
+                generation = generation_of(self.backend, context)
                 step = "applying the headers"
                 headers = await self._install_headers(context, options, policy, prof, params,
                                                       owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
@@ -1021,7 +1057,7 @@ class App:
                 if url:
                     step = f"loading {safe_url(url)}"
                     await self._navigate(session, url, self.crawl_options(crawl_request))
-            if generation != self.backend.generation or not self.backend.alive:
+            if not is_current(self.backend, generation):
                 raise CrawlError("the browser crashed while the session was being created; call create_session again")
             await self._park_session(session)
         except BaseException as exc:

@@ -24,6 +24,9 @@ from .options import ContextOptions, CrawlOptions
 
 log = logging.getLogger("crawlkeeper.fleet")
 
+#: A session's generation in a fleet: its endpoint's connection count times this, plus the endpoint's index.
+_SLOTS = 1000
+
 #: Back-off between probes of a dead endpoint: doubles from the first to the last, then stays.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
@@ -36,6 +39,7 @@ class Member:
         self.index = index
         self.backend = backend
         self.contexts: set[Any] = set()
+        self.lost = 0  # the generation whose loss was last handled
         self.placed = 0  # contexts ever placed here (what spreading is checked by)
         self.pending = 0  # contexts being made (placement awaits: count them before they exist)
         self.down_since: float | None = None
@@ -86,8 +90,8 @@ class FleetBackend:
         self, endpoints: list[Endpoint], *, proxy_url: str | None = None, cache_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not endpoints:
-            raise ValueError("a fleet needs at least one endpoint")
+        if not endpoints or len(endpoints) >= _SLOTS:
+            raise ValueError(f"a fleet needs 1 to {_SLOTS - 1} endpoints")
         self.members = [Member(i, ChromiumBackend(endpoint=e, proxy_url=proxy_url, cache_dir=cache_dir))
                         for i, e in enumerate(endpoints)]
         self.clock = clock
@@ -97,6 +101,8 @@ class FleetBackend:
         self.generation = 1
         self._crash_callbacks: list[Callable[[int], None]] = []
         self._owner: weakref.WeakKeyDictionary[Any, Member] = weakref.WeakKeyDictionary()
+        self._closing: set[asyncio.Future[None]] = set()
+        self.lost_endpoint: str | None = None  # the endpoint whose loss the crash callbacks are told about
         for member in self.members:
             member.backend.on_crash(lambda _g, m=member: self._lost(m))
         self.candidate = BrowserCandidate(self.description, "[browser] endpoints")
@@ -123,6 +129,46 @@ class FleetBackend:
 
     def on_crash(self, callback: Callable[[int], None]) -> None:
         self._crash_callbacks.append(callback)
+
+    def generation_of(self, context: Any) -> int:
+        member = self._owner[context]
+        return member.backend.generation * _SLOTS + member.index
+
+    def is_current(self, generation: int) -> bool:
+        member = self.members[generation % _SLOTS]
+        return member.backend.generation == generation // _SLOTS and member.backend.alive
+
+    @staticmethod
+    def lost_with(generation: int, lost: int) -> bool:
+        return generation == lost
+
+    def context_lost(self, context: Any) -> bool:
+        """Whether ``context``'s endpoint died (a crawl that failed in it is worth one retry elsewhere)."""
+        member = self._owner.get(context)
+        return member is None or not member.backend.alive
+
+    async def confirm_lost(self, context: Any, error: BaseException, *, wait_s: float = 2.0) -> bool:
+        """Whether a call that failed with ``error`` in ``context`` failed because its endpoint died. A killed
+        endpoint's disconnection can arrive a moment after the call saw its context fail, so the endpoint is
+        asked for a round trip; one that does not answer is marked lost here and then."""
+        member = self._owner.get(context)
+        if member is None:
+            return False
+        if not member.backend.alive:
+            return True
+        if await member.backend.ping(wait_s):
+            return False  # the endpoint is fine: the failure was the page's
+        if member.backend.alive:
+            self._lost(member)
+            # Drop the half-dead connection, or the endpoint would look connected and never be probed again.
+            task = asyncio.ensure_future(member.backend.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return True
+
+    def crash_note(self) -> str:
+        return (f"its browser endpoint {self.lost_endpoint} went down; the session was restored on another endpoint "
+                "from its last saved state (changes made in the last seconds before may be missing)")
 
     def endpoint_of(self, context: Any) -> str | None:
         """The (masked) endpoint holding ``context``; None if it is not (or no longer) the fleet's."""
@@ -170,11 +216,16 @@ class FleetBackend:
                 "crawlkeeper retries each one with back-off")
 
     def _lost(self, member: Member) -> None:
-        """An endpoint's browser disconnected (its process died, the network dropped)."""
+        """An endpoint's browser disconnected (its process died, the network dropped), or stopped answering."""
+        lost = member.backend.generation * _SLOTS + member.index
+        if member.lost == lost:
+            return  # already handled (found dead by a failed call before its disconnection arrived)
+        member.lost = lost
         member.mark_down("it disconnected", self.clock())
         log.error("browser endpoint %s disconnected; its sessions are restored elsewhere at their next use",
                   member.name)
-        lost, self.generation = self.generation, self.generation + 1
+        self.generation += 1  # session-less contexts pooled before are dropped
+        self.lost_endpoint = member.name
         for callback in self._crash_callbacks:
             try:
                 callback(lost)
