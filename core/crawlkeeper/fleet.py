@@ -13,9 +13,9 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .browser import BrowserCandidate, ChromiumBackend, PageLoad, PageResult
 from .endpoints import Endpoint
@@ -23,6 +23,7 @@ from .errors import BrowserUnavailable, first_line
 from .options import ContextOptions, CrawlOptions
 
 log = logging.getLogger("crawlkeeper.fleet")
+T = TypeVar("T")
 
 #: A session's generation in a fleet: its endpoint's connection count times this, plus the endpoint's index.
 _SLOTS = 1000
@@ -158,13 +159,18 @@ class FleetBackend:
             return True
         if await member.backend.ping(wait_s):
             return False  # the endpoint is fine: the failure was the page's
-        if member.backend.alive:
-            self._lost(member)
-            # Drop the half-dead connection, or the endpoint would look connected and never be probed again.
-            task = asyncio.ensure_future(member.backend.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        self._force_lost(member)
         return True
+
+    def _force_lost(self, member: Member) -> None:
+        """``member`` did not answer although its connection looks open: treat it as disconnected now."""
+        if not member.backend.alive:
+            return  # its disconnection was (or is being) handled
+        self._lost(member)
+        # Drop the half-dead connection, or the endpoint would look connected and never be probed again.
+        task = asyncio.ensure_future(member.backend.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def crash_note(self) -> str:
         return (f"its browser endpoint {self.lost_endpoint} went down; the session was restored on another endpoint "
@@ -260,8 +266,13 @@ class FleetBackend:
                     tried.append(member.name)
                     continue
                 context = await member.backend.new_context(options, proxy_url=proxy_url)
-            except BrowserUnavailable as exc:
-                member.mark_down(first_line(exc), self.clock())
+            except Exception as exc:
+                if not isinstance(exc, BrowserUnavailable) and await member.backend.ping():
+                    raise  # the endpoint is fine: not a reason to go elsewhere
+                if member.backend.alive:
+                    self._force_lost(member)
+                else:
+                    member.mark_down(first_line(exc), self.clock())
                 tried.append(member.name)
                 continue
             finally:
@@ -281,14 +292,29 @@ class FleetBackend:
             raise BrowserUnavailable("this browser context belongs to no endpoint (it was lost); retry the call")
         return member.backend
 
+    async def _call(self, obj: Any, work: Awaitable[T]) -> T:
+        """Run one call on ``obj``'s endpoint; a failure because that endpoint died becomes a clear
+        :class:`BrowserUnavailable` (naming every endpoint if none is left)."""
+        context = getattr(obj, "context", obj)
+        try:
+            return await work
+        except Exception as exc:
+            member = self._owner.get(context)
+            if member is None or not await self.confirm_lost(context, exc):
+                raise
+            if not any(m.down_since is None for m in self.members):
+                raise BrowserUnavailable(self._all_down()) from None
+            raise BrowserUnavailable(f"the browser endpoint {member.name} went down during the call; retry it "
+                                     "(sessions are restored on another endpoint)") from None
+
     async def new_page(self, context: Any) -> Any:
-        return await self._member(context).new_page(context)
+        return await self._call(context, self._member(context).new_page(context))
 
     async def crawl(self, page: Any, url: str, options: CrawlOptions) -> PageResult:
-        return await self._member(page).crawl(page, url, options)
+        return await self._call(page, self._member(page).crawl(page, url, options))
 
     async def load(self, page: Any, url: str, options: CrawlOptions) -> PageLoad:
-        return await self._member(page).load(page, url, options)
+        return await self._call(page, self._member(page).load(page, url, options))
 
     async def park_page(self, page: Any) -> None:
         await self._member(page).park_page(page)

@@ -146,7 +146,8 @@ async def test_an_endpoint_dies_its_sessions_are_restored_elsewhere_and_it_rejoi
         started = time.monotonic()
         message = await server.error("crawl_url", {"url": test_site.url("/")})
         assert time.monotonic() - started < 10
-        assert fleet[0].url in message and fleet[1].url in message and TOKEN not in message, message
+        assert fleet[0].url in message and fleet[1].url in message and TOKEN not in message, (
+            message, (tmp_path / "server.log").read_text()[-4000:])
         fleet[0], fleet[1] = restart(fleet[0]), restart(fleet[1])
     log = (tmp_path / "server.log").read_text()
     assert TOKEN not in log
