@@ -10,6 +10,7 @@ from typing import Any
 
 from . import guard
 from .errors import BrowserUnavailable, CrawlError, PageCrashed, PageTimeout, PageTooLarge, first_line
+from .headers import attach_page
 from .logs import safe_url
 from .options import CrawlOptions
 from .pages import (
@@ -39,6 +40,7 @@ class PageWork:
         watcher = guard.guard_of(context)
         page = await (watcher.new_page() if watcher is not None else context.new_page())
         await guard.meter_page(page)
+        await attach_page(page)  # scoped headers, decided per redirect hop (headers.py)
         state = _PageState()
         _PAGE_STATE[page] = state
 
