@@ -553,7 +553,7 @@ class App:
                     yield session
                 finally:
                     # Before the page is parked on about:blank, where the site's sessionStorage is out of reach.
-                    await self.keeper.read_session_storage(session)
+                    await self.keeper.before_park(session)
                     self.keeper.touched(session)
                 return
         raise SessionError(f"session '{session_id}' kept being hibernated while this call waited; retry the call")
@@ -1030,12 +1030,15 @@ class App:
                     await self._navigate(session, url, self.crawl_options(crawl_request))
             if generation != self.backend.generation or not self.backend.alive:
                 raise CrawlError("the browser crashed while the session was being created; call create_session again")
+            if durable:
+                await self.keeper.before_park(session)  # the save below then needs no hidden page
             await self._park_session(session)
         except BaseException as exc:
             self.sessions.release(sid, who.id)
             if context is not None:
                 await _close_quietly(context)
             if durable:
+                self.keeper.forget(sid, who.id)
                 await self.keeper.release(sid, who.id)
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
                 raise
