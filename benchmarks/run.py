@@ -1,7 +1,8 @@
 """crawlkeeper benchmarks: every figure is a ratio against a baseline measured in the same run.
 
     ./run bench            # full run (a few minutes)
-    ./run bench --quick    # tiny settings (the smoke test uses this)
+    ./run bench --quick    # small settings: rough figures in about three minutes
+    ./run bench --smoke    # one sample of everything: only proves the script runs (the test suite uses this)
 
 Sections: (1) MCP overhead: crawl_url over stdio vs direct crawl4ai arun vs raw Playwright goto+content;
 (2) throughput: crawl_many vs arun_many at the same concurrency; (3) sessions: create_session vs a fresh
@@ -268,12 +269,14 @@ async def bench_guards(site: TestSite, config: Path, repeats: int) -> list[tuple
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    parser.add_argument("--quick", action="store_true", help="small settings: rough figures")
+    parser.add_argument("--smoke", action="store_true", help="one sample of everything: figures mean nothing")
     parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 15
-    pages = 8 if args.quick else 50
-    counts = [1, 3] if args.quick else [1, 10, 50]
+    args.quick = args.quick or args.smoke
+    repeats = 1 if args.smoke else 3 if args.quick else 15
+    pages = 2 if args.smoke else 8 if args.quick else 50
+    counts = [1] if args.smoke else [1, 3] if args.quick else [1, 10, 50]
     from mcp import Client
 
     folder = temp_dir()
@@ -284,7 +287,7 @@ async def main() -> int:
         print(f"crawlkeeper benchmarks ({'quick' if args.quick else 'full'}); site {site.base_url}; "
               f"browser {find_browser().path}", flush=True)
         header("4. start-up")
-        table += await bench_startup(config, 3 if args.quick else 8)
+        table += await bench_startup(config, repeats if args.quick else 8)
         for _, s, b in table[-3:]:
             print(s.row(b), flush=True)
         async with Client(server_params(config)) as client:
@@ -298,12 +301,13 @@ async def main() -> int:
             for _, s, b in rows:
                 print(s.row(b), flush=True)
             header("2. throughput")
-            rows = await bench_throughput(site, client, pages, max(2, repeats // 5))
+            rows = await bench_throughput(site, client, pages, max(1 if args.smoke else 2, repeats // 5))
             table += rows
             for _, s, b in rows:
                 print(s.row(b, unit="s ", scale=1.0), flush=True)
             header("3. sessions")
-            rows, memory = await bench_sessions(site, client, server_pid, max(3, repeats // 2), counts)
+            rows, memory = await bench_sessions(site, client, server_pid, 1 if args.smoke else max(3, repeats // 2),
+                                                counts)
             table += rows
             for _, s, b in rows:
                 print(s.row(b), flush=True)
@@ -314,7 +318,7 @@ async def main() -> int:
         for _, s, b in rows:
             print(s.row(b), flush=True)
         header("6. hostile-page guards' cost (in-process, warm session-less crawl)")
-        rows = await bench_guards(site, config, 3 if args.quick else repeats * 4)  # a few-% effect: more samples
+        rows = await bench_guards(site, config, repeats if args.quick else repeats * 4)  # a few-% effect: more samples
         table += rows
         for _, s, b in rows:
             print(s.row(b), flush=True)

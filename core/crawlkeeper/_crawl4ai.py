@@ -7,7 +7,9 @@ moves them fails loudly instead of leaking cookies:
 
 - ``BrowserManager._build_browser_args`` is wrapped per instance to add ``executable_path`` and the egress proxy;
 - ``BrowserManager.sessions[session_id] = (context, page, last_used)`` makes ``arun(session_id=...)`` use our page;
-- ``BrowserManager.session_ttl`` is set out of reach so crawl4ai's own 30-minute expiry never fires.
+- ``BrowserManager.session_ttl`` is set out of reach so crawl4ai's own 30-minute expiry never fires;
+- ``BrowserManager._start_impl`` is replaced per instance for a remote endpoint: crawl4ai only knows CDP, and
+  crawlkeeper connects over Playwright's own protocol (or CDP with headers) itself.
 
 crawl4ai's own logger appends every URL (query tokens included) and every Playwright error to
 ``<base>/.crawl4ai/crawler.log``, unrotated: each crawler gets :func:`quiet_logger` instead, which writes no
@@ -24,6 +26,7 @@ import inspect
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,8 +114,9 @@ def check_compatible() -> None:
         problems.append(f"version {version} (supported: {', '.join(SUPPORTED)}x)")
     if "logger" not in inspect.signature(crawl4ai.AsyncWebCrawler.__init__).parameters:
         problems.append("AsyncWebCrawler takes no logger (crawl4ai would write its own unredacted crawler.log)")
-    if not callable(getattr(BrowserManager, "_build_browser_args", None)):
-        problems.append("BrowserManager._build_browser_args is gone")
+    for seam in ("_build_browser_args", "_start_impl", "_compute_browser_endpoint_key"):
+        if not callable(getattr(BrowserManager, seam, None)):
+            problems.append(f"BrowserManager.{seam} is gone")
     probe = BrowserManager.__new__(BrowserManager)
     try:
         BrowserManager.__init__(probe, crawl4ai.BrowserConfig(verbose=False))
@@ -141,9 +145,11 @@ def make_crawler(
     after_goto: Any = None,
     before_retrieve_html: Any = None,
     cdp_url: str | None = None,
+    connect: Callable[[Any], Awaitable[Any]] | None = None,
 ) -> AsyncWebCrawler:
     """An ``AsyncWebCrawler`` whose browser is launched from ``executable_path`` with ``args``
-    (or, with ``cdp_url``, a running browser it connects to)."""
+    (or, with ``cdp_url``, a running browser it connects to; or, with ``connect``, the browser that
+    ``await connect(playwright)`` returns)."""
     from crawl4ai import AsyncWebCrawler, BrowserConfig
 
     config = BrowserConfig(headless=headless, verbose=False, extra_args=list(args), browser_type="chromium",
@@ -173,11 +179,29 @@ def make_crawler(
 
     manager._build_browser_args = build_browser_args
     manager.session_ttl = NEVER
+    if connect is not None:
+        manager._start_impl = functools.partial(_start_connected, manager, connect)
     if after_goto is not None:
         crawler.crawler_strategy.set_hook("after_goto", after_goto)
     if before_retrieve_html is not None:
         crawler.crawler_strategy.set_hook("before_retrieve_html", before_retrieve_html)
     return crawler
+
+
+async def _start_connected(manager: Any, connect: Callable[[Any], Awaitable[Any]]) -> None:
+    """``BrowserManager._start_impl`` for a remote browser: what the launch branch sets, with a connection
+    instead of a launch (crawl4ai's close then disconnects without stopping the remote browser)."""
+    from crawl4ai.browser_manager import BrowserManager
+    from playwright.async_api import async_playwright
+
+    if manager.playwright is not None:
+        await manager.close()
+    manager._using_cached_cdp = False
+    manager.playwright = await async_playwright().start()
+    manager.browser = await connect(manager.playwright)
+    manager.default_context = manager.browser
+    manager._browser_endpoint_key = manager._compute_browser_endpoint_key()
+    BrowserManager._global_pages_in_use.setdefault(manager._browser_endpoint_key, set())
 
 
 def browser_of(crawler: AsyncWebCrawler) -> Any:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from . import guard
 from .auth import auth_problem
 from .auth import choose as choose_auth
-from .browser import BrowserBackend, ChromiumBackend, PageResult, html_to_text
+from .browser import BrowserBackend, PageResult, html_to_text, make_backend
 from .config import Config
 from .egress import EgressPolicy, EgressProxy, EgressRefused
 from .errors import (
@@ -113,14 +113,7 @@ class App:
         )
         self._resolver = resolver
         self._proxies: dict[EgressPolicy, EgressProxy] = {}
-        self.backend: BrowserBackend = backend or ChromiumBackend(
-            executable_path=settings.browser.executable_path,
-            headless=settings.browser.headless,
-            extra_args=settings.browser.extra_args,
-            cache_dir=cache_dir(),
-            cdp_url=settings.browser.cdp_url,
-            max_browser_mb=settings.limits.max_browser_mb,
-        )
+        self.backend: BrowserBackend = backend or make_backend(settings, cache_dir())
         self.backend.on_crash(self._on_crash)
         self.sessions = SessionRegistry(self.hooks, max_sessions=settings.sessions.max_sessions, clock=clock,
                                         park=self._park_session)
@@ -1130,6 +1123,9 @@ class App:
             if session.temporary:
                 continue  # one crawl's hidden session: not the caller's to use
             entry = self.sessions.describe(session, await self.cookie_names(session)) | {"state": "active"}
+            endpoint_of = getattr(self.backend, "endpoint_of", None)
+            if endpoint_of is not None:
+                entry["endpoint"] = endpoint_of(session.context)
             if all_clients:
                 entry["owner"] = session.owner
             out.append(entry)

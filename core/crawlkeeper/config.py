@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .endpoints import Endpoint, EndpointSettings
 from .errors import ConfigError
 from .options import ContextOptions, CrawlOptions
 
@@ -39,12 +40,39 @@ class BrowserSettings(ContextOptions):
     executable_path: Path | None = Field(None, description="Chromium/Chrome binary; found automatically if unset.")
     headless: bool = True
     extra_args: list[str] = Field(default_factory=list)
-    cdp_url: str | None = Field(None, description="Connect to a running browser instead of launching one.")
+    cdp_url: str | None = Field(None, description="Connect to a running browser (CDP) instead of launching one.")
+    endpoints: list[str | EndpointSettings] = Field(
+        default_factory=list,
+        description="Remote browsers to use instead of a local one: ws://… (Playwright server), cdp+ws://… or "
+        "cdp+http://… (CDP), or tables { url = …, headers = {…}, max_sessions = N }.",
+    )
     warmup: Literal["launch", "import", "off"] = Field(
         "launch",
         description="At start-up, in the background: import crawl4ai and launch the browser (launch), only "
         "import (import: the first call launches it), or nothing (off: a server never used costs nothing).",
     )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _known_endpoints(cls, endpoints: list[str | EndpointSettings]) -> list[str | EndpointSettings]:
+        from .endpoints import split_url
+
+        names = []
+        for entry in endpoints:
+            url = entry if isinstance(entry, str) else entry.url
+            split_url(url)
+            names.append(url)
+        if len(set(names)) != len(names):
+            raise ValueError("an endpoint is listed twice")
+        return endpoints
+
+    def fleet(self) -> list[Endpoint]:
+        """The configured remote browsers (``endpoints``, else ``cdp_url`` as one CDP endpoint)."""
+        from .endpoints import Endpoint
+
+        if self.endpoints:
+            return [Endpoint.parse(e) for e in self.endpoints]
+        return [Endpoint.cdp(self.cdp_url)] if self.cdp_url else []
 
     @field_validator("extra_args")
     @classmethod
@@ -53,6 +81,13 @@ class BrowserSettings(ContextOptions):
 
         check_browser_args(args)
         return args
+
+    @model_validator(mode="after")
+    def _one_remote_setting(self) -> BrowserSettings:
+        if self.endpoints and self.cdp_url:
+            raise ValueError("set either cdp_url or endpoints, not both (cdp_url is one CDP endpoint: list it in "
+                             "endpoints as cdp+<its URL>)")
+        return self
 
     @model_validator(mode="after")
     def _credential_headers_need_sites(self) -> BrowserSettings:

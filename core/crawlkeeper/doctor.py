@@ -66,6 +66,9 @@ def run_doctor(config_path: str | None) -> int:
               "allowed_domains: their sessions may be sent to any host, where a hostile page or an open redirect "
               "can reach for them",
               "add [security] allowed_domains = [\"your-site.example\"] to each of these profiles")
+    endpoints = config.settings.browser.fleet()
+    if endpoints:
+        return 1 if (failures + _check_endpoints(endpoints)) else 0
     candidate = getattr(app.backend, "candidate", None)
     if candidate is None or candidate.problem:
         _line(False, "browser", candidate.problem if candidate else "unknown backend",
@@ -93,6 +96,33 @@ def run_doctor(config_path: str | None) -> int:
               "a display keep headless = true")
         failures += 1
     return 1 if failures else 0
+
+
+def _check_endpoints(endpoints: list[Any]) -> int:
+    """One line per remote browser: reachable, its version, connect time and a round trip (a new context).
+    Returns the number that failed."""
+    from .endpoints import probe
+
+    async def probe_all() -> list[Any]:
+        return list(await asyncio.gather(*(probe(e, timeout_s=10) for e in endpoints)))
+
+    results = asyncio.run(probe_all())
+    failed = 0
+    for found in results:
+        protocol = "Playwright" if found.endpoint.protocol == "playwright" else "CDP"
+        where = f"endpoint {found.endpoint.name} ({protocol})"
+        if found.ok:
+            limit = found.endpoint.max_sessions
+            _line(True, where, f"Chromium {found.version}, connect {found.connect_ms:.0f} ms, round trip "
+                  f"{found.latency_ms:.0f} ms" + (f", max_sessions {limit}" if limit else ""))
+        else:
+            failed += 1
+            _line(False, where, found.error, "start that browser server, or fix its URL/headers in [browser] "
+                  "endpoints (a token goes in the URL or in headers)")
+    if failed and failed < len(results):
+        click.echo("       crawlkeeper still serves from the endpoints that answer; it retries the others with "
+                   "back-off")
+    return failed
 
 
 def holds_secrets(profile: Any) -> bool:

@@ -4,9 +4,15 @@ Chromium's context-wide ``extra_http_headers`` go with *every* request of the co
 scripts and fetches included), and Playwright's ``set_extra_http_headers`` *replaces* the whole set. Here each
 header has a scope:
 
-- a tuple of domains: the header is added, by a route handler, only to requests whose host is one of them or
-  a subdomain. The handler is registered with a URL regex, so Playwright intercepts only in-scope requests;
-  everything else never reaches Python.
+- a tuple of domains: the header is added only to requests whose host is one of them or a subdomain, and
+  the decision is taken again for *every hop of a redirect*. On Chromium this is done with the DevTools
+  protocol's ``Fetch`` domain, per page, at the request stage: Chromium pauses each hop (a redirect's next
+  request too) whose URL matches the session's hosts, and the handler sets the hop's headers from its own
+  host. Playwright's ``route`` is not used for this: Playwright re-applies the headers a route added to every
+  redirect it follows without calling the route again, so an open redirect on the profile's own site
+  (``/redirect?to=http://other/``) forwarded the credential to the other host, and a redirect *into* scope
+  went without it. Browsers without the DevTools protocol (the test fake lacks nothing here; Firefox would)
+  fall back to a route handler with that limit.
 - ``None``: a plain header of a context that has no sites of its own (``Accept-Language`` and the like); it
   goes everywhere, through Chromium's context-wide headers.
 
@@ -14,17 +20,20 @@ A credential-like header (given by reference, or named ``Authorization``/``Proxy
 or containing ``token``/``key``/``secret``/``auth``) is never unscoped: adding one without sites is an error.
 
 :class:`SessionHeaders` is what plugins see as ``session.headers``; it is also installed on the contexts of
-session-less crawls. Limit, documented in the README: Playwright re-applies a request's added headers to the
-redirects it follows, so a redirect from an in-scope host to another host carries them. Where that matters,
-``[security] allowed_domains`` makes the egress proxy refuse the other host altogether.
+session-less crawls. A page is covered from its first request when it is opened through crawlkeeper's backend
+(which calls :func:`attach_page`); a page opened otherwise (a login popup) is covered as soon as it appears.
+Requests of cross-site iframes (their own renderer) and of workers are not paused, so they get no scoped
+header: the failure is closed, never a leak.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import re
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +108,16 @@ def scope_pattern(domains: Iterable[str]) -> re.Pattern[str]:
     )
 
 
+def fetch_patterns(domains: Iterable[str]) -> list[dict[str, str]]:
+    """DevTools ``Fetch.enable`` patterns that pause every request to ``domains`` and their subdomains.
+
+    Chromium's patterns are globs (``*`` and ``?`` only), so ``*://*example.com*`` also pauses
+    ``http://notexample.com/`` or a URL with the name in its query: over-matching costs one round trip, the
+    handler decides by the parsed host. Under-matching is impossible: the host is part of the URL."""
+    return [{"urlPattern": f"*://*{f'[{d}]' if ':' in d else d}*", "requestStage": "Request"}
+            for d in sorted(set(domains))]
+
+
 @dataclass
 class _Header:
     name: str
@@ -127,6 +146,14 @@ class SessionHeaders:
         self._pattern: re.Pattern[str] | None = None
         self._lock = asyncio.Lock()
         self._warned: set[str] = set()
+        # Per hop, by DevTools Fetch interception on each page (see the module docstring); else a route.
+        self._per_hop = callable(getattr(context, "new_cdp_session", None))
+        self._domains: tuple[str, ...] = ()
+        self._pages: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # page -> CDP session
+        self._tasks: set[asyncio.Task[None]] = set()
+        _BY_CONTEXT[context] = self
+        if self._per_hop and callable(getattr(context, "on", None)):
+            context.on("page", self._on_page)  # pages not opened through the backend (a login's popup)
         # Plugins written against the old guide call this on the context: it now merges, like add().
         context.set_extra_http_headers = self._legacy_set
 
@@ -208,15 +235,71 @@ class SessionHeaders:
     async def _apply(self) -> None:
         everywhere = {h.name: h.value for h in self._headers.values() if h.domains is None}
         await self._raw_set(everywhere)
-        domains = sorted({d for h in self._headers.values() if h.domains for d in h.domains})
-        pattern = scope_pattern(domains) if domains else None
-        if (pattern and pattern.pattern) == (self._pattern and self._pattern.pattern):
+        domains = tuple(sorted({d for h in self._headers.values() if h.domains for d in h.domains}))
+        if domains == self._domains:
             return
+        self._domains = domains
+        if self._per_hop:
+            await asyncio.gather(*(self._intercept(page) for page in list(self._pages)))
+            return
+        pattern = scope_pattern(domains) if domains else None
         if self._pattern is not None:
             await self._context.unroute(self._pattern, self._route)
         if pattern is not None:
             await self._context.route(pattern, self._route)
         self._pattern = pattern
+
+    async def attach(self, page: Any) -> None:
+        """Cover ``page``'s requests (each redirect hop decided by its own host) before its first navigation.
+        Idempotent; a no-op for browsers without per-hop interception (they use a context route)."""
+        if not self._per_hop:
+            return
+        async with self._lock:
+            if page in self._pages:
+                return
+            self._pages[page] = None
+            await self._intercept(page)
+
+    def _on_page(self, page: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._attach_quietly(page))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _attach_quietly(self, page: Any) -> None:
+        try:
+            await self.attach(page)
+        except Exception as exc:  # closed at once (a popup the guard closed): nothing to cover
+            log.debug("headers of %s: cannot cover a new page: %s", self.owner, exc)
+
+    async def _intercept(self, page: Any) -> None:
+        """Pause ``page``'s requests to the current domains (or stop pausing, when there are none)."""
+        cdp = self._pages.get(page)
+        if not self._domains:
+            if cdp is not None:
+                await cdp.send("Fetch.disable")
+            return
+        if cdp is None:
+            cdp = await page.context.new_cdp_session(page)
+            cdp.on("Fetch.requestPaused", functools.partial(self._on_paused, cdp))
+            self._pages[page] = cdp
+        await cdp.send("Fetch.enable", {"patterns": fetch_patterns(self._domains)})
+
+    async def _on_paused(self, cdp: Any, event: dict[str, Any]) -> None:
+        """One paused request or redirect hop: the scoped headers its own host may get, none of the others.
+        Every paused request must be continued, or it hangs."""
+        request = event.get("request") or {}
+        host = host_of(str(request.get("url", "")))
+        scoped = {n for n, h in self._headers.items() if h.domains}
+        sent = {str(k): str(v) for k, v in (request.get("headers") or {}).items()}
+        extra = [h for h in self._headers.values() if h.domains and in_domains(host, h.domains)]
+        params: dict[str, Any] = {"requestId": event.get("requestId")}
+        if extra or any(name.lower() in scoped for name in sent):
+            kept = [{"name": k, "value": v} for k, v in sent.items() if k.lower() not in scoped]
+            params["headers"] = kept + [{"name": h.name, "value": h.value} for h in extra]
+        try:
+            await cdp.send("Fetch.continueRequest", params)
+        except Exception as exc:  # the page or context went away meanwhile
+            log.debug("header interception for %s: %s", self.owner, exc)
 
     async def _route(self, route: Any, request: Any) -> None:
         host = host_of(request.url)
@@ -239,6 +322,17 @@ class SessionHeaders:
                 caller,
             )
         await self.add(headers, source=f"{caller} (via set_extra_http_headers)")
+
+
+_BY_CONTEXT: weakref.WeakKeyDictionary[Any, SessionHeaders] = weakref.WeakKeyDictionary()
+
+
+async def attach_page(page: Any) -> None:
+    """Called by a backend for each page it opens: the page's context's headers cover it from its first
+    request (a no-op for a context without :class:`SessionHeaders`)."""
+    headers = _BY_CONTEXT.get(page.context)
+    if headers is not None:
+        await headers.attach(page)
 
 
 def _calling_module() -> str:
@@ -292,6 +386,8 @@ def resolve_headers(
 
 __all__ = [
     "SessionHeaders",
+    "attach_page",
+    "fetch_patterns",
     "holds_credentials",
     "in_domains",
     "is_credential",

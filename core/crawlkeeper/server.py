@@ -146,6 +146,10 @@ class SessionInfo(BaseModel):
         "active", description="hibernated: saved, its browser context closed; the next use restores it."
     )
     error: str | None = Field(None, description="Why a saved session cannot be restored (and what to do).")
+    endpoint: str | None = Field(
+        None, description="The remote browser endpoint holding an active session (with [browser] endpoints; "
+        "credentials in its URL masked)."
+    )
 
 
 class SessionList(BaseModel):

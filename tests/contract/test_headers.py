@@ -31,11 +31,18 @@ class ThirdParty:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, dict[str, str]]] = []
+        self.redirect_back_to = ""  # where /back sends the browser (302)
         site = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 site.received.append((urlsplit(self.path).path, {k.lower(): v for k, v in self.headers.items()}))
+                if urlsplit(self.path).path == "/back" and site.redirect_back_to:
+                    self.send_response(302)
+                    self.send_header("Location", site.redirect_back_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = b"<html><body>third party</body></html>"
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html")
@@ -163,15 +170,30 @@ async def test_a_header_scoped_elsewhere_skips_this_site(backend: Backend, third
         await headers.add({"X-Secret": "no-sites-here"})  # a credential needs sites
 
 
-async def test_redirect_hops_carry_the_first_requests_headers(backend: Backend, third: ThirdParty) -> None:
-    """A documented limit, held equal in both: Playwright re-applies added headers to the redirects it follows
-    (only [security] allowed_domains, enforced by the egress proxy, stops the hop itself)."""
+async def test_each_redirect_hop_gets_only_what_its_own_host_may_get(backend: Backend, third: ThirdParty) -> None:
+    """An open redirect on the profile's own site must not forward its scoped header to another host, and a
+    hop back into scope gets it again (Playwright's route re-applied the first request's headers to every hop:
+    the key reached the third party, and a redirect into scope went without it)."""
     context = await backend.new_context()
     headers = SessionHeaders(context, sites=[backend.host], owner="contract")
     await headers.add({"X-Api-Key": "contract-key-3"})
+    third.redirect_back_to = backend.url("/home")
     backend.route("/bounce", Route(redirect=f"{third.base}/landing"))
+    backend.route("/out-and-back", Route(redirect=f"{third.base}/back"))
+    backend.route("/home", Route(page_html("Home", "<p>Home.</p>")))
+    if backend.kind == "fake":
+        backend.browser.add_page(f"{third.base}/back", redirect=backend.url("/home"))
     page = await backend.new_page(context)
     await page.goto(backend.url("/bounce"))
     assert page.url == f"{third.base}/landing"
+    assert backend.requests("/bounce")[-1].get("x-api-key") == "contract-key-3"
     landing = [h for p, h in third_requests(backend, third) if p == "/landing"]
-    assert landing and landing[0].get("x-api-key") == "contract-key-3"
+    assert landing and "x-api-key" not in landing[0]
+    await page.goto(backend.url("/out-and-back"))  # in scope -> third party -> back in scope
+    assert page.url == backend.url("/home")
+    back = [h for p, h in third_requests(backend, third) if p == "/back"]
+    assert back and "x-api-key" not in back[0]
+    assert backend.requests("/home")[-1].get("x-api-key") == "contract-key-3"
+    await page.goto(f"{third.base}/back")  # starting outside, redirected into scope
+    assert backend.requests("/home")[-1].get("x-api-key") == "contract-key-3"
+    assert len(backend.requests("/home")) == 2

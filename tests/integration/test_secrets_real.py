@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -32,6 +33,11 @@ value_env = "CK_ALICE"
 domain = "{site.host}"
 [browser]
 extra_headers = {{ Authorization = {{ value_env = "CK_TOKEN" }}, "X-Trace" = "plain" }}
+""",
+        # A scoped API key and an open redirect on its own site (issue 13's last hole).
+        "redirector": """[browser]
+header_domains = ["127.0.0.1"]
+extra_headers = { "X-Api-Key" = { value_env = "CK_TOKEN" } }
 """,
         # A cookie a script may read (httpOnly = false): its value must still never reach the model.
         "readable": f"""[[cookies]]
@@ -109,6 +115,36 @@ async def test_third_party_image_on_the_profiles_site_gets_no_authorization(
         assert "authorization" not in request["headers"] and "x-trace" not in request["headers"], request
         assert request["cookie_names"] == []
     await server.ok("close_session", {"session_id": created["session_id"]})
+
+
+def _keys(site: TestSite, path: str) -> list[str | None]:
+    return [r["headers"].get("x-api-key") for r in list(site.requests) if r["path"] == path]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_open_redirect_on_the_profiles_site_does_not_forward_its_header(
+    server: Server, test_site: TestSite, attacker: TestSite, status: int
+) -> None:
+    """Before: Playwright re-applied the route-added header to every redirect hop, so the key reached
+    127.0.0.2 on all five statuses, and a redirect back into scope went without it."""
+    test_site.reset_records()
+    attacker.reset_records()
+    out = test_site.url(f"/redirect?status={status}&to={attacker.url('/landing')}")
+    page = await server.ok("crawl_url", {"url": out, "profile": "redirector"})
+    assert page["final_url"] == attacker.url("/landing")
+    assert _keys(test_site, "/redirect") == [TOKEN]  # the header reached its own site...
+    assert _keys(attacker, "/landing") == [None]  # ...and not the host the open redirect chose
+    # In scope -> the other host -> back in scope: the last hop gets the key again.
+    test_site.reset_records()
+    attacker.reset_records()
+    back = attacker.url(f"/redirect?status={status}&to={test_site.url('/tiny')}")
+    page = await server.ok("crawl_url", {"url": test_site.url(f"/redirect?status={status}&to={quote(back)}"),
+                                         "profile": "redirector"})
+    assert page["final_url"] == test_site.url("/tiny")
+    assert _keys(attacker, "/redirect") == [None]
+    assert _keys(test_site, "/redirect") == [TOKEN] and _keys(test_site, "/tiny") == [TOKEN]
+    assert TOKEN not in str(page)
 
 
 @pytest.mark.anyio

@@ -9,9 +9,11 @@ that auth plugins use (``goto``, ``fill``, ``click``, ``wait_for_url``, ``wait_f
 Headers behave as on Chromium (``tests/contract/test_headers.py`` holds both to the same tests):
 ``set_extra_http_headers`` *replaces* the context-wide set, route handlers run last-registered first and
 ``route.fallback(headers=...)`` replaces a request's headers, redirect hops carry the first request's headers
-without passing route handlers, and a canned page's ``<img>``, ``<script>``, ``<iframe>`` and stylesheet
-``<link>`` are requested after it loads. Every request is recorded in :attr:`FakeBrowser.requests` with the
-headers it carried (names lower-cased) and the names of the cookies sent with it.
+without passing route handlers, a DevTools session's ``Fetch`` interception (``new_cdp_session``) pauses every
+matching request and redirect hop and may replace its headers, and a canned page's ``<img>``, ``<script>``,
+``<iframe>`` and stylesheet ``<link>`` are requested after it loads. Every request is recorded in
+:attr:`FakeBrowser.requests` with the headers it carried (names lower-cased) and the names of the cookies sent
+with it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ..browser import PageLoad, PageResult, html_to_text
 from ..errors import CrawlError
+from ..headers import attach_page
 from ..options import ContextOptions, CrawlOptions
 
 _PNG_1X1 = bytes.fromhex(
@@ -246,6 +249,13 @@ class FakeContext:
         self._check()
         self.init_scripts.append(script or "")
 
+    async def new_cdp_session(self, page: FakePageHandle) -> FakeCDPSession:
+        """A DevTools session on ``page``; only the ``Fetch`` domain's request-stage interception is modelled."""
+        self._check()
+        session = FakeCDPSession(page)
+        page.cdp_sessions.append(session)
+        return session
+
     async def set_extra_http_headers(self, headers: dict[str, str]) -> None:
         self._check()
         self.extra_headers = dict(headers)  # as on Chromium: replaces, never merges
@@ -261,7 +271,9 @@ class FakeContext:
         self.routes.clear()
 
     async def _request(self, page: FakePageHandle, url: str, resource_type: str) -> dict[str, str] | None:
-        """Send one request through the route handlers, as Chromium does; record it. None if aborted."""
+        """Send one request through the route handlers, as Chromium does; record it. None if aborted, else the
+        headers its redirect hops carry: what the routes made (Playwright re-applies them), not what a DevTools
+        Fetch handler changed (Chromium applies that to the one hop it paused)."""
         headers = {k.lower(): v for k, v in {**self.extra_headers, **page.extra_headers}.items()}
         if self.options.user_agent:
             headers.setdefault("user-agent", self.options.user_agent)
@@ -281,7 +293,7 @@ class FakeContext:
                 return None
             if route.outcome != "fallback":
                 break
-        self._record(url, resource_type, headers)
+        self._record(url, resource_type, await page._paused(url, headers))
         return headers
 
     def _record(self, url: str, resource_type: str, headers: dict[str, str]) -> None:
@@ -300,6 +312,58 @@ class FakeContext:
         return sorted(c["name"] for c in jar)
 
 
+def _glob(pattern: str) -> re.Pattern[str]:
+    """Chromium's ``Fetch`` URL patterns: ``*`` any run of characters, ``?`` one; nothing else is special."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.S)
+
+
+class FakeCDPSession:
+    """A DevTools session on a fake page: ``Fetch.enable``/``disable``/``continueRequest`` and the
+    ``Fetch.requestPaused`` event (a handler may be sync or async and must continue the request)."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, page: FakePageHandle) -> None:
+        self.page = page
+        self.patterns: list[re.Pattern[str]] | None = None  # None: Fetch disabled
+        self.handlers: dict[str, list[Callable[..., Any]]] = {}
+        self._continued: dict[str, dict[str, Any]] = {}
+
+    def on(self, event: str, handler: Callable[..., Any]) -> None:
+        self.handlers.setdefault(event, []).append(handler)
+
+    async def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.page._check()
+        params = params or {}
+        if method == "Fetch.enable":
+            self.patterns = [_glob(p.get("urlPattern", "*")) for p in params.get("patterns") or [{}]]
+        elif method == "Fetch.disable":
+            self.patterns = None
+        elif method == "Fetch.continueRequest":
+            self._continued[str(params["requestId"])] = params
+        return {}
+
+    async def detach(self) -> None:
+        if self in self.page.cdp_sessions:
+            self.page.cdp_sessions.remove(self)
+
+    async def _pause(self, url: str, headers: dict[str, str]) -> dict[str, str]:
+        if self.patterns is None or not any(p.fullmatch(url) for p in self.patterns):
+            return headers
+        request_id = f"interception-{next(self._ids)}"
+        event = {"requestId": request_id, "request": {"url": url, "headers": dict(headers)}}
+        for handler in list(self.handlers.get("Fetch.requestPaused", [])):
+            result = handler(event)
+            if inspect.isawaitable(result):
+                await result
+        continued = self._continued.pop(request_id, None)
+        if continued is None:
+            raise RuntimeError(f"a Fetch.requestPaused handler for {url} never continued the request")
+        if continued.get("headers") is None:
+            return headers
+        return {str(h["name"]).lower(): str(h["value"]) for h in continued["headers"]}
+
+
 class FakePageHandle:
     """A page in a :class:`FakeContext`, with the Playwright calls auth plugins make."""
 
@@ -313,6 +377,7 @@ class FakePageHandle:
         self.evaluated: list[str] = []
         self.screenshots: list[dict[str, Any]] = []
         self.viewport_size: dict[str, int] | None = None
+        self.cdp_sessions: list[FakeCDPSession] = []
         self._html = "<html><body></body></html>"
 
     @property
@@ -326,6 +391,12 @@ class FakePageHandle:
     async def set_extra_http_headers(self, headers: dict[str, str]) -> None:
         self.extra_headers = dict(headers)
 
+    async def _paused(self, url: str, headers: dict[str, str]) -> dict[str, str]:
+        """Pass one request (or redirect hop) through every DevTools session intercepting it."""
+        for session in list(self.cdp_sessions):
+            headers = await session._pause(url, headers)
+        return headers
+
     async def goto(self, url: str, **_: Any) -> FakeResponse:
         self._check()
         status = 200
@@ -337,8 +408,9 @@ class FakePageHandle:
                 if sent is None:
                     raise RuntimeError(f"net::ERR_FAILED at {url} (aborted by a route)")
             else:
-                # Redirect hops skip route handlers and carry the first request's headers, as Playwright does.
-                self.context._record(url, "document", sent)
+                # Redirect hops skip route handlers and carry the first request's headers, as Playwright does;
+                # DevTools Fetch interception pauses each hop, as Chromium does.
+                self.context._record(url, "document", await self._paused(url, dict(sent)))
             spec = self.browser.find(url)
             if spec is None:
                 self.url, self._html, status = url, "<html><head><title>Not found</title></head></html>", 404
@@ -545,7 +617,9 @@ class FakeBrowser:
         return context
 
     async def new_page(self, context: FakeContext) -> FakePageHandle:
-        return await context.new_page()
+        page = await context.new_page()
+        await attach_page(page)  # session headers cover it per request and redirect hop, as on Chromium
+        return page
 
     async def load(self, page: FakePageHandle, url: str, options: CrawlOptions) -> PageLoad:
         """Navigate without content processing (``screenshot``, ``extract``); js_code is recorded, not run."""

@@ -1,0 +1,260 @@
+"""A fleet of remote browsers (``[browser] endpoints``): placement, health, and the endpoint of every context.
+
+Each endpoint is driven by its own :class:`~crawlkeeper.browser.ChromiumBackend` (one connection, one
+crawl4ai crawler). The fleet looks like one backend to the core: a new context goes to the healthy endpoint
+with the fewest open contexts (within its ``max_sessions``), and every later call on that context or its pages
+goes to the endpoint that holds it. An endpoint that fails or disconnects is marked down and probed again with
+back-off; it rejoins placement as soon as a connection succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .browser import BrowserCandidate, ChromiumBackend, PageLoad, PageResult
+from .endpoints import Endpoint
+from .errors import BrowserUnavailable, first_line
+from .options import ContextOptions, CrawlOptions
+
+log = logging.getLogger("crawlkeeper.fleet")
+
+#: Back-off between probes of a dead endpoint: doubles from the first to the last, then stays.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+
+
+class Member:
+    """One endpoint of the fleet: its backend, its open contexts, its health."""
+
+    def __init__(self, index: int, backend: ChromiumBackend) -> None:
+        self.index = index
+        self.backend = backend
+        self.contexts: set[Any] = set()
+        self.placed = 0  # contexts ever placed here (what spreading is checked by)
+        self.pending = 0  # contexts being made (placement awaits: count them before they exist)
+        self.down_since: float | None = None
+        self.retry_at = 0.0
+        self.backoff = RETRY_FIRST_S
+        self.error = ""
+
+    @property
+    def endpoint(self) -> Endpoint:
+        assert self.backend.endpoint is not None
+        return self.backend.endpoint
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+    @property
+    def full(self) -> bool:
+        limit = self.endpoint.max_sessions
+        return limit is not None and self.load >= limit
+
+    @property
+    def load(self) -> int:
+        return len(self.contexts) + self.pending
+
+    def mark_down(self, error: str, now: float) -> None:
+        if self.down_since is None:
+            self.down_since = now
+            self.backoff = RETRY_FIRST_S
+        else:
+            self.backoff = min(self.backoff * 2, RETRY_MAX_S)
+        self.retry_at = now + self.backoff
+        self.error = error
+        self.contexts.clear()
+
+    def mark_up(self) -> None:
+        if self.down_since is not None:
+            log.info("browser endpoint %s is back", self.name)
+        self.down_since, self.error, self.backoff = None, "", RETRY_FIRST_S
+
+
+class FleetBackend:
+    """Several remote browsers behind one :class:`~crawlkeeper.browser.BrowserBackend`."""
+
+    needs_proxy = True
+
+    def __init__(
+        self, endpoints: list[Endpoint], *, proxy_url: str | None = None, cache_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("a fleet needs at least one endpoint")
+        self.members = [Member(i, ChromiumBackend(endpoint=e, proxy_url=proxy_url, cache_dir=cache_dir))
+                        for i, e in enumerate(endpoints)]
+        self.clock = clock
+        self.cache_dir = cache_dir
+        self._proxy_url = proxy_url
+        # Bumped whenever an endpoint is lost: what the core stamps on sessions to tell stale ones.
+        self.generation = 1
+        self._crash_callbacks: list[Callable[[int], None]] = []
+        self._owner: weakref.WeakKeyDictionary[Any, Member] = weakref.WeakKeyDictionary()
+        for member in self.members:
+            member.backend.on_crash(lambda _g, m=member: self._lost(m))
+        self.candidate = BrowserCandidate(self.description, "[browser] endpoints")
+
+    # -- what the core sees ---------------------------------------------------------------------------
+
+    @property
+    def description(self) -> str:
+        return f"{len(self.members)} browser endpoints ({', '.join(m.name for m in self.members)})"
+
+    @property
+    def proxy_url(self) -> str | None:
+        return self._proxy_url
+
+    @proxy_url.setter
+    def proxy_url(self, value: str | None) -> None:
+        self._proxy_url = value
+        for member in self.members:
+            member.backend.proxy_url = value
+
+    @property
+    def alive(self) -> bool:
+        return any(m.backend.alive for m in self.members)
+
+    def on_crash(self, callback: Callable[[int], None]) -> None:
+        self._crash_callbacks.append(callback)
+
+    def endpoint_of(self, context: Any) -> str | None:
+        """The (masked) endpoint holding ``context``; None if it is not (or no longer) the fleet's."""
+        member = self._owner.get(context)
+        return member.name if member is not None else None
+
+    def active_sessions(self) -> dict[str, int]:
+        """Open contexts per endpoint (sessions and session-less crawls)."""
+        return {m.name: len(m.contexts) for m in self.members}
+
+    def placements(self) -> dict[str, int]:
+        """Contexts ever placed per endpoint."""
+        return {m.name: m.placed for m in self.members}
+
+    async def warm_up(self) -> None:
+        if self.cache_dir is not None:
+            from . import _crawl4ai
+
+            _crawl4ai.prepare_environment(self.cache_dir)
+        await asyncio.to_thread(__import__, "crawl4ai")
+
+    async def start(self) -> None:
+        """Connect to every endpoint that is not known to be down (in parallel); fail only if none answers."""
+        now = self.clock()
+        pending = [m for m in self.members if not m.backend.alive and (m.down_since is None or now >= m.retry_at)]
+        if pending:
+            await asyncio.gather(*(self._connect(m) for m in pending))
+        if not self.alive:
+            raise BrowserUnavailable(self._all_down())
+
+    async def _connect(self, member: Member) -> bool:
+        try:
+            await member.backend.start()
+        except Exception as exc:
+            if member.down_since is None:
+                log.error("browser endpoint %s is down: %s", member.name, first_line(exc))
+            member.mark_down(first_line(exc), self.clock())
+            return False
+        member.mark_up()
+        return True
+
+    def _all_down(self) -> str:
+        details = "; ".join(f"{m.name} ({m.error or 'not connected'})" for m in self.members)
+        return (f"no browser endpoint is reachable: {details}. Start them (or fix [browser] endpoints); "
+                "crawlkeeper retries each one with back-off")
+
+    def _lost(self, member: Member) -> None:
+        """An endpoint's browser disconnected (its process died, the network dropped)."""
+        member.mark_down("it disconnected", self.clock())
+        log.error("browser endpoint %s disconnected; its sessions are restored elsewhere at their next use",
+                  member.name)
+        lost, self.generation = self.generation, self.generation + 1
+        for callback in self._crash_callbacks:
+            try:
+                callback(lost)
+            except Exception:
+                log.exception("crash callback failed")
+
+    async def _place(self) -> Member:
+        """The endpoint for a new context: the healthy one with the fewest open contexts, with room."""
+        now = self.clock()
+        retry = [m for m in self.members if not m.backend.alive and m.down_since is not None and now >= m.retry_at]
+        if retry:
+            await asyncio.gather(*(self._connect(m) for m in retry))
+        candidates = [m for m in self.members if m.down_since is None]
+        if not candidates:
+            raise BrowserUnavailable(self._all_down())
+        room = [m for m in candidates if not m.full]
+        if not room:
+            limits = ", ".join(f"{m.name}: {m.endpoint.max_sessions}" for m in candidates)
+            raise BrowserUnavailable(
+                f"every browser endpoint is full (max_sessions {limits}); close sessions, or add endpoints or "
+                "raise max_sessions in [browser] endpoints"
+            )
+        return min(room, key=lambda m: (m.load, m.index))
+
+    async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> Any:
+        tried: list[str] = []
+        for _ in range(len(self.members)):
+            member = await self._place()
+            member.pending += 1
+            try:
+                if not member.backend.alive and not await self._connect(member):
+                    tried.append(member.name)
+                    continue
+                context = await member.backend.new_context(options, proxy_url=proxy_url)
+            except BrowserUnavailable as exc:
+                member.mark_down(first_line(exc), self.clock())
+                tried.append(member.name)
+                continue
+            finally:
+                member.pending -= 1
+            member.contexts.add(context)
+            member.placed += 1
+            log.debug("new context on %s (%d open)", member.name, len(member.contexts))
+            self._owner[context] = member
+            context.on("close", lambda c, m=member: m.contexts.discard(c))
+            return context
+        raise BrowserUnavailable(self._all_down())
+
+    def _member(self, obj: Any) -> ChromiumBackend:
+        context = getattr(obj, "context", obj)  # a page, or a context
+        member = self._owner.get(context)
+        if member is None:
+            raise BrowserUnavailable("this browser context belongs to no endpoint (it was lost); retry the call")
+        return member.backend
+
+    async def new_page(self, context: Any) -> Any:
+        return await self._member(context).new_page(context)
+
+    async def crawl(self, page: Any, url: str, options: CrawlOptions) -> PageResult:
+        return await self._member(page).crawl(page, url, options)
+
+    async def load(self, page: Any, url: str, options: CrawlOptions) -> PageLoad:
+        return await self._member(page).load(page, url, options)
+
+    async def park_page(self, page: Any) -> None:
+        await self._member(page).park_page(page)
+
+    async def reset_context(self, context: Any, page: Any) -> None:
+        await self._member(context).reset_context(context, page)
+
+    def allow_pages(self, context: Any) -> Any:
+        return self._member(context).allow_pages(context)
+
+    async def abandon_page(self, page: Any) -> None:
+        await self._member(page).abandon_page(page)
+
+    def crash_message(self, url: str) -> str:
+        return self.members[0].backend.crash_message(url)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(m.backend.close() for m in self.members), return_exceptions=True)
+        for member in self.members:
+            member.contexts.clear()

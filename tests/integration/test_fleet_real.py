@@ -1,0 +1,103 @@
+"""A fleet of real remote browsers on loopback: two ``playwright launch-server`` processes (Playwright's protocol)
+and one Chromium with remote debugging (CDP). crawlkeeper launches no browser of its own, places sessions on
+the least loaded endpoint, spreads session-less crawls, shows each session's endpoint, and `doctor` checks them.
+
+One module-scoped set of browser servers serves every test here (they are the slow part)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from browser_servers import BrowserServer, cdp_browser, launch_server
+
+from crawlkeeper.app import App
+from crawlkeeper.config import load_config
+from crawlkeeper.plugins import create_plugin_manager
+from crawlkeeper.testing.site import TestSite
+
+from helpers import browsers, descendants, find_server, mcp_server, write_config
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "fleet-token-5d1c"
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Iterator[list[BrowserServer]]:
+    servers = [launch_server(), launch_server(), cdp_browser()]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def endpoints_toml(servers: list[BrowserServer], extra: str = "") -> str:
+    # A token in the first URL: the Playwright server ignores the query, crawlkeeper must mask it everywhere.
+    urls = [f"{servers[0].url}?token={TOKEN}", *(s.url for s in servers[1:])]
+    return "[browser]\nendpoints = [" + ", ".join(f'"{u}"' for u in urls) + "]\n" + extra
+
+
+def login_cookie(site: TestSite, user: str) -> list[dict[str, str]]:
+    return [{"name": "ck_session", "value": site.session_token(user), "url": site.url("/")}]
+
+
+@pytest.mark.anyio
+async def test_sessions_are_placed_across_endpoints_and_listed_with_them(
+    tmp_path: Path, test_site: TestSite, fleet: list[BrowserServer]
+) -> None:
+    config = write_config(tmp_path, endpoints_toml(fleet, "warmup = \"off\"\n"))
+    async with mcp_server(config, log_level="INFO") as server:
+        users = {"s1": "alice", "s2": "bob", "s3": "alice"}
+        for sid, user in users.items():
+            await server.ok("create_session", {"session_id": sid, "cookies": login_cookie(test_site, user)})
+        for sid, user in users.items():
+            page = await server.ok("crawl_url", {"session_id": sid, "url": test_site.url("/private")})
+            assert f"secret-page-for-{user}" in page["content"]
+        listed = {s["session_id"]: s["endpoint"] for s in (await server.ok("list_sessions"))["sessions"]}
+        # fewest active first: one session on each endpoint, the CDP one included
+        masked = f"{fleet[0].url}?token=***"
+        assert sorted(listed.values()) == sorted([masked, fleet[1].url, fleet[2].url]), listed
+        many = await server.ok("crawl_many", {"urls": [test_site.url(f"/?n={i}") for i in range(6)], "concurrency": 3})
+        assert all("error" not in r for r in many["results"]), many
+        # no local browser: nothing Chromium runs under crawlkeeper's own process
+        assert browsers(descendants(find_server(config))) == []
+    log = (tmp_path / "server.log").read_text()
+    assert TOKEN not in log and TOKEN not in str(listed)
+
+
+@pytest.mark.anyio
+async def test_session_less_crawls_spread_over_endpoints(tmp_path: Path, test_site: TestSite,
+                                                         fleet: list[BrowserServer]) -> None:
+    write_config(tmp_path, endpoints_toml(fleet[:2]))
+    app = App(load_config(tmp_path / "crawlkeeper.toml"), create_plugin_manager())
+    app.configure()
+    try:
+        await app.startup()
+        result = await app.crawl_many([test_site.url(f"/?s={i}") for i in range(8)], concurrency=4)
+        assert all("error" not in r for r in result), result
+        # 4 at a time: each concurrent crawl has its own context, placed on the less loaded endpoint
+        spread = app.backend.placements()  # type: ignore[attr-defined]
+        assert all(n >= 2 for n in spread.values()), spread
+    finally:
+        await app.shutdown()
+
+
+def test_doctor_checks_every_endpoint(tmp_path: Path, fleet: list[BrowserServer]) -> None:
+    dead = "ws://127.0.0.1:9/pw"  # the discard port: nothing listens
+    toml = endpoints_toml(fleet).replace("endpoints = [", f'endpoints = ["{dead}", ', 1)
+    config = write_config(tmp_path, toml)
+    done = subprocess.run([sys.executable, "-m", "crawlkeeper", "doctor", "--config", str(config)],
+                          capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert f"[FAIL] endpoint {dead} (Playwright)" in out
+    assert f"[ok  ] endpoint {fleet[0].url}?token=*** (Playwright): Chromium 1" in out
+    assert f"[ok  ] endpoint {fleet[2].url} (CDP): Chromium 1" in out
+    assert "round trip" in out and TOKEN not in out + done.stderr
+    assert psutil.pid_exists(fleet[0].proc.pid)  # probing disconnects; the servers live on
