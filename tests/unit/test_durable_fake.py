@@ -452,9 +452,12 @@ async def test_saves_read_storage_while_the_page_is_on_the_site_never_after_park
 
     session.context.storage_state = spy
     await app.crawl(f"{SITE}/set", session_id="p")
-    await asyncio.sleep(0.2)  # the delayed save ran, after the page was parked
     assert session.page is not None and session.page.url == "about:blank"
-    state = await app.keeper.load("p")
+    for _ in range(100):  # the delayed save runs after the page was parked
+        await asyncio.sleep(0.05)
+        state = await app.keeper.load("p")
+        if state is not None and state.storage["cookies"]:
+            break
     assert state is not None and [c["name"] for c in state.storage["cookies"]] == ["visited"]
     await app.shutdown()  # saves every session once more
     assert where and all(url.startswith(SITE) for url in where), where
