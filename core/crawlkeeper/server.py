@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from . import __version__, calls
-from .app import App
+from .app import App, PageTarget
 from .errors import CrawlkeeperError
 from .extraction import ExtractSchema, extract
 from .logs import scrub, scrub_secrets, secrets_registered
@@ -332,6 +332,35 @@ def _app(ctx: Context) -> App:
     return ctx.request_context.lifespan_context
 
 
+def _page_tool(who: Callable[[], Principal]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A tool that works on one page, in a session or a pooled page, written as
+    ``async def tool(ctx, url, ..., target: PageTarget, ...)``: MCP sees the arguments ``session_id`` and
+    ``profile`` where ``target`` stands, and the tool receives them as a :class:`PageTarget` for the caller."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(fn, eval_str=True)
+        params: list[inspect.Parameter] = []
+        for p in signature.parameters.values():
+            if p.name == "target":
+                kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+                params += [inspect.Parameter("session_id", kind, default=None, annotation=SessionId),
+                           inspect.Parameter("profile", kind, default=None, annotation=ProfileName)]
+            else:
+                params.append(p)
+
+        @functools.wraps(fn)
+        async def call(**kwargs: Any) -> Any:
+            session_id, profile = kwargs.pop("session_id", None), kwargs.pop("profile", None)
+            target = _app(kwargs["ctx"]).target(session_id, profile, who())
+            return await fn(**kwargs, target=target)
+
+        call.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        call.__annotations__ = {**{p.name: p.annotation for p in params}, "return": signature.return_annotation}
+        return call
+
+    return decorate
+
+
 def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPServer:
     """The MCP server for ``app``. With ``owns_app`` the server's lifespan starts and shuts the app down.
 
@@ -359,15 +388,16 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
         "crawlkeeper", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, **mcp_options
     )
     read_only = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
+    page_tool = _page_tool(who)
 
     @server.tool(title="Crawl a URL", annotations=read_only)
     @_crawl_options()
     @_errors_as_tool_errors
+    @page_tool
     async def crawl_url(
         ctx: Context,
         url: Url,
-        session_id: SessionId = None,
-        profile: ProfileName = None,
+        target: PageTarget,
         cursor: Cursor = None,
         **options: Any,
     ) -> CrawlResult:
@@ -375,10 +405,7 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
 
         Long content comes in chunks of max_chars: when truncated is true, call again with the same url and
         cursor=next_cursor. Pass session_id to crawl as a logged-in session created with create_session."""
-        result = await _app(ctx).crawl(
-            url, session_id=session_id, profile=profile, cursor=cursor, principal=who(), **options
-        )
-        return CrawlResult.model_validate(result)
+        return CrawlResult.model_validate(await target.crawl(url, cursor=cursor, **options))
 
     @server.tool(title="Crawl many URLs", annotations=read_only)
     @_crawl_options()
@@ -408,11 +435,11 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
     @server.tool(title="Screenshot a page", annotations=read_only)
     @_crawl_options(("wait_for", "wait_until", "js_code", "timeout_s"))
     @_errors_as_tool_errors
+    @page_tool
     async def screenshot(
         ctx: Context,
         url: Url,
-        session_id: SessionId = None,
-        profile: ProfileName = None,
+        target: PageTarget,
         full_page: Annotated[bool, Field(description="The whole page, in tiles top to bottom; else the viewport.")]
         = False,
         selector: Annotated[str | None, Field(description="Only this element (CSS selector; its first match).")]
@@ -426,8 +453,7 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
         Returns the image(s) and url/final_url/width/height. A full page taller than a model accepts comes as
         several tiles; how much was cut is reported. Pass session_id to see a logged-in page."""
         result, images = await take_screenshot(
-            _app(ctx), url, session_id=session_id, profile=profile, full_page=full_page, selector=selector,
-            width=width, height=height, principal=who(), **options,
+            target, url, full_page=full_page, selector=selector, width=width, height=height, **options,
         )
         summary = ScreenshotResult.model_validate(result)
         content: list[Any] = [ImageContent(type="image", data=data, mime_type="image/png") for data in images]
@@ -437,12 +463,12 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
     @server.tool(name="extract", title="Extract structured items", annotations=read_only)
     @_crawl_options(("wait_for", "wait_until", "js_code", "timeout_s"))
     @_errors_as_tool_errors
+    @page_tool
     async def extract_tool(
         ctx: Context,
         url: Url,
         schema: Annotated[ExtractSchema, Field(description="A crawl4ai JsonCssExtractionStrategy schema.")],
-        session_id: SessionId = None,
-        profile: ProfileName = None,
+        target: PageTarget,
         max_items: Annotated[int | None, Field(ge=1, le=100_000, description="Return at most this many.")] = None,
         **options: Any,
     ) -> ExtractResult:
@@ -451,8 +477,7 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
 
         Example schema: {"baseSelector": "div.product", "fields": [{"name": "title", "selector": "h2",
         "type": "text"}, {"name": "link", "selector": "a", "type": "attribute", "attribute": "href"}]}."""
-        result = await extract(_app(ctx), url, schema, session_id=session_id, profile=profile,
-                               max_items=max_items, principal=who(), **options)
+        result = await extract(target, url, schema, max_items=max_items, **options)
         return ExtractResult.model_validate(result)
 
     @server.tool(title="Crawl a site", annotations=read_only)
