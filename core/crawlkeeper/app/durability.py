@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..browser import BrowserBackend
+from ..browser import BrowserBackend, generation_of, is_current, lost_with
 from ..config import Config
 from ..errors import CrawlkeeperError, SessionError
 from ..fairness import FairLimiter
@@ -117,7 +117,7 @@ class Durability:
             async with self.limiter.slot(owner):
                 proxy = await self.gate.ensure_browser(policy)
                 context = await self.backend.new_context(without_headers(options), proxy_url=proxy)
-                generation = self.backend.generation
+                generation = generation_of(self.backend, context)
                 headers = await install_headers(context, options, policy, prof, params,
                                                 owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
                 await _restore_headers(headers, state)
@@ -174,7 +174,8 @@ class Durability:
             if (session.closed or session.ended or session.busy
                     or self.sessions.peek(session.id, session.owner) is not session):
                 return False
-            if session.generation != self.backend.generation or not await self.keeper.save(session, force_times=True):
+            if (not is_current(self.backend, session.generation)
+                    or not await self.keeper.save(session, force_times=True)):
                 return False
             self.sessions.detach(session)
             session.hibernated = session.closed = True
@@ -213,12 +214,14 @@ class Durability:
     def crashed(self, generation: int) -> None:
         """The browser of ``generation`` crashed: a session whose state is saved is restored on its next use
         into the relaunched browser, with a note saying so."""
+        crash_note = getattr(self.backend, "crash_note", None)  # a fleet names the endpoint that went down
         for session in self.sessions.all():
-            if session.generation <= generation and self.keeper.was_saved(session):
+            if lost_with(self.backend, session.generation, generation) and self.keeper.was_saved(session):
                 self.sessions.detach(session)
                 session.hibernated = session.closed = True
-                session.note = ("the browser crashed; the session was restored from its last saved state "
-                                "(changes made in the last seconds before the crash may be missing)")
+                session.note = crash_note() if crash_note is not None else (
+                    "the browser crashed; the session was restored from its last saved state "
+                    "(changes made in the last seconds before the crash may be missing)")
                 self._crash_notes[(session.owner, session.id)] = session.note
                 asyncio.get_running_loop().create_task(self.keeper.release(session.id, session.owner))
 

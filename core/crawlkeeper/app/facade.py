@@ -12,7 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..browser import BrowserBackend, make_backend
+from ..browser import BrowserBackend, is_current, lost_with, make_backend
 from ..config import Config
 from ..egress import EgressPolicy
 from ..errors import SessionError, first_line
@@ -142,7 +142,7 @@ class App:
                 self._housekeeping = None
             if self.keeper.enabled:
                 await self.keeper.flush()
-                live = [s for s in self.sessions.all() if s.generation == self.backend.generation]
+                live = [s for s in self.sessions.all() if is_current(self.backend, s.generation)]
                 if live and self.backend.alive:
                     # Within the MCP client's ~2 s shutdown window: what is not saved by then keeps its last save.
                     saving = asyncio.gather(*(self.keeper.save(s, force_times=True) for s in live))
@@ -166,7 +166,7 @@ class App:
     def _on_crash(self, generation: int) -> None:
         self.pool.forget()
         self.durability.crashed(generation)
-        self.sessions.crashed(generation)
+        self.sessions.crashed(generation, lambda mine, lost: lost_with(self.backend, mine, lost))
 
     # -- options, egress, profiles (see layers.py, gate.py) -----------------------------------------
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import guard
-from ..browser import BrowserBackend
+from ..browser import BrowserBackend, generation_of, is_current
 from ..config import Config
 from ..errors import CrawlError, CrawlkeeperError, PageTooLarge, SessionError, first_line
 from ..fairness import FairLimiter
@@ -93,7 +93,7 @@ class SessionOpener:
             async with self.limiter.slot(who.id):
                 proxy = await self.gate.ensure_browser(policy)
                 context = await self.backend.new_context(without_headers(options), proxy_url=proxy)
-                generation = self.backend.generation
+                generation = generation_of(self.backend, context)
                 step = "applying the headers"
                 headers = await install_headers(context, options, policy, prof, params,
                                                 owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
@@ -121,7 +121,7 @@ class SessionOpener:
                 if url:
                     step = f"loading {safe_url(url)}"
                     await self.navigate(session, url, self.layers.crawl_options(crawl_request))
-            if generation != self.backend.generation or not self.backend.alive:
+            if not is_current(self.backend, generation):
                 raise CrawlError("the browser crashed while the session was being created; call create_session again")
             await self.pages.park_session(session)
         except BaseException as exc:

@@ -58,13 +58,17 @@ class ContextPool:
         self.pages = pages
         self._pool: OrderedDict[str, _PoolEntry] = OrderedDict()
         self._pool_lock = asyncio.Lock()
+        self._closing: set[asyncio.Future[Any]] = set()
 
     async def crawl(
         self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy,
-        work: Callable[[Any, CrawlOptions], Awaitable[T]],
+        work: Callable[[Any, CrawlOptions], Awaitable[T]], used: list[Any] | None = None,
     ) -> T:
-        """Run ``work`` in a pooled page for these options; the context is wiped (or closed) afterwards."""
+        """Run ``work`` in a pooled page for these options; the context is wiped (or closed) afterwards.
+        ``used`` (if given) receives the context, so a caller can tell whether its endpoint died."""
         entry, slot = await self._pooled_slot(context_options, policy)
+        if used is not None:
+            used.append(slot.context)
         reusable = abandoned = False
         try:
             if slot.page is None:
@@ -154,7 +158,13 @@ class ContextPool:
             entry.idle.clear()
 
     def forget(self) -> None:
-        """The browser crashed: every pooled context died with it."""
+        """The browser crashed: every pooled context died with it (on a fleet, only those of the endpoint that
+        died: the others are closed in the background rather than leaked on their remote browsers)."""
+        for entry in self._pool.values():
+            for slot in entry.idle:
+                task = asyncio.ensure_future(close_quietly(slot.context))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         self._pool.clear()
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ from ..errors import CrawlError, CrawlkeeperError, SessionError
 from ..fairness import FairLimiter
 from ..headers import holds_credentials
 from ..logs import safe_url, scrub, scrub_secrets
-from ..models import CrawlRequest, Profile
+from ..models import CrawlRequest, Profile, Session
 from ..options import CrawlOptions
 from ..paging import ContentPager
 from ..principal import LOCAL, Principal
@@ -114,41 +114,15 @@ class PageRunner:
         who = principal or LOCAL
         arguments = {k: v for k, v in (arguments or {}).items() if v is not None}
         if session_id is not None:
-            # The session first (arrival order), then a global slot: calls queued on one session must not hold
-            # slots other sessions need. A saved (hibernated, or pre-restart) session is restored here.
-            async with self.durability.using_session(session_id, who.id) as session:
-                if profile is not None and profile != session.profile:
-                    raise CrawlError(
-                        f"session '{session_id}' was created with profile {session.profile!r}; a session keeps "
-                        "its profile: drop the profile argument or create another session"
-                    )
-                prof = self.layers.profile(session.profile)
-                arguments = self.check_scripts(
-                    arguments, holds=session.holds_secrets or bool(session.headers and session.headers.holds_secrets),
-                    where=f"session '{session_id}'")
-                request = CrawlRequest(url=url, profile=prof, session=session, arguments=arguments)
-                options = self.layers.crawl_options(request)
-                policy = self.gate.policy_for(prof)
-                await self.gate.check_url(url, policy)
-                async with self.limiter.slot(who.id):
-                    result = await self.pages.crawl_in_session(session, url, options, work)
-                relogged_in = False
-                if isinstance(result, PageResult) and self.logins.logged_out(session, result):
-                    # Never hand back the login page as if it were the content: log in again, once, and retry.
-                    await self.logins.relogin(session, prof, result)
-                    async with self.limiter.slot(who.id):
-                        result = await self.pages.crawl_in_session(session, url, options, work)
-                    if isinstance(result, PageResult) and self.logins.logged_out(session, result):
-                        raise SessionError(
-                            f"session '{session_id}' is still logged out after logging in again with "
-                            f"'{session.auth}' ({where(result)}); check the profile's [auth] settings, or "
-                            "close the session and create it again"
-                        )
-                    relogged_in = True
-                note, session.note = session.note, None
-                if report is not None:
-                    report.update(restored=note is not None, relogged_in=relogged_in, note=note)
-                return result, options
+            used: list[Session] = []
+            try:
+                return await self._run_in_session(url, work, session_id, profile, arguments, who, report, used)
+            except Exception as exc:
+                if not used or not await self._endpoint_lost(used[0].context, exc):
+                    raise
+            # Its endpoint died under this call: the session was detached with its saved state; restore it on
+            # another endpoint and run the call there (once).
+            return await self._run_in_session(url, work, session_id, profile, arguments, who, report, [])
         prof = self.layers.profile(profile)
         if prof is not None and (prof.cookies or prof.auth):
             self.check_scripts(arguments, holds=True, where=f"a crawl with {prof.label}")
@@ -164,7 +138,61 @@ class PageRunner:
         policy = self.gate.policy_for(prof)
         await self.gate.check_url(url, policy)
         async with self.limiter.slot(who.id):
+            pooled: list[Any] = []
+            try:
+                return await self.pool.crawl(url, options, context_options, policy, work, pooled), options
+            except Exception as exc:
+                if not pooled or not await self._endpoint_lost(pooled[0], exc):
+                    raise
+                log.warning("a browser endpoint died under a session-less crawl of %s; retrying once elsewhere",
+                            safe_url(url))
             return await self.pool.crawl(url, options, context_options, policy, work), options
+
+    async def _endpoint_lost(self, context: Any, exc: BaseException) -> bool:
+        """Whether a call failed because the remote browser endpoint holding ``context`` died (fleets only)."""
+        confirm = getattr(self.backend, "confirm_lost", None)
+        return bool(confirm is not None and await confirm(context, exc))
+
+    async def _run_in_session(
+        self, url: str, work: Callable[[Any, CrawlOptions], Awaitable[T]], session_id: str, profile: str | None,
+        arguments: dict[str, Any], who: Principal, report: dict[str, Any] | None, used: list[Session],
+    ) -> tuple[T, CrawlOptions]:
+        # The session first (arrival order), then a global slot: calls queued on one session must not hold
+        # slots other sessions need. A saved (hibernated, or pre-restart) session is restored here.
+        async with self.durability.using_session(session_id, who.id) as session:
+            used.append(session)
+            if profile is not None and profile != session.profile:
+                raise CrawlError(
+                    f"session '{session_id}' was created with profile {session.profile!r}; a session keeps "
+                    "its profile: drop the profile argument or create another session"
+                )
+            prof = self.layers.profile(session.profile)
+            arguments = self.check_scripts(
+                arguments, holds=session.holds_secrets or bool(session.headers and session.headers.holds_secrets),
+                where=f"session '{session_id}'")
+            request = CrawlRequest(url=url, profile=prof, session=session, arguments=arguments)
+            options = self.layers.crawl_options(request)
+            policy = self.gate.policy_for(prof)
+            await self.gate.check_url(url, policy)
+            async with self.limiter.slot(who.id):
+                result = await self.pages.crawl_in_session(session, url, options, work)
+            relogged_in = False
+            if isinstance(result, PageResult) and self.logins.logged_out(session, result):
+                # Never hand back the login page as if it were the content: log in again, once, and retry.
+                await self.logins.relogin(session, prof, result)
+                async with self.limiter.slot(who.id):
+                    result = await self.pages.crawl_in_session(session, url, options, work)
+                if isinstance(result, PageResult) and self.logins.logged_out(session, result):
+                    raise SessionError(
+                        f"session '{session_id}' is still logged out after logging in again with "
+                        f"'{session.auth}' ({where(result)}); check the profile's [auth] settings, or "
+                        "close the session and create it again"
+                    )
+                relogged_in = True
+            note, session.note = session.note, None
+            if report is not None:
+                report.update(restored=note is not None, relogged_in=relogged_in, note=note)
+            return result, options
 
     def check_scripts(self, arguments: dict[str, Any], *, holds: bool, where: str) -> dict[str, Any]:
         """Apply ``[security] js_code`` to a call's scripts (``js_code``, a JavaScript ``wait_for``).
