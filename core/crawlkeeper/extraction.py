@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .app.runner import PageTarget
 from .errors import CrawlError
 from .logs import safe_url
 from .options import CrawlOptions
-from .principal import Principal
 from .sessions import with_session_report
 
 SingleStep = Literal["text", "attribute", "html", "regex"]
@@ -131,28 +131,23 @@ def extract_items(html: str, url: str, schema: ExtractSchema, max_items: int) ->
 
 
 async def extract(
-    app: Any,
+    target: PageTarget,
     url: str,
     schema: ExtractSchema,
     *,
-    principal: Principal | None = None,
-    session_id: str | None = None,
-    profile: str | None = None,
     max_items: int | None = None,
     **arguments: Any,
 ) -> dict[str, Any]:
-    """Load ``url`` like ``crawl_url`` (session, profile, merge pipeline, egress policy), then extract."""
+    """Load ``url`` on ``target`` like ``crawl_url`` (session or pooled page, merge pipeline, egress policy), then
+    extract."""
 
     async def work(page: Any, options: CrawlOptions) -> tuple[Any, str]:
-        loaded = await app.backend.load(page, url, options)
+        loaded = await target.backend.load(page, url, options)
         loaded.html = await page.content()  # what logged-out judging (in a session) and the extraction read
         return loaded, loaded.html
 
     report: dict[str, Any] = {}
-    (loaded, html), options = await app.run_on_page(
-        url, work, session_id=session_id, profile=profile, arguments=arguments, principal=principal,
-        report=report, judge=lambda done: done[0],
-    )
+    (loaded, html), options = await target.run(url, work, arguments, report=report, judge=lambda done: done[0])
     cap = min(max_items or options.max_extract_items, options.max_extract_items)
     try:
         items, total = await asyncio.to_thread(extract_items, html, loaded.final_url, schema, cap)
@@ -167,6 +162,6 @@ async def extract(
         "count": len(items),
         "total": total,
         "dropped": max(0, total - len(items)),
-        "session_id": session_id,
+        "session_id": target.session_id,
     }
     return with_session_report(result, report)

@@ -152,13 +152,14 @@ async def test_screenshot_extract_and_crawl_site_are_judged_and_log_in_again(
 
     write_profile("work", '[auth]\nmethod = "fake"\nlogged_out_url = "/login"\n')
     await crawlkeeper_app.create_session(session_id="w", profile="work")
-    shot, images = await take_screenshot(crawlkeeper_app, f"{SITE}/private", session_id="w")
+    shot, images = await take_screenshot(crawlkeeper_app.target(session_id="w"), f"{SITE}/private")
     assert shot["relogged_in"] is False and shot["restored"] is False and images
     await log_out(crawlkeeper_app, "w")
-    shot, _ = await take_screenshot(crawlkeeper_app, f"{SITE}/private", session_id="w")
+    shot, _ = await take_screenshot(crawlkeeper_app.target(session_id="w"), f"{SITE}/private")
     assert shot["relogged_in"] is True and shot["final_url"] == f"{SITE}/private" and login.logins == 2
     await log_out(crawlkeeper_app, "w")
-    items = await extract(crawlkeeper_app, f"{SITE}/private", ExtractSchema.model_validate(SCHEMA), session_id="w")
+    items = await extract(crawlkeeper_app.target(session_id="w"), f"{SITE}/private",
+                          ExtractSchema.model_validate(SCHEMA))
     assert items["relogged_in"] is True and items["final_url"] == f"{SITE}/private" and login.logins == 3
     assert items["items"] == [{"text": "Welcome back"}]
     await log_out(crawlkeeper_app, "w")
@@ -167,7 +168,7 @@ async def test_screenshot_extract_and_crawl_site_are_judged_and_log_in_again(
     assert crawled["relogged_in"] is True and crawled["restored"] is False
     assert crawled["pages"][0]["title"] == "Private" and login.logins == 4
     # without a session nothing is judged and nothing is reported
-    shot, _ = await take_screenshot(crawlkeeper_app, f"{SITE}/login")
+    shot, _ = await take_screenshot(crawlkeeper_app.target(), f"{SITE}/login")
     assert "relogged_in" not in shot
 
 
@@ -183,9 +184,9 @@ async def test_a_logged_out_screenshot_without_auth_is_an_error_never_the_login_
                                          cookies=[{"name": "sid", "value": "v", "url": SITE}])
     await log_out(crawlkeeper_app, "s")
     with pytest.raises(Exception, match=r"session 's' was logged out by the site .*/login"):
-        await take_screenshot(crawlkeeper_app, f"{SITE}/private", session_id="s")
+        await take_screenshot(crawlkeeper_app.target(session_id="s"), f"{SITE}/private")
     with pytest.raises(Exception, match=r"session 's' was logged out by the site"):
-        await extract(crawlkeeper_app, f"{SITE}/private", ExtractSchema.model_validate(SCHEMA), session_id="s")
+        await extract(crawlkeeper_app.target(session_id="s"), f"{SITE}/private", ExtractSchema.model_validate(SCHEMA))
 
 
 async def _no_robots(url: str) -> Any:
