@@ -65,7 +65,7 @@ async def bench_screenshot(url: str, rounds: int) -> list[Stats]:
             await blank.screenshot(type="png")
 
         async def ours() -> None:
-            await take_screenshot(app, url)
+            await take_screenshot(app.target(), url)
 
         contenders = {"playwright goto+screenshot (same page)": raw,
                       "playwright from about:blank": from_blank, "crawlkeeper screenshot": ours}
