@@ -67,6 +67,9 @@ _IDLE_SLOTS_PER_ENTRY = 2
 _PAGE_REUSES = 25  # crawls per pooled context before it is replaced (bounds renderer memory growth)
 
 
+_RECYCLE_WAIT_S = 5.0  # a wipe normally takes milliseconds; past this, open a new context instead
+
+
 @dataclass
 class _Slot:
     """One session-less browser identity: a context and its page, used by one crawl at a time."""
@@ -88,6 +91,7 @@ class _PoolEntry:
     users: int = 0
     holds_secrets: bool = False  # a credential header from the configuration (js_code policy)
     idle: list[_Slot] = field(default_factory=list)
+    recycling: set[asyncio.Future[None]] = field(default_factory=set)  # slots being wiped after their call
 
 
 class App:
@@ -206,6 +210,9 @@ class App:
                 await self.hooks.acall("crawlkeeper_shutdown", keep_going=True, server=self.server)
         finally:
             self._started = False
+            recycling = [task for entry in self._pool.values() for task in entry.recycling]
+            if recycling:  # session-less contexts still being wiped after their call: let them land
+                await asyncio.wait(recycling, timeout=2)
             for entry in list(self._pool.values()):
                 for slot in entry.idle:
                     await _close_quietly(slot.context)  # matters with cdp_url: the remote browser lives on
@@ -767,7 +774,7 @@ class App:
         work: Callable[[Any, CrawlOptions], Awaitable[T]],
     ) -> T:
         entry, slot = await self._pooled_slot(context_options, policy)
-        reusable = abandoned = False
+        reusable = abandoned = handed_off = False
         try:
             if slot.page is None:
                 try:
@@ -783,20 +790,38 @@ class App:
             except CrawlError:
                 reusable = await self._wipe(slot)
                 raise
-            reusable = await self._wipe(slot)
+            # Park and wipe after the caller has its answer (off the hot path): the slot goes back to the
+            # pool only once clean, and a call that finds none idle waits for it rather than open a context.
+            task = asyncio.ensure_future(self._recycle(entry, slot))
+            entry.recycling.add(task)
+            task.add_done_callback(entry.recycling.discard)
+            self._background(task)
+            handed_off = True
             return result
         finally:
-            entry.users -= 1
-            # A renderer that served many pages keeps their leftovers: recycle the context now and then.
-            slot.uses += 1
-            if abandoned:
-                self._background(_close_quietly(slot.context))  # do not wait for a busy renderer
-            elif (reusable and slot.uses < _PAGE_REUSES and len(entry.idle) < _IDLE_SLOTS_PER_ENTRY
-                    and self._pool.get(entry.key) is entry and entry.generation == self.backend.generation):
-                entry.idle.append(slot)
-            else:
-                await _close_quietly(slot.context)
-            await self._trim_pool()
+            if not handed_off:
+                await self._release(entry, slot, reusable=reusable, abandoned=abandoned)
+
+    async def _recycle(self, entry: _PoolEntry, slot: _Slot) -> None:
+        reusable = False
+        try:
+            reusable = await self._wipe(slot)
+        finally:
+            await self._release(entry, slot, reusable=reusable, abandoned=False)
+
+    async def _release(self, entry: _PoolEntry, slot: _Slot, *, reusable: bool, abandoned: bool) -> None:
+        """A session-less crawl is done with ``slot``: back to the pool if it is clean, else closed."""
+        entry.users -= 1
+        # A renderer that served many pages keeps their leftovers: recycle the context now and then.
+        slot.uses += 1
+        if abandoned:
+            self._background(_close_quietly(slot.context))  # do not wait for a busy renderer
+        elif (reusable and slot.uses < _PAGE_REUSES and len(entry.idle) < _IDLE_SLOTS_PER_ENTRY
+                and self._pool.get(entry.key) is entry and entry.generation == self.backend.generation):
+            entry.idle.append(slot)
+        else:
+            await _close_quietly(slot.context)
+        await self._trim_pool()
 
     def _meter_error(self, meter: guard.PageMeter, url: str) -> CrawlError:
         if meter.crashed:
@@ -865,6 +890,10 @@ class App:
             entry.users += 1
             slot = entry.idle.pop() if entry.idle else None
         try:
+            if slot is None and entry.recycling:
+                # A context is being wiped after the previous call: waiting for it is cheaper than a new one.
+                await asyncio.wait(set(entry.recycling), timeout=_RECYCLE_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+                slot = entry.idle.pop() if entry.idle else None
             if slot is None:
                 context = await self.backend.new_context(_without_headers(options), proxy_url=entry.proxy)
                 try:
