@@ -128,7 +128,7 @@ async def bench_stateless(site: TestSite, config: Path, repeats: int) -> None:
     async def reuse_as_is(slot: object) -> bool:
         return True  # no park, no wipe: the next call sees what this one left
 
-    before._wipe = reuse_as_is  # type: ignore[method-assign]
+    before.pool._wipe = reuse_as_is  # type: ignore[method-assign]
     await today.startup()
     await before.startup()
 

@@ -197,7 +197,7 @@ async def bench_startup(config: Path, repeats: int) -> list[tuple[str, Stats, St
 async def bench_egress(site: TestSite, config: Path, repeats: int) -> list[tuple[str, Stats, Stats | None]]:
     import functools
 
-    import crawlkeeper.app
+    import crawlkeeper.app.gate
     from crawlkeeper.egress import EgressProxy
     from crawlkeeper.runtime import build_app
 
@@ -209,11 +209,11 @@ async def bench_egress(site: TestSite, config: Path, repeats: int) -> list[tuple
     await with_policy.startup()
     await without.startup()
     await open_proxy.startup()
-    crawlkeeper.app.EgressProxy = functools.partial(EgressProxy, require_auth=False)  # type: ignore[misc]
+    crawlkeeper.app.gate.EgressProxy = functools.partial(EgressProxy, require_auth=False)  # type: ignore[misc]
     try:
         await open_proxy.crawl(url)  # its proxies are made now, without credentials
     finally:
-        crawlkeeper.app.EgressProxy = EgressProxy  # type: ignore[misc]
+        crawlkeeper.app.gate.EgressProxy = EgressProxy  # type: ignore[misc]
     try:
         stats = await interleaved(repeats, {
             "in-process crawl, no egress proxy": lambda: without.crawl(url),
@@ -239,7 +239,7 @@ async def bench_guards(site: TestSite, config: Path, repeats: int) -> list[tuple
     async def reuse_as_is(slot: object) -> bool:
         return True  # no park, no cookie/storage wipe: the next call sees what this one left
 
-    before._wipe = reuse_as_is  # type: ignore[method-assign]
+    before.pool._wipe = reuse_as_is  # type: ignore[method-assign]
     await guarded.startup()
     await before.startup()
 

@@ -1,13 +1,15 @@
 """Benchmarks of the wave-2 tools, each against a baseline measured in the same run (medians, min/max).
 
-    .venv/bin/python benchmarks/tools.py [--quick] [--pages 200] [--playwright-mcp DIR]
+    .venv/bin/python benchmarks/tools.py [--quick] [--pages 200] [--only screenshot|site|first]
+                                         [--playwright-mcp DIR | --no-playwright-mcp]
 
 - screenshot: crawlkeeper's screenshot (in-process App: egress check, pooled page, load, capture) vs
   Playwright's own goto + page.screenshot on a warm page of its own browser, same page, interleaved.
 - crawl_site: 200 local pages at concurrency 8 vs crawl4ai's BFSDeepCrawlStrategy on the same site.
 - first call: `crawlkeeper serve` over stdio, first crawl_url after initialize (plus a 1.5 s pause, an agent
-  thinking) with [browser] warmup = launch vs off; with --playwright-mcp DIR (a folder where
-  `npm install @playwright/mcp` was run), playwright-mcp's first browser_navigate on the same page.
+  thinking) with [browser] warmup = launch vs off, and playwright-mcp's first browser_navigate on the same
+  page. playwright-mcp is installed once into the repo's `.cache/playwright-mcp` (what `./run bench` does);
+  --playwright-mcp DIR uses another folder where `npm install @playwright/mcp` was run.
 Loopback only. Not part of pass/fail.
 """
 
@@ -146,11 +148,32 @@ async def bench_first_call(url: str, rounds: int, playwright_mcp: Path | None) -
             for name in variants]
 
 
+PLAYWRIGHT_MCP = "@playwright/mcp@0.0.83"  # the release the issue's figures were measured with
+
+
+def ensure_playwright_mcp() -> Path | None:
+    """playwright-mcp in the repo's .cache/playwright-mcp, installed from npm once (None: npm missing/failed)."""
+    import shutil
+    import subprocess
+
+    folder = Path(__file__).resolve().parents[1] / ".cache" / "playwright-mcp"
+    if (folder / "node_modules" / "@playwright" / "mcp" / "cli.js").is_file():
+        return folder
+    if shutil.which("npm") is None:
+        print("  (npm not found: playwright-mcp not measured)")
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund", "--loglevel=error",
+                           PLAYWRIGHT_MCP], stdout=subprocess.DEVNULL, check=False)
+    return folder if done.returncode == 0 else None
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--pages", type=int, default=200)
     parser.add_argument("--playwright-mcp", type=Path, default=None)
+    parser.add_argument("--no-playwright-mcp", action="store_true")
     parser.add_argument("--only", choices=["screenshot", "site", "first"], default=None)
     args = parser.parse_args()
     rounds = 2 if args.quick else 5
@@ -169,7 +192,8 @@ async def main() -> int:
             print(ours.row(base, unit="p/s", scale=1.0))
         if args.only in (None, "first"):
             print("first call over stdio after initialize + 1.5 s")
-            rows = await bench_first_call(test_site.url("/links"), max(1, rounds // 2), args.playwright_mcp)
+            peer = None if args.no_playwright_mcp else (args.playwright_mcp or ensure_playwright_mcp())
+            rows = await bench_first_call(test_site.url("/links"), max(1, rounds // 2), peer)
             base_first = rows[0][2]
             for _name, init_s, first_s in rows:
                 print(init_s.row(rows[0][1]))

@@ -72,6 +72,31 @@ class BrowserBackend(Protocol):
 
 
 
+# Generations tell a context on a browser that is still running from one on a browser that died. One browser
+# counts up (a session of an older generation than a crash is lost); a fleet has one per endpoint connection,
+# and an endpoint's loss ends only its own. These helpers accept any backend (the fake has only ``generation``).
+
+
+def generation_of(backend: BrowserBackend, context: Any) -> int:
+    """The generation a new ``context`` belongs to (what a session is stamped with)."""
+    of = getattr(backend, "generation_of", None)
+    return of(context) if of is not None else backend.generation  # type: ignore[no-any-return]
+
+
+def is_current(backend: BrowserBackend, generation: int) -> bool:
+    """Whether a context of ``generation`` is on a browser that is still connected."""
+    check = getattr(backend, "is_current", None)
+    if check is not None:
+        return check(generation)  # type: ignore[no-any-return]
+    return generation == backend.generation and backend.alive
+
+
+def lost_with(backend: BrowserBackend, generation: int, lost: int) -> bool:
+    """Whether a context of ``generation`` died with the browser of generation ``lost``."""
+    check = getattr(backend, "lost_with", None)
+    return check(generation, lost) if check is not None else generation <= lost  # type: ignore[no-any-return]
+
+
 def playwright_proxy(url: str | None) -> dict[str, str] | None:
     """Playwright's ``proxy`` option for an egress proxy URL (``http://USER:PASSWORD@127.0.0.1:PORT``): the
     credentials go in ``username``/``password`` (Chromium ignores them in the server URL), and loopback is
@@ -151,6 +176,19 @@ class ChromiumBackend(PageWork):
 
     def on_crash(self, callback: Callable[[int], None]) -> None:
         self._crash_callbacks.append(callback)
+
+    async def ping(self, timeout_s: float = 2.0) -> bool:
+        """Whether the browser answers a round trip now (a connection can look alive for a moment after the
+        other end died)."""
+        browser = self._browser
+        if browser is None or not browser.is_connected():
+            return False
+        try:
+            cdp = await asyncio.wait_for(browser.new_browser_cdp_session(), timeout_s)
+            await asyncio.wait_for(cdp.detach(), timeout_s)
+        except Exception:
+            return False
+        return True
 
     async def start(self) -> None:
         """Launch the browser if it is not running (first use, or after a crash)."""

@@ -80,7 +80,7 @@ def run_doctor(config_path: str | None) -> int:
         started = time.perf_counter()
         try:
             await app.startup()
-            await app._ensure_browser(app.policy)
+            await app.gate.ensure_browser(app.policy)
             context = await app.backend.new_context(app.context_options(_blank_request()))
             await context.close()
         finally:

@@ -13,9 +13,9 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .browser import BrowserCandidate, ChromiumBackend, PageLoad, PageResult
 from .endpoints import Endpoint
@@ -23,6 +23,10 @@ from .errors import BrowserUnavailable, first_line
 from .options import ContextOptions, CrawlOptions
 
 log = logging.getLogger("crawlkeeper.fleet")
+T = TypeVar("T")
+
+#: A session's generation in a fleet: its endpoint's connection count times this, plus the endpoint's index.
+_SLOTS = 1000
 
 #: Back-off between probes of a dead endpoint: doubles from the first to the last, then stays.
 RETRY_FIRST_S = 0.5
@@ -36,6 +40,7 @@ class Member:
         self.index = index
         self.backend = backend
         self.contexts: set[Any] = set()
+        self.lost = 0  # the generation whose loss was last handled
         self.placed = 0  # contexts ever placed here (what spreading is checked by)
         self.pending = 0  # contexts being made (placement awaits: count them before they exist)
         self.down_since: float | None = None
@@ -86,8 +91,8 @@ class FleetBackend:
         self, endpoints: list[Endpoint], *, proxy_url: str | None = None, cache_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not endpoints:
-            raise ValueError("a fleet needs at least one endpoint")
+        if not endpoints or len(endpoints) >= _SLOTS:
+            raise ValueError(f"a fleet needs 1 to {_SLOTS - 1} endpoints")
         self.members = [Member(i, ChromiumBackend(endpoint=e, proxy_url=proxy_url, cache_dir=cache_dir))
                         for i, e in enumerate(endpoints)]
         self.clock = clock
@@ -97,6 +102,8 @@ class FleetBackend:
         self.generation = 1
         self._crash_callbacks: list[Callable[[int], None]] = []
         self._owner: weakref.WeakKeyDictionary[Any, Member] = weakref.WeakKeyDictionary()
+        self._closing: set[asyncio.Future[None]] = set()
+        self.lost_endpoint: str | None = None  # the endpoint whose loss the crash callbacks are told about
         for member in self.members:
             member.backend.on_crash(lambda _g, m=member: self._lost(m))
         self.candidate = BrowserCandidate(self.description, "[browser] endpoints")
@@ -123,6 +130,51 @@ class FleetBackend:
 
     def on_crash(self, callback: Callable[[int], None]) -> None:
         self._crash_callbacks.append(callback)
+
+    def generation_of(self, context: Any) -> int:
+        member = self._owner[context]
+        return member.backend.generation * _SLOTS + member.index
+
+    def is_current(self, generation: int) -> bool:
+        member = self.members[generation % _SLOTS]
+        return member.backend.generation == generation // _SLOTS and member.backend.alive
+
+    @staticmethod
+    def lost_with(generation: int, lost: int) -> bool:
+        return generation == lost
+
+    def context_lost(self, context: Any) -> bool:
+        """Whether ``context``'s endpoint died (a crawl that failed in it is worth one retry elsewhere)."""
+        member = self._owner.get(context)
+        return member is None or not member.backend.alive
+
+    async def confirm_lost(self, context: Any, error: BaseException, *, wait_s: float = 2.0) -> bool:
+        """Whether a call that failed with ``error`` in ``context`` failed because its endpoint died. A killed
+        endpoint's disconnection can arrive a moment after the call saw its context fail, so the endpoint is
+        asked for a round trip; one that does not answer is marked lost here and then."""
+        member = self._owner.get(context)
+        if member is None:
+            return False
+        if not member.backend.alive:
+            return True
+        if await member.backend.ping(wait_s):
+            return False  # the endpoint is fine: the failure was the page's
+        self._force_lost(member)
+        return True
+
+    def _force_lost(self, member: Member) -> None:
+        """``member`` did not answer although its connection looks open: treat it as disconnected now."""
+        if not member.backend.alive:
+            return  # its disconnection was (or is being) handled
+        self._lost(member)
+        # Drop the half-dead connection, or the endpoint would look connected and never be probed again.
+        task = asyncio.ensure_future(member.backend.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def crash_note(self) -> str:
+        return (f"its browser endpoint {self.lost_endpoint} went down; the session was restored on another endpoint "
+                "from its last saved state (changes made in the last seconds before may be missing)")
 
     def endpoint_of(self, context: Any) -> str | None:
         """The (masked) endpoint holding ``context``; None if it is not (or no longer) the fleet's."""
@@ -170,11 +222,16 @@ class FleetBackend:
                 "crawlkeeper retries each one with back-off")
 
     def _lost(self, member: Member) -> None:
-        """An endpoint's browser disconnected (its process died, the network dropped)."""
+        """An endpoint's browser disconnected (its process died, the network dropped), or stopped answering."""
+        lost = member.backend.generation * _SLOTS + member.index
+        if member.lost == lost:
+            return  # already handled (found dead by a failed call before its disconnection arrived)
+        member.lost = lost
         member.mark_down("it disconnected", self.clock())
         log.error("browser endpoint %s disconnected; its sessions are restored elsewhere at their next use",
                   member.name)
-        lost, self.generation = self.generation, self.generation + 1
+        self.generation += 1  # session-less contexts pooled before are dropped
+        self.lost_endpoint = member.name
         for callback in self._crash_callbacks:
             try:
                 callback(lost)
@@ -209,8 +266,13 @@ class FleetBackend:
                     tried.append(member.name)
                     continue
                 context = await member.backend.new_context(options, proxy_url=proxy_url)
-            except BrowserUnavailable as exc:
-                member.mark_down(first_line(exc), self.clock())
+            except Exception as exc:
+                if not isinstance(exc, BrowserUnavailable) and await member.backend.ping():
+                    raise  # the endpoint is fine: not a reason to go elsewhere
+                if member.backend.alive:
+                    self._force_lost(member)
+                else:
+                    member.mark_down(first_line(exc), self.clock())
                 tried.append(member.name)
                 continue
             finally:
@@ -230,14 +292,29 @@ class FleetBackend:
             raise BrowserUnavailable("this browser context belongs to no endpoint (it was lost); retry the call")
         return member.backend
 
+    async def _call(self, obj: Any, work: Awaitable[T]) -> T:
+        """Run one call on ``obj``'s endpoint; a failure because that endpoint died becomes a clear
+        :class:`BrowserUnavailable` (naming every endpoint if none is left)."""
+        context = getattr(obj, "context", obj)
+        try:
+            return await work
+        except Exception as exc:
+            member = self._owner.get(context)
+            if member is None or not await self.confirm_lost(context, exc):
+                raise
+            if not any(m.down_since is None for m in self.members):
+                raise BrowserUnavailable(self._all_down()) from None
+            raise BrowserUnavailable(f"the browser endpoint {member.name} went down during the call; retry it "
+                                     "(sessions are restored on another endpoint)") from None
+
     async def new_page(self, context: Any) -> Any:
-        return await self._member(context).new_page(context)
+        return await self._call(context, self._member(context).new_page(context))
 
     async def crawl(self, page: Any, url: str, options: CrawlOptions) -> PageResult:
-        return await self._member(page).crawl(page, url, options)
+        return await self._call(page, self._member(page).crawl(page, url, options))
 
     async def load(self, page: Any, url: str, options: CrawlOptions) -> PageLoad:
-        return await self._member(page).load(page, url, options)
+        return await self._call(page, self._member(page).load(page, url, options))
 
     async def park_page(self, page: Any) -> None:
         await self._member(page).park_page(page)

@@ -456,7 +456,7 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
         return ExtractResult.model_validate(result)
 
     @server.tool(title="Crawl a site", annotations=read_only)
-    @_crawl_options(("output", "css_selector", "wait_for", "wait_until", "timeout_s"))
+    @_crawl_options(("output", "css_selector", "wait_for", "wait_until", "js_code", "timeout_s"))
     @_errors_as_tool_errors
     async def crawl_site(
         ctx: Context,

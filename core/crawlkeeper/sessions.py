@@ -257,10 +257,11 @@ class SessionRegistry:
                 log.exception("after closing session %s", session.id)
         log.info("session %s closed (%s)", session.id, reason)
 
-    def crashed(self, generation: int) -> None:
-        """The browser of ``generation`` died: every session on it is lost (reason ``crashed``)."""
+    def crashed(self, generation: int, lost: Callable[[int, int], bool] | None = None) -> None:
+        """The browser of ``generation`` died: every session on it is lost (reason ``crashed``). ``lost(session's
+        generation, generation)`` says which are on it (default: this generation and older)."""
         for session in list(self._sessions.values()):
-            if session.generation <= generation:
+            if lost(session.generation, generation) if lost is not None else session.generation <= generation:
                 self._end(session, "crashed")
                 self._spawn_close(session, "crashed")
 

@@ -10,7 +10,13 @@ and each is crawled at most once. A crawl never fails for one page: a page that 
 page loads of a host.
 
 In a session, pages are crawled one at a time in the session's page, in breadth-first order: the session's
-calls run in order, and every page is loaded with the session's cookies (``concurrency`` does not apply).
+calls run in order, and every page is loaded with the session's cookies (``concurrency`` does not apply). A
+profile that logs in (cookies or ``[auth]``) without a session gets one temporary session for the whole crawl.
+
+Without a session, the crawl is one visitor: one browser context of its own for the whole call (cookies a page
+sets apply to the next pages, as in a browser and in crawl4ai's deep crawl), with up to ``concurrency`` pages
+reused from URL to URL, closed when the crawl ends. Creating, wiping and parking a pooled context for every
+page (what a ``crawl_url`` does) cost more than loading the page itself.
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import anyio
 
 from .browser import PageResult, html_to_text
-from .errors import CrawlError, CrawlkeeperError
+from .errors import CrawlError, CrawlkeeperError, PageCrashed, PageTimeout, PageTooLarge
+from .headers import holds_credentials
 from .logs import safe_url, scrub
+from .models import CrawlRequest, Profile
 from .options import CrawlOptions
+from .principal import LOCAL, Principal
 from .robots import Fetcher, RobotsCache, proxied_fetcher
 
 log = logging.getLogger("crawlkeeper.site_crawl")
@@ -36,6 +45,73 @@ log = logging.getLogger("crawlkeeper.site_crawl")
 Scope = Literal["same-host", "same-domain", "prefix"]
 REASONS = ("robots", "scope", "limit", "duplicate", "refused")
 ProgressCallback = Callable[[int, int, str], Awaitable[None]]
+Work = Callable[[Any, CrawlOptions], Awaitable[PageResult]]
+
+
+class _PageGroup:
+    """The browser pages of one session-less crawl: a context of its own, pages reused from URL to URL.
+
+    Each page load still takes a global crawl slot (``[limits]``) and runs under the call's deadline; a page that
+    times out, crashes or is too large is abandoned and replaced by a new one of the same context."""
+
+    def __init__(self, app: Any, start: str, prof: Profile | None, arguments: dict[str, Any],
+                 who: Principal) -> None:
+        self.app, self.prof, self.who = app, prof, who
+        request = CrawlRequest(url=start, profile=prof, session=None, arguments=arguments)
+        self.context_options = app.context_options(request)
+        where = f"a crawl with {prof.label}" if prof else "a crawl with credential headers from the configuration"
+        self.arguments = app.check_scripts(arguments, holds=holds_credentials(self.context_options.extra_headers),
+                                           where=where)
+        self.policy = app.policy_for(prof)
+        self.context: Any = None
+        self.free: list[Any] = []
+        self._opening = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Create the context on the first page load (a crawl that robots.txt stops opens nothing)."""
+        async with self._opening:
+            if self.context is None:
+                await self._open()
+
+    async def _open(self) -> None:
+        from .app.contexts import close_quietly, install_headers, without_headers
+
+        proxy = await self.app.gate.ensure_browser(self.policy)
+        self.context = await self.app.backend.new_context(without_headers(self.context_options), proxy_url=proxy)
+        try:
+            await install_headers(self.context, self.context_options, self.policy, None, None,
+                                  owner="a crawl_site call")
+        except BaseException:
+            await close_quietly(self.context)
+            raise
+
+    async def close(self) -> None:
+        from .app.contexts import close_quietly
+
+        if self.context is not None:
+            await close_quietly(self.context)
+
+    async def run(self, url: str, work: Work) -> tuple[PageResult, CrawlOptions]:
+        """``work(page, options)`` for ``url`` in one of the group's pages (the URL was checked on admission)."""
+        options = self.app.crawl_options(CrawlRequest(url=url, profile=self.prof, session=None,
+                                                      arguments=self.arguments))
+        async with self.app.limiter.slot(self.who.id):
+            if self.free:
+                page = self.free.pop()
+            else:
+                try:
+                    page = await self.app.backend.new_page(self.context)
+                except Exception as exc:  # the browser crashed under the crawl
+                    raise CrawlError(f"could not open a page for {safe_url(url)} ({str(exc)[:200]})") from None
+            try:
+                result = await self.app.pages.crawl_or_abandon(page, url, options, work)
+            except (PageTimeout, PageTooLarge, PageCrashed):
+                raise  # the page was abandoned: the next URL opens a new one
+            except BaseException:
+                self.free.append(page)
+                raise
+            self.free.append(page)
+            return result, options
 
 
 def normalize(url: str) -> str | None:
@@ -123,11 +199,17 @@ class SiteCrawl:
     raw_seen: set[str] = field(default_factory=set)
     crawled_final: set[str] = field(default_factory=set)
     hosts: dict[str, _Host] = field(default_factory=dict)
+    group: _PageGroup | None = None  # session-less: the crawl's own pages
+    policy: Any = None
 
     async def run(self) -> dict[str, Any]:
         options = self.app.crawl_options_for(self.session_id, self.profile, self.arguments, self.principal)
+        self.policy = self.app.policy_for(self.app.profile_of(self.session_id, self.profile, self.principal))
         robots = RobotsCache(self.robots_fetcher or proxied_fetcher(
             await self.app.robots_proxy(self.profile, self.session_id, self.principal)))
+        if self.session_id is None:
+            self.group = _PageGroup(self.app, self.start, self.app.profile(self.profile), self.arguments,
+                                    self.principal or LOCAL)
         self.seen.add(self.start)
         self.raw_seen.add(self.start)
         level = [self.start]
@@ -150,6 +232,11 @@ class SiteCrawl:
                 self.skipped["limit"].add(url)
         finally:
             robots.close()
+            if self.group is not None:
+                # Shielded: on cancellation (an MCP cancel) every await in the cancelled scope would be cancelled
+                # too, leaving the crawl's context (and its loading pages) open for the life of the browser.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await self.group.close()
         return {
             "url": self.start,
             "pages": self.pages,
@@ -165,8 +252,7 @@ class SiteCrawl:
                 self.skipped["robots"].add(url)
                 continue
             try:
-                prof = self.app.profile_of(self.session_id, self.profile, self.principal)
-                await self.app.check_url(url, self.app.policy_for(prof))
+                await self.app.check_url(url, self.policy)
             except CrawlError:
                 self.skipped["refused"].add(url)
                 continue
@@ -227,10 +313,14 @@ class SiteCrawl:
                 return await self.app.backend.crawl(page, url, opts)
 
             try:
-                result, used = await self.app.run_on_page(
-                    url, work, session_id=self.session_id, profile=self.profile, arguments=self.arguments,
-                    principal=self.principal,
-                )
+                if self.group is not None:
+                    await self.group.open()
+                    result, used = await self.group.run(url, work)
+                else:
+                    result, used = await self.app.run_on_page(
+                        url, work, session_id=self.session_id, profile=self.profile, arguments=self.arguments,
+                        principal=self.principal,
+                    )
             except CrawlkeeperError as exc:
                 message = scrub(str(exc))
                 if message.startswith("refused"):
@@ -324,6 +414,22 @@ async def crawl_site(
     if start is None:
         raise CrawlError(f"crawl_site needs an http or https URL, got {safe_url(url)}")
     arguments = {k: v for k, v in arguments.items() if v is not None}
+    prof = app.profile(profile) if session_id is None else None
+    if prof is not None and (prof.cookies or prof.auth):
+        # A profile that logs in: one temporary session for the whole crawl (one login, not one per page).
+        await app.check_url(start, app.policy_for(prof))
+        who = principal or LOCAL
+        created = await app.create_session(profile=prof.name, temporary=True, principal=who)
+        try:
+            result = await crawl_site(
+                app, start, max_pages=max_pages, max_depth=max_depth, scope=scope, include=include, exclude=exclude,
+                session_id=created["session_id"], max_chars_per_page=max_chars_per_page, concurrency=concurrency,
+                progress=progress, robots_fetcher=robots_fetcher, principal=who, **arguments,
+            )
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):  # a cancelled crawl closes it too
+                await app.sessions.close(created["session_id"], "temporary", owner=who.id)
+        return {**result, "session_id": None}
     options = app.crawl_options_for(session_id, profile, arguments, principal)
     crawl = SiteCrawl(
         app=app, start=start, max_pages=min(max_pages, options.max_site_pages), max_depth=max_depth,

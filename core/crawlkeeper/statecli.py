@@ -143,7 +143,7 @@ async def import_saved(app: App, session_id: str, storage: dict[str, Any], profi
     if profile is not None:
         app.profile(profile)  # an unknown or broken profile is an error now, not at first use
     try:
-        await app._claim_new(session_id)
+        await app.opener.claim_new(session_id)
     except SessionError as exc:
         if "in use by another" in str(exc):
             raise SessionError(f"session '{session_id}' is in use by a running crawlkeeper server") from None

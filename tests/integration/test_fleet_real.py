@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import psutil
 import pytest
-from browser_servers import BrowserServer, cdp_browser, launch_server
+from browser_servers import BrowserServer, cdp_browser, launch_server, restart
 
 from crawlkeeper.app import App
 from crawlkeeper.config import load_config
@@ -101,3 +103,51 @@ def test_doctor_checks_every_endpoint(tmp_path: Path, fleet: list[BrowserServer]
     assert f"[ok  ] endpoint {fleet[2].url} (CDP): Chromium 1" in out
     assert "round trip" in out and TOKEN not in out + done.stderr
     assert psutil.pid_exists(fleet[0].proc.pid)  # probing disconnects; the servers live on
+
+
+@pytest.mark.anyio
+async def test_an_endpoint_dies_its_sessions_are_restored_elsewhere_and_it_rejoins(
+    tmp_path: Path, test_site: TestSite, fleet: list[BrowserServer]
+) -> None:
+    """Last in this module: it kills the first Playwright server (and starts it again)."""
+    config = write_config(tmp_path, endpoints_toml(fleet[:2], 'warmup = "off"\n'))
+    users = {"a1": "alice", "b1": "bob", "a2": "alice", "b2": "bob"}
+    masked = f"{fleet[0].url}?token=***"
+    async with mcp_server(config, log_level="INFO") as server:
+        for sid, user in users.items():
+            await server.ok("create_session", {"session_id": sid, "cookies": login_cookie(test_site, user)})
+        placed = {s["session_id"]: s["endpoint"] for s in (await server.ok("list_sessions"))["sessions"]}
+        on_dead = sorted(sid for sid, where in placed.items() if where == masked)
+        assert len(on_dead) == 2, placed
+        fleet[0].kill()
+        for sid, user in users.items():
+            page = await server.ok("crawl_url", {"session_id": sid, "url": test_site.url("/private")})
+            assert f"secret-page-for-{user}" in page["content"], (sid, page)
+            assert page["restored"] is (sid in on_dead), (sid, page)
+            if sid in on_dead:
+                assert "went down" in page["note"] and "crashed" not in page["note"] and TOKEN not in page["note"]
+        listed = {s["session_id"]: s["endpoint"] for s in (await server.ok("list_sessions"))["sessions"]}
+        assert set(listed.values()) == {fleet[1].url}, listed
+        assert (await server.ok("crawl_url", {"url": test_site.url("/")}))["status"] == 200
+        # the endpoint comes back: probed with back-off, it takes new sessions again
+        fleet[0] = restart(fleet[0])
+        rejoined = None
+        for n in range(30):
+            await server.ok("create_session", {"session_id": f"n{n}"})
+            where = {s["session_id"]: s["endpoint"] for s in (await server.ok("list_sessions"))["sessions"]}
+            if where[f"n{n}"] == masked:
+                rejoined = n
+                break
+            await anyio.sleep(0.5)
+        assert rejoined is not None, "the restarted endpoint never took a session again"
+        # every endpoint down: a clear error naming them, fast
+        fleet[0].kill()
+        fleet[1].kill()
+        started = time.monotonic()
+        message = await server.error("crawl_url", {"url": test_site.url("/")})
+        assert time.monotonic() - started < 10
+        assert fleet[0].url in message and fleet[1].url in message and TOKEN not in message, (
+            message, (tmp_path / "server.log").read_text()[-4000:])
+        fleet[0], fleet[1] = restart(fleet[0]), restart(fleet[1])
+    log = (tmp_path / "server.log").read_text()
+    assert TOKEN not in log

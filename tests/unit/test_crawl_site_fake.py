@@ -163,3 +163,62 @@ async def test_cancellation_stops_the_crawl_within_a_second(crawlkeeper_app: Any
     await asyncio.sleep(0.5)
     assert len(site.navigations) == visits, "pages were still loaded after the cancellation"
     assert robots.USER_AGENT == "crawlkeeper"
+
+
+@pytest.mark.anyio
+async def test_a_sessionless_crawl_is_one_visitor_in_one_context(
+    crawlkeeper_client: Callable[..., Any], site: Any
+) -> None:
+    async with crawlkeeper_client() as client:
+        before = len(site.contexts)
+        result = await client.call_tool("crawl_site", {"url": f"{SITE}/p/0", "max_pages": 20, "max_depth": 9,
+                                                       "concurrency": 4})
+    assert len(result.structured_content["pages"]) == 20
+    used = site.contexts[before:]
+    # Not a pooled context (created, wiped and parked) per page: one context, its pages reused, closed at the end.
+    assert len(used) == 1 and used[0].closed
+    assert len(site.visited(used[0])) == 20
+
+
+@pytest.mark.anyio
+async def test_js_code_runs_on_every_page_under_the_security_switch(
+    crawlkeeper_client: Callable[..., Any], crawlkeeper_app: Any, site: Any
+) -> None:
+    seen: list[Any] = []
+    original = crawlkeeper_app.backend.crawl
+
+    async def recording(page: Any, url: str, options: Any) -> Any:
+        seen.append(options.js_code)
+        return await original(page, url, options)
+
+    crawlkeeper_app.backend.crawl = recording
+    async with crawlkeeper_client() as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert "js_code" in tools["crawl_site"].input_schema["properties"]
+        ran = await client.call_tool("crawl_site", {"url": f"{SITE}/p/0", "max_pages": 3, "js_code": "1 + 1"})
+        assert not ran.is_error, error_text(ran)
+        assert seen == ["1 + 1"] * 3
+        crawlkeeper_app.config.settings.security.js_code = "deny"
+        denied = error_text(await client.call_tool("crawl_site", {"url": f"{SITE}/p/0", "js_code": "1"}))
+    assert 'js_code = "deny"' in denied
+    assert len(seen) == 3, "a refused script must not load any page"
+
+
+@pytest.mark.anyio
+async def test_a_logging_in_profile_logs_in_once_for_the_whole_crawl(
+    crawlkeeper_client: Callable[..., Any], crawlkeeper_app: Any, site: Any, write_profile: Callable[..., Any]
+) -> None:
+    write_profile("member", '[[cookies]]\nname = "sid"\nvalue = "s3cret-value"\ndomain = "example.com"\n')
+    async with crawlkeeper_client() as client:
+        before = len(site.contexts)
+        result = await client.call_tool("crawl_site", {"url": f"{SITE}/p/0", "profile": "member", "max_pages": 6,
+                                                       "max_depth": 9})
+        listed = await client.call_tool("list_sessions", {})
+    data = result.structured_content
+    assert not result.is_error, error_text(result)
+    assert len(data["pages"]) == 6 and data["session_id"] is None
+    used = site.contexts[before:]
+    assert len(used) == 1 and used[0].closed  # one temporary session, closed at the end
+    sent = [r for r in site.requests if r.context_id == used[0].id and r.resource_type == "document"]
+    assert len(sent) == 6 and all("sid" in r.cookie_names for r in sent)  # every page as the profile's user
+    assert listed.structured_content["sessions"] == []

@@ -76,6 +76,7 @@ class FakeEndpointBackend:
         self.up = True
         self.connected = False
         self.starts = 0
+        self.generation = 0
         self.proxy_url: str | None = None
         self.crash: Callable[[int], None] | None = None
 
@@ -90,6 +91,8 @@ class FakeEndpointBackend:
         self.starts += 1
         if not self.up:
             raise BrowserUnavailable(f"the browser endpoint {self.endpoint.name} is unreachable: refused")
+        if not self.connected:
+            self.generation += 1
         self.connected = True
 
     async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> FakeContext:
@@ -153,8 +156,14 @@ async def test_dead_endpoint_is_skipped_probed_with_backoff_and_rejoins() -> Non
     lost: list[int] = []
     fleet.on_crash(lost.append)
     await fleet.start()
+    on_second = await fleet.new_context(ContextOptions())
+    on_second = await fleet.new_context(ContextOptions())
+    generation = fleet.generation_of(on_second)
+    assert fleet.is_current(generation) and fleet.endpoint_of(on_second) == "ws://127.0.0.1:9001/pw"
     fakes[1].die()
-    assert lost == [1] and fleet.generation == 2
+    assert lost == [generation] and fleet.generation == 2 and not fleet.is_current(generation)
+    assert fleet.context_lost(on_second) and fleet.lost_with(generation, lost[0])
+    assert "ws://127.0.0.1:9001/pw went down" in fleet.crash_note()
     placed = [fleet.endpoint_of(await fleet.new_context(ContextOptions())) for _ in range(3)]
     assert placed == ["ws://127.0.0.1:9000/pw"] * 3
     starts = fakes[1].starts

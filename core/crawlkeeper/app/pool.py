@@ -1,0 +1,204 @@
+"""The session-less context pool: a crawl without a session gets a browser context of its own (so concurrent
+calls never see each other's cookies), wiped before it is used again and recycled after many uses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..browser import BrowserBackend
+from ..egress import EgressPolicy
+from ..errors import CrawlError, PageCrashed, PageTimeout, PageTooLarge, first_line
+from ..options import ContextOptions, CrawlOptions
+from .contexts import close_quietly, install_headers, without_headers
+from .gate import EgressGate
+from .page_limits import PageHandler
+
+log = logging.getLogger("crawlkeeper.app")
+
+T = TypeVar("T")
+_MAX_POOLED_CONTEXTS = 4
+_IDLE_SLOTS_PER_ENTRY = 2
+_PAGE_REUSES = 25  # crawls per pooled context before it is replaced (bounds renderer memory growth)
+_RECYCLE_WAIT_S = 5.0  # a wipe normally takes milliseconds; past this, open a new context instead
+
+
+@dataclass
+class _Slot:
+    """One session-less browser identity: a context and its page, used by one crawl at a time."""
+
+    context: Any
+    page: Any = None
+    uses: int = 0  # crawls it served
+
+
+@dataclass
+class _PoolEntry:
+    """Session-less contexts with equal options. Each crawl holds a context of its own (so concurrent calls
+    never see each other's cookies), and a context is wiped before it is used again."""
+
+    key: str
+    generation: int
+    options: ContextOptions
+    proxy: str | None
+    users: int = 0
+    holds_secrets: bool = False  # a credential header from the configuration (js_code policy)
+    idle: list[_Slot] = field(default_factory=list)
+    recycling: set[asyncio.Future[None]] = field(default_factory=set)  # slots being wiped after their call
+
+
+class ContextPool:
+    """Session-less contexts by options and policy, least recently used entries closed beyond the pool's size."""
+
+    def __init__(self, backend: BrowserBackend, gate: EgressGate, pages: PageHandler) -> None:
+        self.backend = backend
+        self.gate = gate
+        self.pages = pages
+        self._pool: OrderedDict[str, _PoolEntry] = OrderedDict()
+        self._pool_lock = asyncio.Lock()
+        self._closing: set[asyncio.Future[Any]] = set()
+
+    async def crawl(
+        self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy,
+        work: Callable[[Any, CrawlOptions], Awaitable[T]], used: list[Any] | None = None,
+    ) -> T:
+        """Run ``work`` in a pooled page for these options; the context is wiped (or closed) right after the
+        answer, in the background.
+        ``used`` (if given) receives the context, so a caller can tell whether its endpoint died."""
+        entry, slot = await self._pooled_slot(context_options, policy)
+        if used is not None:
+            used.append(slot.context)
+        reusable = abandoned = handed_off = False
+        try:
+            if slot.page is None:
+                try:
+                    slot.page = await self.backend.new_page(slot.context)
+                except Exception as exc:  # the context died (browser crash): forget it, let the caller retry
+                    self._pool.pop(entry.key, None)
+                    raise CrawlError(f"could not open a page ({first_line(exc)}); retry the call") from None
+            try:
+                result = await self.pages.crawl_or_abandon(slot.page, url, options, work)
+            except (PageTimeout, PageTooLarge, PageCrashed):
+                abandoned = True  # the page was abandoned
+                raise
+            except CrawlError:
+                reusable = await self._wipe(slot)
+                raise
+            # Park and wipe after the caller has its answer (off the hot path): the slot goes back to the
+            # pool only once clean, and a call that finds none idle waits for it rather than open a context.
+            task = asyncio.ensure_future(self._recycle(entry, slot))
+            entry.recycling.add(task)
+            task.add_done_callback(entry.recycling.discard)
+            self.pages.background(task)
+            handed_off = True
+            return result
+        finally:
+            if not handed_off:
+                await self._release(entry, slot, reusable=reusable, abandoned=abandoned)
+
+    async def _recycle(self, entry: _PoolEntry, slot: _Slot) -> None:
+        reusable = False
+        try:
+            reusable = await self._wipe(slot)
+        finally:
+            await self._release(entry, slot, reusable=reusable, abandoned=False)
+
+    async def _release(self, entry: _PoolEntry, slot: _Slot, *, reusable: bool, abandoned: bool) -> None:
+        """A session-less crawl is done with ``slot``: back to the pool if it is clean, else closed."""
+        entry.users -= 1
+        # A renderer that served many pages keeps their leftovers: recycle the context now and then.
+        slot.uses += 1
+        if abandoned:
+            self.pages.background(close_quietly(slot.context))  # do not wait for a busy renderer
+        elif (reusable and slot.uses < _PAGE_REUSES and len(entry.idle) < _IDLE_SLOTS_PER_ENTRY
+                and self._pool.get(entry.key) is entry and entry.generation == self.backend.generation):
+            entry.idle.append(slot)
+        else:
+            await close_quietly(slot.context)
+        await self._trim_pool()
+
+    async def _wipe(self, slot: _Slot) -> bool:
+        """Stop a session-less page and clear its context (cookies, storage) so the next call starts empty.
+        False if that failed: the context is then closed rather than reused."""
+        park = getattr(self.backend, "park_page", None)
+        reset = getattr(self.backend, "reset_context", None)
+        try:
+            if park is not None:
+                await park(slot.page)
+            if reset is not None:
+                await reset(slot.context, slot.page)
+            else:
+                await slot.context.clear_cookies()
+        except Exception as exc:
+            log.debug("could not reset a session-less context: %s", exc)
+            return False
+        return True
+
+    async def _pooled_slot(self, options: ContextOptions, policy: EgressPolicy) -> tuple[_PoolEntry, _Slot]:
+        """A session-less context with these options for one crawl (never a session's context, never shared
+        with a concurrent crawl). The caller holds the entry (``users``) until its crawl ends, so eviction
+        never closes it under a crawl."""
+        key = options.signature() + repr(policy)
+        async with self._pool_lock:
+            proxy = await self.gate.ensure_browser(policy)
+            entry = self._pool.get(key)
+            if entry is None or entry.generation != self.backend.generation:
+                entry = self._pool[key] = _PoolEntry(key, self.backend.generation, options, proxy)
+            self._pool.move_to_end(key)
+            entry.users += 1
+            slot = entry.idle.pop() if entry.idle else None
+        try:
+            if slot is None and entry.recycling:
+                # A context is being wiped after the previous call: waiting for it is cheaper than a new one.
+                await asyncio.wait(set(entry.recycling), timeout=_RECYCLE_WAIT_S,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                slot = entry.idle.pop() if entry.idle else None
+            if slot is None:
+                context = await self.backend.new_context(without_headers(options), proxy_url=entry.proxy)
+                try:
+                    headers = await install_headers(context, options, policy, None, None,
+                                                    owner="a session-less crawl")
+                except BaseException:
+                    await close_quietly(context)
+                    raise
+                entry.holds_secrets = entry.holds_secrets or headers.holds_secrets
+                slot = _Slot(context)
+        except BaseException:
+            entry.users -= 1
+            raise
+        await self._trim_pool()
+        return entry, slot
+
+    async def _trim_pool(self) -> None:
+        """Close the least recently used idle entries beyond the pool's size."""
+        idle = [e for e in self._pool.values() if e.users == 0]
+        while len(self._pool) > _MAX_POOLED_CONTEXTS and idle:
+            entry = idle.pop(0)
+            self._pool.pop(entry.key, None)
+            for slot in entry.idle:
+                await close_quietly(slot.context)
+            entry.idle.clear()
+
+    def forget(self) -> None:
+        """The browser crashed: every pooled context died with it (on a fleet, only those of the endpoint that
+        died: the others are closed in the background rather than leaked on their remote browsers)."""
+        for entry in self._pool.values():
+            for slot in entry.idle:
+                task = asyncio.ensure_future(close_quietly(slot.context))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        self._pool.clear()
+
+    async def close(self) -> None:
+        """Close every idle pooled context (matters with cdp_url: the remote browser lives on)."""
+        recycling = [task for entry in self._pool.values() for task in entry.recycling]
+        if recycling:  # contexts still being wiped after their call: let them land first
+            await asyncio.wait(recycling, timeout=2)
+        for entry in list(self._pool.values()):
+            for slot in entry.idle:
+                await close_quietly(slot.context)
+        self._pool.clear()
