@@ -24,7 +24,6 @@ T = TypeVar("T")
 _MAX_POOLED_CONTEXTS = 4
 _IDLE_SLOTS_PER_ENTRY = 2
 _PAGE_REUSES = 25  # crawls per pooled context before it is replaced (bounds renderer memory growth)
-_RECYCLE_WAIT_S = 5.0  # a wipe normally takes milliseconds; past this, open a new context instead
 
 
 @dataclass
@@ -48,7 +47,6 @@ class _PoolEntry:
     users: int = 0
     holds_secrets: bool = False  # a credential header from the configuration (js_code policy)
     idle: list[_Slot] = field(default_factory=list)
-    recycling: set[asyncio.Future[None]] = field(default_factory=set)  # slots being wiped after their call
 
 
 class ContextPool:
@@ -66,13 +64,12 @@ class ContextPool:
         self, url: str, options: CrawlOptions, context_options: ContextOptions, policy: EgressPolicy,
         work: Callable[[Any, CrawlOptions], Awaitable[T]], used: list[Any] | None = None,
     ) -> T:
-        """Run ``work`` in a pooled page for these options; the context is wiped (or closed) right after the
-        answer, in the background.
+        """Run ``work`` in a pooled page for these options; the context is wiped (or closed) afterwards.
         ``used`` (if given) receives the context, so a caller can tell whether its endpoint died."""
         entry, slot = await self._pooled_slot(context_options, policy)
         if used is not None:
             used.append(slot.context)
-        reusable = abandoned = handed_off = False
+        reusable = abandoned = False
         try:
             if slot.page is None:
                 try:
@@ -88,38 +85,20 @@ class ContextPool:
             except CrawlError:
                 reusable = await self._wipe(slot)
                 raise
-            # Park and wipe after the caller has its answer (off the hot path): the slot goes back to the
-            # pool only once clean, and a call that finds none idle waits for it rather than open a context.
-            task = asyncio.ensure_future(self._recycle(entry, slot))
-            entry.recycling.add(task)
-            task.add_done_callback(entry.recycling.discard)
-            self.pages.background(task)
-            handed_off = True
+            reusable = await self._wipe(slot)
             return result
         finally:
-            if not handed_off:
-                await self._release(entry, slot, reusable=reusable, abandoned=abandoned)
-
-    async def _recycle(self, entry: _PoolEntry, slot: _Slot) -> None:
-        reusable = False
-        try:
-            reusable = await self._wipe(slot)
-        finally:
-            await self._release(entry, slot, reusable=reusable, abandoned=False)
-
-    async def _release(self, entry: _PoolEntry, slot: _Slot, *, reusable: bool, abandoned: bool) -> None:
-        """A session-less crawl is done with ``slot``: back to the pool if it is clean, else closed."""
-        entry.users -= 1
-        # A renderer that served many pages keeps their leftovers: recycle the context now and then.
-        slot.uses += 1
-        if abandoned:
-            self.pages.background(close_quietly(slot.context))  # do not wait for a busy renderer
-        elif (reusable and slot.uses < _PAGE_REUSES and len(entry.idle) < _IDLE_SLOTS_PER_ENTRY
-                and self._pool.get(entry.key) is entry and entry.generation == self.backend.generation):
-            entry.idle.append(slot)
-        else:
-            await close_quietly(slot.context)
-        await self._trim_pool()
+            entry.users -= 1
+            # A renderer that served many pages keeps their leftovers: recycle the context now and then.
+            slot.uses += 1
+            if abandoned:
+                self.pages.background(close_quietly(slot.context))  # do not wait for a busy renderer
+            elif (reusable and slot.uses < _PAGE_REUSES and len(entry.idle) < _IDLE_SLOTS_PER_ENTRY
+                    and self._pool.get(entry.key) is entry and entry.generation == self.backend.generation):
+                entry.idle.append(slot)
+            else:
+                await close_quietly(slot.context)
+            await self._trim_pool()
 
     async def _wipe(self, slot: _Slot) -> bool:
         """Stop a session-less page and clear its context (cookies, storage) so the next call starts empty.
@@ -152,11 +131,6 @@ class ContextPool:
             entry.users += 1
             slot = entry.idle.pop() if entry.idle else None
         try:
-            if slot is None and entry.recycling:
-                # A context is being wiped after the previous call: waiting for it is cheaper than a new one.
-                await asyncio.wait(set(entry.recycling), timeout=_RECYCLE_WAIT_S,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                slot = entry.idle.pop() if entry.idle else None
             if slot is None:
                 context = await self.backend.new_context(without_headers(options), proxy_url=entry.proxy)
                 try:
@@ -195,9 +169,6 @@ class ContextPool:
 
     async def close(self) -> None:
         """Close every idle pooled context (matters with cdp_url: the remote browser lives on)."""
-        recycling = [task for entry in self._pool.values() for task in entry.recycling]
-        if recycling:  # contexts still being wiped after their call: let them land first
-            await asyncio.wait(recycling, timeout=2)
         for entry in list(self._pool.values()):
             for slot in entry.idle:
                 await close_quietly(slot.context)
