@@ -54,7 +54,7 @@ async def bench_screenshot(url: str, rounds: int) -> tuple[Stats, Stats]:
             await page.screenshot(type="png")
 
         async def ours() -> None:
-            await take_screenshot(app, url)
+            await take_screenshot(app.target(), url)
 
         stats = {"playwright goto+screenshot": [], "crawlkeeper screenshot": []}
         for fn in (raw, ours):

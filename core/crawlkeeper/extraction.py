@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .app.runner import PageTarget
 from .errors import CrawlError
 from .logs import safe_url
 from .options import CrawlOptions
-from .principal import Principal
 
 SingleStep = Literal["text", "attribute", "html", "regex"]
 FieldType = Literal["text", "attribute", "html", "regex", "nested", "list", "nested_list"]
@@ -130,25 +130,21 @@ def extract_items(html: str, url: str, schema: ExtractSchema, max_items: int) ->
 
 
 async def extract(
-    app: Any,
+    target: PageTarget,
     url: str,
     schema: ExtractSchema,
     *,
-    principal: Principal | None = None,
-    session_id: str | None = None,
-    profile: str | None = None,
     max_items: int | None = None,
     **arguments: Any,
 ) -> dict[str, Any]:
-    """Load ``url`` like ``crawl_url`` (session, profile, merge pipeline, egress policy), then extract."""
+    """Load ``url`` on ``target`` like ``crawl_url`` (session or pooled page, merge pipeline, egress policy), then
+    extract."""
 
     async def work(page: Any, options: CrawlOptions) -> tuple[Any, str]:
-        loaded = await app.backend.load(page, url, options)
+        loaded = await target.backend.load(page, url, options)
         return loaded, await page.content()
 
-    (loaded, html), options = await app.run_on_page(
-        url, work, session_id=session_id, profile=profile, arguments=arguments, principal=principal
-    )
+    (loaded, html), options = await target.run(url, work, arguments)
     cap = min(max_items or options.max_extract_items, options.max_extract_items)
     try:
         items, total = await asyncio.to_thread(extract_items, html, loaded.final_url, schema, cap)
@@ -163,5 +159,5 @@ async def extract(
         "count": len(items),
         "total": total,
         "dropped": max(0, total - len(items)),
-        "session_id": session_id,
+        "session_id": target.session_id,
     }

@@ -15,10 +15,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .app.runner import PageTarget
 from .errors import CrawlError, first_line
 from .logs import safe_url
 from .options import CrawlOptions
-from .principal import Principal
 
 log = logging.getLogger("crawlkeeper.screenshots")
 
@@ -143,30 +143,26 @@ async def _scroll(page: Any) -> tuple[float, float]:
 
 
 async def take_screenshot(
-    app: Any,
+    target: PageTarget,
     url: str,
     *,
-    principal: Principal | None = None,
-    session_id: str | None = None,
-    profile: str | None = None,
     full_page: bool = False,
     selector: str | None = None,
     width: int | None = None,
     height: int | None = None,
     **arguments: Any,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Load ``url`` like ``crawl_url`` (session, profile, merge pipeline, egress policy, deadline), then capture.
+    """Load ``url`` on ``target`` like ``crawl_url`` (session or pooled page, merge pipeline, egress policy,
+    deadline), then capture.
 
     Returns the structured result and the base64 PNG images."""
 
     async def work(page: Any, options: CrawlOptions) -> tuple[Any, Shot]:
-        loaded = await app.backend.load(page, url, options)
+        loaded = await target.backend.load(page, url, options)
         shot = await capture(page, options, full_page=full_page, selector=selector, width=width, height=height)
         return loaded, shot
 
-    (loaded, shot), _options = await app.run_on_page(
-        url, work, session_id=session_id, profile=profile, arguments=arguments, principal=principal
-    )
+    (loaded, shot), _options = await target.run(url, work, arguments)
     result = {
         "url": loaded.url,
         "final_url": loaded.final_url,
@@ -180,6 +176,6 @@ async def take_screenshot(
         "omitted_px": shot.omitted_px,
         "full_page": full_page,
         "selector": selector,
-        "session_id": session_id,
+        "session_id": target.session_id,
     }
     return result, shot.encoded()

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from . import __version__, calls
-from .app import App
+from .app import App, PageTarget
 from .errors import CrawlkeeperError
 from .extraction import ExtractSchema, extract
 from .logs import scrub, scrub_secrets, secrets_registered
@@ -26,6 +26,23 @@ from .options import CALL_OPTIONS, call_parameters
 from .principal import LOCAL, Principal
 from .screenshots import take_screenshot
 from .site_crawl import crawl_site as run_site_crawl
+from .tool_models import (
+    CookieInput,
+    CrawlFailure,
+    CrawlManyResult,
+    CrawlResult,
+    CrawlSiteResult,
+    Cursor,
+    ExtractResult,
+    ProfileList,
+    ProfileName,
+    ScreenshotResult,
+    SessionClosed,
+    SessionCreated,
+    SessionId,
+    SessionList,
+    Url,
+)
 
 log = logging.getLogger("crawlkeeper.server")
 SHUTDOWN_BUDGET_S = 1.8
@@ -34,163 +51,6 @@ INSTRUCTIONS = """crawlkeeper crawls web pages in a real headless browser and re
 or links. For pages behind a login, call create_session (with cookies, a profile, or an auth method), then pass
 its session_id to crawl_url; calls on one session run in order. Long content is paged: pass next_cursor back as
 cursor to read on."""
-
-
-# -- result models ----------------------------------------------------------------------------------
-
-
-class CrawlResult(BaseModel):
-    url: str
-    final_url: str
-    status: int | None
-    title: str
-    content: str
-    output: str
-    truncated: bool
-    next_cursor: str | None = Field(description="Pass back as cursor (with the same url) for the next chunk.")
-    session_id: str | None
-    restored: bool | None = Field(None, description="In a session: true when it was brought back from saved state.")
-    relogged_in: bool | None = Field(
-        None, description="In a session: true when the site had logged it out and it was logged in again."
-    )
-    note: str | None = Field(None, description="Something the caller should know, e.g. why it was restored.")
-
-
-class CrawlFailure(BaseModel):
-    url: str
-    error: str
-
-
-class CrawlManyResult(BaseModel):
-    results: list[CrawlResult | CrawlFailure]
-
-
-class ScreenshotResult(BaseModel):
-    url: str
-    final_url: str
-    status: int | None
-    title: str
-    width: int = Field(description="Width of the images, in CSS pixels.")
-    height: int = Field(description="Height covered by the images together.")
-    page_height: int = Field(description="Height of the page (or the element).")
-    tiles: int = Field(description="Images returned: a tall page comes in tiles, top to bottom.")
-    omitted_tiles: int = Field(description="Tiles not captured ([crawl] max_screenshot_tiles).")
-    omitted_px: int = Field(description="Pixels of the page below the last tile.")
-    full_page: bool
-    selector: str | None
-    session_id: str | None
-
-
-class ExtractResult(BaseModel):
-    url: str
-    final_url: str
-    status: int | None
-    title: str
-    items: list[dict[str, Any]] = Field(description="One object per baseSelector match, in page order.")
-    count: int = Field(description="Items returned.")
-    total: int = Field(description="Items the page had.")
-    dropped: int = Field(description="Items not returned (max_items / [crawl] max_extract_items).")
-    session_id: str | None
-
-
-class SitePage(BaseModel):
-    url: str
-    final_url: str | None = None
-    depth: int
-    status: int | None
-    title: str
-    content: str | None = Field(None, description="Truncated to max_chars_per_page (truncated says so).")
-    truncated: bool = False
-    error: str | None = Field(None, description="Why this page failed (the crawl goes on).")
-
-
-class SkippedCounts(BaseModel):
-    robots: int = Field(description="Disallowed by robots.txt (or its host's robots.txt was unreachable).")
-    scope: int = Field(description="Outside the scope or include/exclude globs, or redirected out of it.")
-    limit: int = Field(description="Beyond max_pages or max_depth.")
-    duplicate: int = Field(description="Another spelling of, or a redirect to, a page already seen.")
-    refused: int = Field(description="Refused by the egress policy.")
-
-
-class CrawlSiteResult(BaseModel):
-    url: str
-    pages: list[SitePage]
-    skipped: SkippedCounts
-    session_id: str | None
-
-
-class CookieRef(BaseModel):
-    name: str
-    domain: str
-
-
-class SessionCreated(BaseModel):
-    session_id: str
-    profile: str | None
-    auth: str | None
-    url: str
-    expires_at: str | None
-    cookies: list[CookieRef]
-
-
-class SessionInfo(BaseModel):
-    session_id: str
-    owner: str | None = Field(None, description="The owning client's id (only in an admin's all_clients listing).")
-    profile: str | None
-    created_at: str | None
-    last_used_at: str | None
-    expires_at: str | None
-    url: str | None
-    cookies: list[CookieRef]
-    state: Literal["active", "hibernated"] = Field(
-        "active", description="hibernated: saved, its browser context closed; the next use restores it."
-    )
-    error: str | None = Field(None, description="Why a saved session cannot be restored (and what to do).")
-    endpoint: str | None = Field(
-        None, description="The remote browser endpoint holding an active session (with [browser] endpoints; "
-        "credentials in its URL masked)."
-    )
-
-
-class SessionList(BaseModel):
-    sessions: list[SessionInfo]
-
-
-class SessionClosed(BaseModel):
-    session_id: str
-    closed: bool
-
-
-class ProfileInfo(BaseModel):
-    name: str
-    description: str
-
-
-class ProfileList(BaseModel):
-    profiles: list[ProfileInfo]
-
-
-class CookieInput(BaseModel):
-    """A cookie in Playwright's format. Without url/domain it applies to the session's url."""
-
-    model_config = {"extra": "forbid"}
-    name: str = Field(min_length=1)
-    value: str
-    url: str | None = None
-    domain: str | None = None
-    path: str | None = None
-    expires: float | None = None
-    httpOnly: bool | None = None
-    secure: bool | None = None
-    sameSite: Literal["Strict", "Lax", "None"] | None = None
-
-
-# -- argument types ---------------------------------------------------------------------------------
-
-Url = Annotated[str, Field(description="The page to crawl (http or https).", min_length=1, max_length=8192)]
-SessionId = Annotated[str | None, Field(description="Crawl inside this session (see create_session).")]
-ProfileName = Annotated[str | None, Field(description="Use this profile (see list_profiles).")]
-Cursor = Annotated[str | None, Field(description="next_cursor of an earlier call with the same url.")]
 
 
 def _crawl_options(names: tuple[str, ...] = CALL_OPTIONS) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -332,6 +192,35 @@ def _app(ctx: Context) -> App:
     return ctx.request_context.lifespan_context
 
 
+def _page_tool(who: Callable[[], Principal]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A tool that works on one page, in a session or a pooled page, written as
+    ``async def tool(ctx, url, ..., target: PageTarget, ...)``: MCP sees the arguments ``session_id`` and
+    ``profile`` where ``target`` stands, and the tool receives them as a :class:`PageTarget` for the caller."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(fn, eval_str=True)
+        params: list[inspect.Parameter] = []
+        for p in signature.parameters.values():
+            if p.name == "target":
+                kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+                params += [inspect.Parameter("session_id", kind, default=None, annotation=SessionId),
+                           inspect.Parameter("profile", kind, default=None, annotation=ProfileName)]
+            else:
+                params.append(p)
+
+        @functools.wraps(fn)
+        async def call(**kwargs: Any) -> Any:
+            session_id, profile = kwargs.pop("session_id", None), kwargs.pop("profile", None)
+            target = _app(kwargs["ctx"]).target(session_id, profile, who())
+            return await fn(**kwargs, target=target)
+
+        call.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        call.__annotations__ = {**{p.name: p.annotation for p in params}, "return": signature.return_annotation}
+        return call
+
+    return decorate
+
+
 def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPServer:
     """The MCP server for ``app``. With ``owns_app`` the server's lifespan starts and shuts the app down.
 
@@ -359,15 +248,16 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
         "crawlkeeper", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, **mcp_options
     )
     read_only = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
+    page_tool = _page_tool(who)
 
     @server.tool(title="Crawl a URL", annotations=read_only)
     @_crawl_options()
     @_errors_as_tool_errors
+    @page_tool
     async def crawl_url(
         ctx: Context,
         url: Url,
-        session_id: SessionId = None,
-        profile: ProfileName = None,
+        target: PageTarget,
         cursor: Cursor = None,
         **options: Any,
     ) -> CrawlResult:
@@ -375,10 +265,7 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
 
         Long content comes in chunks of max_chars: when truncated is true, call again with the same url and
         cursor=next_cursor. Pass session_id to crawl as a logged-in session created with create_session."""
-        result = await _app(ctx).crawl(
-            url, session_id=session_id, profile=profile, cursor=cursor, principal=who(), **options
-        )
-        return CrawlResult.model_validate(result)
+        return CrawlResult.model_validate(await target.crawl(url, cursor=cursor, **options))
 
     @server.tool(title="Crawl many URLs", annotations=read_only)
     @_crawl_options()
@@ -408,11 +295,11 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
     @server.tool(title="Screenshot a page", annotations=read_only)
     @_crawl_options(("wait_for", "wait_until", "js_code", "timeout_s"))
     @_errors_as_tool_errors
+    @page_tool
     async def screenshot(
         ctx: Context,
         url: Url,
-        session_id: SessionId = None,
-        profile: ProfileName = None,
+        target: PageTarget,
         full_page: Annotated[bool, Field(description="The whole page, in tiles top to bottom; else the viewport.")]
         = False,
         selector: Annotated[str | None, Field(description="Only this element (CSS selector; its first match).")]
@@ -426,8 +313,7 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
         Returns the image(s) and url/final_url/width/height. A full page taller than a model accepts comes as
         several tiles; how much was cut is reported. Pass session_id to see a logged-in page."""
         result, images = await take_screenshot(
-            _app(ctx), url, session_id=session_id, profile=profile, full_page=full_page, selector=selector,
-            width=width, height=height, principal=who(), **options,
+            target, url, full_page=full_page, selector=selector, width=width, height=height, **options,
         )
         summary = ScreenshotResult.model_validate(result)
         content: list[Any] = [ImageContent(type="image", data=data, mime_type="image/png") for data in images]
@@ -437,12 +323,12 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
     @server.tool(name="extract", title="Extract structured items", annotations=read_only)
     @_crawl_options(("wait_for", "wait_until", "js_code", "timeout_s"))
     @_errors_as_tool_errors
+    @page_tool
     async def extract_tool(
         ctx: Context,
         url: Url,
         schema: Annotated[ExtractSchema, Field(description="A crawl4ai JsonCssExtractionStrategy schema.")],
-        session_id: SessionId = None,
-        profile: ProfileName = None,
+        target: PageTarget,
         max_items: Annotated[int | None, Field(ge=1, le=100_000, description="Return at most this many.")] = None,
         **options: Any,
     ) -> ExtractResult:
@@ -451,8 +337,7 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
 
         Example schema: {"baseSelector": "div.product", "fields": [{"name": "title", "selector": "h2",
         "type": "text"}, {"name": "link", "selector": "a", "type": "attribute", "attribute": "href"}]}."""
-        result = await extract(_app(ctx), url, schema, session_id=session_id, profile=profile,
-                               max_items=max_items, principal=who(), **options)
+        result = await extract(target, url, schema, max_items=max_items, **options)
         return ExtractResult.model_validate(result)
 
     @server.tool(title="Crawl a site", annotations=read_only)

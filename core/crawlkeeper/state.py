@@ -173,11 +173,20 @@ def json_metadata(session: Session) -> dict[str, Any]:
 # -- capture and restore ------------------------------------------------------------------------------
 
 
-async def capture(session: Session, previous: dict[str, dict[str, str]] | None = None) -> SavedState:
-    """Snapshot a live session (cookies, localStorage, IndexedDB, sessionStorage of its page's origin)."""
+async def capture(session: Session, previous: dict[str, dict[str, str]] | None = None,
+                  origins: list[dict[str, Any]] | None = None) -> SavedState:
+    """Snapshot a live session (cookies, localStorage, IndexedDB, sessionStorage of its page's origin).
+
+    ``origins``: the session's localStorage/IndexedDB as read at the end of its last call (see
+    :meth:`SessionKeeper.before_park`); then only the cookies are read now, which needs no page.
+    """
     from .sessions import page_url
 
-    storage = await asyncio.wait_for(_storage_state(session.context), _CAPTURE_TIMEOUT_S)
+    if origins is not None:
+        cookies = await asyncio.wait_for(session.context.cookies(), _CAPTURE_TIMEOUT_S)
+        storage = {"cookies": list(cookies), "origins": origins}
+    else:
+        storage = await asyncio.wait_for(_storage_state(session.context), _CAPTURE_TIMEOUT_S)
     session_storage = dict(previous or {})
     await read_session_storage(session, session_storage)
     url = page_url(session)
@@ -212,6 +221,9 @@ async def read_session_storage(session: Session, into: dict[str, dict[str, str]]
 
 
 async def _storage_state(context: Any) -> dict[str, Any]:
+    # Cheap while a page of the context is on each origin it visited (Playwright reads it in place); for an
+    # origin no page is on (a parked session) Playwright opens a hidden page and loads the origin: about as
+    # costly as a crawl. Hence SessionKeeper.before_park.
     try:
         state = await context.storage_state(indexed_db=True)
     except TypeError:  # a stand-in without IndexedDB support
@@ -341,6 +353,9 @@ class _Kept:
     times: tuple[float, float | None] = (0.0, None)
     session_storage: dict[str, dict[str, str]] = field(default_factory=dict)
     pending: asyncio.Task[None] | None = None
+    # localStorage/IndexedDB read at the end of the last call, while the page was still on the site; nothing
+    # of the site runs between calls (the page is parked), so it stays exact until the next call ends.
+    origins: list[dict[str, Any]] | None = None
 
 
 class SessionKeeper:
@@ -478,7 +493,7 @@ class SessionKeeper:
         kept = self._kept.setdefault((session.owner, session.id), _Kept())
         try:
             sealer = await self._ready()
-            state = await capture(session, kept.session_storage)
+            state = await capture(session, kept.session_storage, kept.origins)
             digest = state.content_hash()
             times = (state.last_used_at, state.expires_at)
             if digest == kept.hash and (
@@ -506,6 +521,27 @@ class SessionKeeper:
         if self.enabled and session.durable and not session.closed:
             kept = self._kept.setdefault((session.owner, session.id), _Kept())
             await read_session_storage(session, kept.session_storage)
+
+    async def before_park(self, session: Session) -> None:
+        """At the end of a call, while the page is still on the site: remember its sessionStorage, and its
+        localStorage/IndexedDB for the next save.
+
+        Read now, this costs one evaluation in the open page; read by a save after the page was parked,
+        Playwright would open a hidden page and load every origin again (about a crawl's cost, for every save
+        of every session: with 20 busy clients that doubled the browser's work and saves timed out).
+        """
+        if not (self.enabled and session.durable and not session.closed):
+            return
+        kept = self._kept.setdefault((session.owner, session.id), _Kept())
+        await read_session_storage(session, kept.session_storage)
+        kept.origins = None  # if the read below fails, the next save reads everything itself
+        page = session.page
+        if page is None or _closed(page) or not str(page.url).startswith(("http://", "https://")):
+            return  # nothing of a site is open: a save would not need to load one either
+        try:
+            kept.origins = (await asyncio.wait_for(_storage_state(session.context), 2))["origins"]
+        except Exception as exc:  # navigating right now, a page without a document: the save reads it later
+            log.debug("session %s: storage not read before parking (%s)", session.id, type(exc).__name__)
 
     def touched(self, session: Session) -> None:
         """A call used ``session``: save it within ``save_delay_s`` (at most one save per window)."""

@@ -428,6 +428,41 @@ async def test_changes_are_saved_debounced_and_unchanged_state_is_not_rewritten(
     await app.shutdown()
 
 
+@pytest.mark.anyio
+async def test_saves_read_storage_while_the_page_is_on_the_site_never_after_parking(
+    make_app: Callable[..., App], crawlkeeper_config: Any
+) -> None:
+    # Playwright's storage_state on a context whose page is parked opens a hidden page and loads every origin
+    # again (a crawl's cost per save); read at the end of the call, it is one evaluation in the open page.
+    crawlkeeper_config.settings.sessions.save_delay_s = 0.05
+    app = make_app()
+
+    async def park_page(page: Any) -> None:  # as ChromiumBackend.park_page does (the fake has none)
+        page.url = "about:blank"
+
+    app.backend.park_page = park_page  # type: ignore[attr-defined]
+    await app.create_session(session_id="p", url=f"{SITE}/")
+    session = app.sessions.get("p")
+    where: list[str] = []
+    real = session.context.storage_state
+
+    async def spy(**kwargs: Any) -> dict[str, Any]:
+        where.append(session.page.url if session.page is not None else "no page")
+        return await real(**kwargs)
+
+    session.context.storage_state = spy
+    await app.crawl(f"{SITE}/set", session_id="p")
+    assert session.page is not None and session.page.url == "about:blank"
+    for _ in range(100):  # the delayed save runs after the page was parked
+        await asyncio.sleep(0.05)
+        state = await app.keeper.load("p")
+        if state is not None and state.storage["cookies"]:
+            break
+    assert state is not None and [c["name"] for c in state.storage["cookies"]] == ["visited"]
+    await app.shutdown()  # saves every session once more
+    assert where and all(url.startswith(SITE) for url in where), where
+
+
 class MemoryStore:
     """A store plugin in a few lines (the plugin guide's example is tested in test_plugin_guide_example)."""
 

@@ -19,5 +19,6 @@ Where a behaviour lives (each part owns its state; :class:`App` builds them and 
 """
 
 from .facade import App, cache_dir
+from .runner import PageTarget
 
-__all__ = ["App", "cache_dir"]
+__all__ = ["App", "PageTarget", "cache_dir"]

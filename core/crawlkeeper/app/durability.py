@@ -66,7 +66,7 @@ class Durability:
                     yield session
                 finally:
                     # Before the page is parked on about:blank, where the site's sessionStorage is out of reach.
-                    await self.keeper.read_session_storage(session)
+                    await self.keeper.before_park(session)
                     self.keeper.touched(session)
                 return
         raise SessionError(f"session '{session_id}' kept being hibernated while this call waited; retry the call")

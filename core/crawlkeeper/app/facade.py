@@ -35,7 +35,7 @@ from .logins import Logins
 from .opening import SessionOpener, cookie_names
 from .page_limits import PageHandler
 from .pool import ContextPool
-from .runner import PageRunner, ProgressCallback
+from .runner import PageRunner, PageTarget, ProgressCallback
 
 log = logging.getLogger("crawlkeeper.app")
 
@@ -260,6 +260,11 @@ class App:
         :meth:`PageRunner.run_on_page`). Every tool that loads a page uses this."""
         return await self.runner.run_on_page(url, work, session_id=session_id, profile=profile,
                                              arguments=arguments, principal=principal, report=report)
+
+    def target(self, session_id: str | None = None, profile: str | None = None,
+               principal: Principal | None = None) -> PageTarget:
+        """Where a page tool works: ``session_id``'s page, or a pooled page for ``profile``, for ``principal``."""
+        return PageTarget(self.runner, session_id, profile, principal)
 
     async def crawl_many(
         self,

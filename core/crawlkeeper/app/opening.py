@@ -123,12 +123,15 @@ class SessionOpener:
                     await self.navigate(session, url, self.layers.crawl_options(crawl_request))
             if not is_current(self.backend, generation):
                 raise CrawlError("the browser crashed while the session was being created; call create_session again")
+            if durable:
+                await self.keeper.before_park(session)  # the save below then needs no hidden page
             await self.pages.park_session(session)
         except BaseException as exc:
             self.sessions.release(sid, who.id)
             if context is not None:
                 await close_quietly(context)
             if durable:
+                self.keeper.forget(sid, who.id)
                 await self.keeper.release(sid, who.id)
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
                 raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..browser import BrowserBackend, PageResult, html_to_text
@@ -290,3 +291,32 @@ class PageRunner:
 
         await asyncio.gather(*(one(i, u) for i, u in enumerate(urls)))
         return [r for r in results if r is not None]
+
+
+@dataclass(frozen=True)
+class PageTarget:
+    """Where a page tool works: in ``session_id``'s page, or a pooled page of a context for ``profile``, on behalf
+    of ``principal`` (the local user when None). ``crawl_url``, ``screenshot`` and ``extract`` each receive one
+    instead of passing the three along themselves; every load goes through :meth:`PageRunner.run_on_page`."""
+
+    runner: PageRunner
+    session_id: str | None = None
+    profile: str | None = None
+    principal: Principal | None = None
+
+    @property
+    def backend(self) -> BrowserBackend:
+        return self.runner.backend
+
+    async def run(
+        self, url: str, work: Callable[[Any, CrawlOptions], Awaitable[T]], arguments: dict[str, Any] | None = None,
+        report: dict[str, Any] | None = None,
+    ) -> tuple[T, CrawlOptions]:
+        """``work(page, options)`` for ``url`` on this target's page (see :meth:`PageRunner.run_on_page`)."""
+        return await self.runner.run_on_page(url, work, session_id=self.session_id, profile=self.profile,
+                                             arguments=arguments, principal=self.principal, report=report)
+
+    async def crawl(self, url: str, *, cursor: str | None = None, **arguments: Any) -> dict[str, Any]:
+        """Crawl ``url`` here (or read the next chunk of an earlier crawl): a ``crawl_url`` result."""
+        return await self.runner.crawl(url, session_id=self.session_id, profile=self.profile, cursor=cursor,
+                                       principal=self.principal, **arguments)

@@ -1,0 +1,125 @@
+"""The Redis store against a real redis-server on loopback: blobs, a fenced lease that a dead replica loses,
+and two crawlkeeper apps sharing a session with its secrets encrypted before they reach Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from crawlkeeper_redis_store import RedisStore, RedisStorePlugin
+
+from crawlkeeper.app import App
+from crawlkeeper.config import load_config
+from crawlkeeper.plugins import create_plugin_manager, register
+from crawlkeeper.store import LeaseHeld
+from crawlkeeper.testing import FakeBrowser
+
+pytestmark = pytest.mark.integration  # a real redis-server
+SITE = "https://example.com"
+CANARY = "CANARY-redisstore-77a1"
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (./run test installs it: apt-get install redis-server)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+@pytest.mark.anyio
+async def test_blobs_round_trip(redis_url: str) -> None:
+    store = RedisStore(redis_url, prefix="t1:")
+    await store.save("local/a", b"\x00blob")
+    assert await store.load("local/a") == b"\x00blob" and await store.list() == ["local/a"]
+    await store.delete("local/a")
+    assert await store.load("local/a") is None and await store.list() == []
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_dead_holders_lease_expires_and_it_can_no_longer_write(redis_url: str) -> None:
+    first, second = RedisStore(redis_url, prefix="t2:", lease_s=1), RedisStore(redis_url, prefix="t2:", lease_s=1)
+    await first.acquire("local/s")
+    await first.acquire("local/s")  # its own lease again: a no-op
+    await first.save("local/s", b"v1")
+    with pytest.raises(LeaseHeld):
+        await second.acquire("local/s")
+    await asyncio.sleep(1.5)  # the holder renews while it lives
+    with pytest.raises(LeaseHeld):
+        await second.acquire("local/s")
+    first._renewers["local/s"].cancel()  # the holder "dies" (no release, no renewal)
+    await asyncio.sleep(1.3)
+    await second.acquire("local/s")  # expired: taken over
+    await second.save("local/s", b"v2")
+    with pytest.raises(LeaseHeld):
+        await first.save("local/s", b"stale")  # fenced: the old holder cannot overwrite
+    assert await second.load("local/s") == b"v2"
+    assert await second.lease_violations() == 1
+    await first.release("local/s")  # compare-and-delete: the new holder keeps its lease
+    with pytest.raises(LeaseHeld):
+        await first.acquire("local/s")
+    await second.close()
+    await first.close()
+
+
+def make_app(folder: Path, redis_url: str) -> App:
+    (folder / "crawlkeeper.toml").write_text(
+        f'[plugins]\ndisable = ["statefile"]\n[plugins.redisstore]\nurl = "{redis_url}"\nprefix = "t3:"\n'
+        "lease_s = 1\n", encoding="utf-8")
+    config = load_config(folder / "crawlkeeper.toml")
+    config.settings.sessions.key_file = folder / "state.key"
+    browser = FakeBrowser()
+    browser.add_page(f"{SITE}/private", "<title>Private</title><p>secret area</p>", requires_cookie="sid",
+                     login_url="/login")
+    pm = create_plugin_manager(["statefile"])
+    register(pm, RedisStorePlugin(), "redisstore")
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["93.184.215.14"]
+
+    app = App(config, pm, backend=browser, resolver=resolver)
+    app.configure()
+    return app
+
+
+@pytest.mark.anyio
+async def test_two_apps_share_a_session_encrypted(tmp_path: Path, redis_url: str) -> None:
+    first, second = make_app(tmp_path, redis_url), make_app(tmp_path, redis_url)
+    assert "Redis at redis://127.0.0.1" in first.keeper.store.description  # type: ignore[union-attr]
+    await first.create_session(session_id="r", cookies=[{"name": "sid", "value": CANARY, "url": SITE}])
+    with pytest.raises(Exception, match="in use by another crawlkeeper process"):
+        await second.crawl(f"{SITE}/private", session_id="r")
+    await first.shutdown()  # releases its lease
+    result = await second.crawl(f"{SITE}/private", session_id="r")
+    assert result["restored"] is True and "secret area" in result["content"]
+    import redis.asyncio as redis
+
+    client = redis.from_url(redis_url)
+    blob = await client.get("t3:state:local/r")
+    assert blob and CANARY.encode() not in blob  # encrypted by crawlkeeper before it reached Redis
+    await second.shutdown()
+    await client.aclose()
