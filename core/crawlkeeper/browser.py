@@ -179,13 +179,15 @@ class ChromiumBackend(PageWork):
 
     async def ping(self, timeout_s: float = 2.0) -> bool:
         """Whether the browser answers a round trip now (a connection can look alive for a moment after the
-        other end died)."""
+        other end died). Only an error counts as dead; a browser too busy to answer in time is alive."""
         browser = self._browser
         if browser is None or not browser.is_connected():
             return False
         try:
             cdp = await asyncio.wait_for(browser.new_browser_cdp_session(), timeout_s)
             await asyncio.wait_for(cdp.detach(), timeout_s)
+        except asyncio.TimeoutError:
+            return True  # slow (a loaded browser) is not dead: declaring it dead would drop its sessions
         except Exception:
             return False
         return True

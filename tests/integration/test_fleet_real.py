@@ -15,13 +15,13 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-from browser_servers import BrowserServer, cdp_browser, launch_server, restart
 
 from crawlkeeper.app import App
 from crawlkeeper.config import load_config
 from crawlkeeper.plugins import create_plugin_manager
 from crawlkeeper.testing.site import TestSite
 
+from browser_servers import BrowserServer, cdp_browser, launch_server, restart
 from helpers import browsers, descendants, find_server, mcp_server, write_config
 
 pytestmark = pytest.mark.integration
