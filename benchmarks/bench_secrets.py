@@ -1,13 +1,17 @@
-"""What binding secrets costs: scoped headers (a route handler per in-scope request) and the result scrub.
+"""What binding secrets costs: scoped headers (DevTools Fetch interception per in-scope request and redirect
+hop), the result scrub, and keeping session-less crawls stateless.
 
-    .venv/bin/python benchmarks/bench_secrets.py [--quick]
+    .venv/bin/python benchmarks/bench_secrets.py [--quick] [--only 1,2,3]
 
 Serves the local test site on 127.0.0.1 and crawls it in-process with one warm browser, sampling round-robin:
 
 1. warm crawl in a session without headers (baseline), with a plain header (Chromium's context-wide headers),
-   and with a scoped credential header (crawlkeeper's route handler adds it to in-scope requests only), on a
+   and with a scoped credential header (paused and added per in-scope request and redirect hop), on a
    page with no subresource and on a page whose image, iframe and fetch are in scope (4 intercepted requests);
-2. the scrub of registered secrets from a result, as a share of the warm crawl, for a 20 kB and a 1 MB content.
+2. the scrub of registered secrets from a result, as a share of the warm crawl, for a 20 kB and a 1 MB content;
+3. a warm session-less crawl (pooled context) reused as is, unmetered (the behaviour before issue 13: state
+   leaked between calls) against today's (page parked, cookies/storage/HTTP cache wiped, downloads metered),
+   back to back and with a 0.2 s pause between calls (an agent reading the result): only the call is timed.
 
 Every figure is a median with min/max, divided by a baseline measured in the same run.
 """
@@ -55,19 +59,26 @@ def write_config(folder: Path, site: TestSite) -> Path:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    parser.add_argument("--only", default="1,2,3", help="comma list of sections to run")
     args = parser.parse_args()
+    only = {int(n) for n in args.only.split(",") if n.strip()}
     repeats = 3 if args.quick else 25
     os.environ.setdefault("CRAWLKEEPER_LOG_LEVEL", "WARNING")
     from crawlkeeper.logs import register_secret, scrub_secrets
     from crawlkeeper.runtime import build_app
 
     with TestSite() as site:
-        app = build_app(write_config(temp_dir(), site))
+        config = write_config(temp_dir(), site)
+        if 3 in only:
+            await bench_stateless(site, config, repeats * 2)
+        if not only & {1, 2}:
+            return 0
+        app = build_app(config)
         await app.startup()
         try:
             sessions = {}
             for name, profile in (("no headers", None), ("plain header, context-wide", "plain"),
-                                  ("scoped header, route handler", "scoped")):
+                                  ("scoped header, per-hop interception", "scoped")):
                 sessions[name] = (await app.create_session(profile=profile))["session_id"]
             print(f"secrets benchmark ({'quick' if args.quick else 'full'}), site {site.base_url}", flush=True)
             table = []
@@ -105,6 +116,53 @@ async def main() -> int:
         finally:
             await app.shutdown()
     return 0
+
+
+async def bench_stateless(site: TestSite, config: Path, repeats: int) -> None:
+    from crawlkeeper import guard
+    from crawlkeeper.runtime import build_app
+
+    url = site.url("/")
+    today, before = build_app(config), build_app(config)
+
+    async def reuse_as_is(slot: object) -> bool:
+        return True  # no park, no wipe: the next call sees what this one left
+
+    before.pool._wipe = reuse_as_is  # type: ignore[method-assign]
+    await today.startup()
+    await before.startup()
+
+    async def unguarded() -> None:
+        real = guard.meter_page
+
+        async def no_meter(page: object) -> None:
+            return None
+
+        guard.meter_page = no_meter  # type: ignore[assignment]
+        try:
+            await before.crawl(url)
+        finally:
+            guard.meter_page = real
+
+    try:
+        for pause in (0.0, 0.2):
+            samples: dict[str, list[float]] = {"reused as is, unmetered (before)": [], "wiped + parked + metered": []}
+            fns = dict(zip(samples, (unguarded, lambda: today.crawl(url)), strict=True))
+            for fn in fns.values():
+                await fn()
+            for _ in range(repeats):
+                for name, fn in fns.items():
+                    await asyncio.sleep(pause)
+                    started = time.perf_counter()
+                    await fn()
+                    samples[name].append(time.perf_counter() - started)
+            base, other = (Stats(name, s) for name, s in samples.items())
+            print(f"\n3. warm session-less crawl of a small page, {pause:g} s between calls", flush=True)
+            print(base.row())
+            print(other.row(base), flush=True)
+    finally:
+        await today.shutdown()
+        await before.shutdown()
 
 
 def _async(fn, arg):  # type: ignore[no-untyped-def]

@@ -117,15 +117,17 @@ class PageMeter:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def clear_storage(self, extra_origins: set[str]) -> None:
-        """Clear every kind of storage (local/session storage, IndexedDB, cache storage...) of the origins
-        the page received responses from, plus ``extra_origins``; then forget them."""
+        """Clear the context's HTTP cache and every kind of storage (local/session storage, IndexedDB, cache
+        storage...) of the origins the page received responses from, plus ``extra_origins``; then forget them."""
         origins = self.origins | extra_origins
         self.origins = set()
-        if origins:
-            await asyncio.wait_for(asyncio.gather(*(
-                self.cdp.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": "all"})
-                for origin in origins
-            )), _CDP_TIMEOUT_S)
+        # The HTTP cache too: Playwright switches it off per page while it intercepts requests (it does with
+        # the egress proxy's credentials), but a page without interception would serve call 1's cached
+        # responses to call 2. Clears the cache of this page's context (off the record) only.
+        await asyncio.wait_for(asyncio.gather(self.cdp.send("Network.clearBrowserCache"), *(
+            self.cdp.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": "all"})
+            for origin in origins
+        )), _CDP_TIMEOUT_S)
 
 
 def too_large_message(url: str, problem: str) -> str:

@@ -76,7 +76,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        if not any(name.lower() == "cache-control" for name, _ in headers):
+            self.send_header("Cache-Control", "no-store")
         for name, value in headers:
             self.send_header(name, value)
         self.end_headers()
@@ -139,6 +140,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _r_beacon(self, query: dict[str, str]) -> None:
         self._send(204, b"", "text/plain")
+
+    def _r_cacheable(self, query: dict[str, str]) -> None:
+        """A page and an image any cache may keep for 10 minutes."""
+        self._send(200, _page("cacheable", '<img src="/cacheable-img">'), headers=(("Cache-Control", "max-age=600"),))
+
+    def _r_cacheable_img(self, query: dict[str, str]) -> None:
+        self._send(200, b"GIF89a", "image/gif", headers=(("Cache-Control", "max-age=600"),))
 
     def _r_set_state(self, query: dict[str, str]) -> None:
         """Sets a cookie by header and writes localStorage/sessionStorage from a script."""

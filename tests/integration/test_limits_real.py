@@ -130,6 +130,15 @@ async def test_session_less_crawls_share_no_state(server: Server, hostile: Hosti
     assert "storage: [||]" in seen["content"], seen["content"]
 
 
+async def test_session_less_calls_share_no_http_cache(server: Server, hostile: HostileSite) -> None:
+    """A response cached by one session-less call is never served to the next (each reaches the site)."""
+    before = hostile.count("/cacheable"), hostile.count("/cacheable-img")
+    for _ in range(2):
+        await server.ok("crawl_url", {"url": hostile.url("/cacheable")})
+    assert hostile.count("/cacheable") - before[0] == 2
+    assert hostile.count("/cacheable-img") - before[1] == 2
+
+
 async def test_a_session_keeps_its_state_and_url_between_calls(server: Server, hostile: HostileSite) -> None:
     created = await server.ok("create_session", {"url": hostile.url("/set-state")})
     sid = created["session_id"]

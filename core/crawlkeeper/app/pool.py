@@ -24,6 +24,7 @@ T = TypeVar("T")
 _MAX_POOLED_CONTEXTS = 4
 _IDLE_SLOTS_PER_ENTRY = 2
 _PAGE_REUSES = 25  # crawls per pooled context before it is replaced (bounds renderer memory growth)
+_WIPE_WAIT_S = 2.0  # a call waits this long for a context being wiped before it creates another
 
 
 @dataclass
@@ -47,6 +48,8 @@ class _PoolEntry:
     users: int = 0
     holds_secrets: bool = False  # a credential header from the configuration (js_code policy)
     idle: list[_Slot] = field(default_factory=list)
+    wiping: int = 0  # slots being wiped after their call answered
+    returned: asyncio.Event = field(default_factory=asyncio.Event)  # set when a wiped slot becomes idle
 
 
 class ContextPool:
@@ -69,7 +72,7 @@ class ContextPool:
         entry, slot = await self._pooled_slot(context_options, policy)
         if used is not None:
             used.append(slot.context)
-        reusable = abandoned = False
+        reusable = abandoned = handed_off = False
         try:
             if slot.page is None:
                 try:
@@ -83,11 +86,35 @@ class ContextPool:
                 abandoned = True  # the page was abandoned
                 raise
             except CrawlError:
-                reusable = await self._wipe(slot)
+                handed_off = self._recycle_later(entry, slot)
                 raise
-            reusable = await self._wipe(slot)
+            handed_off = self._recycle_later(entry, slot)
             return result
         finally:
+            if not handed_off:
+                await self._release(entry, slot, reusable=reusable, abandoned=abandoned)
+
+    def _recycle_later(self, entry: _PoolEntry, slot: _Slot) -> bool:
+        """Wipe the slot after the call answered: parking the page and clearing the context took a quarter of a
+        screenshot's time on the caller's clock. The slot is idle (reusable) only once it is wiped; a call that
+        finds none waits for it rather than opening a new context."""
+        entry.wiping += 1
+        task = asyncio.ensure_future(self._recycle(entry, slot))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return True
+
+    async def _recycle(self, entry: _PoolEntry, slot: _Slot) -> None:
+        reusable = False
+        try:
+            reusable = await self._wipe(slot)
+        finally:
+            entry.wiping -= 1
+            await self._release(entry, slot, reusable=reusable, abandoned=False)
+
+    async def _release(self, entry: _PoolEntry, slot: _Slot, *, reusable: bool, abandoned: bool) -> None:
+        """The end of a slot's call: back to the idle list if it was wiped, else closed."""
+        try:
             entry.users -= 1
             # A renderer that served many pages keeps their leftovers: recycle the context now and then.
             slot.uses += 1
@@ -98,7 +125,9 @@ class ContextPool:
                 entry.idle.append(slot)
             else:
                 await close_quietly(slot.context)
-            await self._trim_pool()
+        finally:
+            entry.returned.set()  # wake calls waiting for a wiped slot (or to learn there is none)
+        await self._trim_pool()
 
     async def _wipe(self, slot: _Slot) -> bool:
         """Stop a session-less page and clear its context (cookies, storage) so the next call starts empty.
@@ -129,6 +158,19 @@ class ContextPool:
                 entry = self._pool[key] = _PoolEntry(key, self.backend.generation, options, proxy)
             self._pool.move_to_end(key)
             entry.users += 1
+            slot = entry.idle.pop() if entry.idle else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _WIPE_WAIT_S
+        while slot is None and entry.wiping and loop.time() < deadline:
+            # A slot of an earlier call is being wiped (tens of ms): cheaper than a new context (~250 ms).
+            entry.returned.clear()
+            try:
+                await asyncio.wait_for(entry.returned.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
+            except BaseException:
+                entry.users -= 1
+                raise
             slot = entry.idle.pop() if entry.idle else None
         try:
             if slot is None:
@@ -169,6 +211,8 @@ class ContextPool:
 
     async def close(self) -> None:
         """Close every idle pooled context (matters with cdp_url: the remote browser lives on)."""
+        if self._closing:  # contexts still being wiped after their call: let them settle first
+            await asyncio.wait(list(self._closing), timeout=3)
         for entry in list(self._pool.values()):
             for slot in entry.idle:
                 await close_quietly(slot.context)
