@@ -85,11 +85,11 @@ async def test_page_tools_restore_saved_sessions_and_log_in_again(tmp_path: Path
 
         # hibernated: each tool restores it, logged in, and says so
         await hibernated(app, "w")
-        shot, images = await take_screenshot(app, private, session_id="w")
+        shot, images = await take_screenshot(app.target(session_id="w"), private)
         assert shot["final_url"] == private and shot["restored"] is True and shot["relogged_in"] is False
         assert images and shot["note"]
         await hibernated(app, "w")
-        items = await extract(app, private, schema, session_id="w")
+        items = await extract(app.target(session_id="w"), private, schema)
         assert items["final_url"] == private and items["restored"] is True
         assert welcome(str(items["items"]))
         await hibernated(app, "w")
@@ -102,10 +102,10 @@ async def test_page_tools_restore_saved_sessions_and_log_in_again(tmp_path: Path
         for tool in ("screenshot", "extract", "crawl_site"):
             await app.sessions.get("w").context.clear_cookies()
             if tool == "screenshot":
-                result, _ = await take_screenshot(app, private, session_id="w")
+                result, _ = await take_screenshot(app.target(session_id="w"), private)
                 final = result["final_url"]
             elif tool == "extract":
-                result = await extract(app, private, schema, session_id="w")
+                result = await extract(app.target(session_id="w"), private, schema)
                 final = result["final_url"]
                 assert welcome(str(result["items"])), tool
             else:
