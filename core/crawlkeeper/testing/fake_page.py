@@ -15,11 +15,8 @@ import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urljoin, urlsplit
-
-if TYPE_CHECKING:
-    from .fake import FakeBrowser, FakeContext
 
 _PNG_1X1 = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -166,7 +163,7 @@ class FakeCDPSession:
 class FakePageHandle:
     """A page in a :class:`FakeContext`, with the Playwright calls auth plugins make."""
 
-    def __init__(self, context: FakeContext) -> None:
+    def __init__(self, context: Any) -> None:  # a FakeContext; typed Any so this module never imports fake.py
         self.context = context
         self.extra_headers: dict[str, str] = {}
         self.url = "about:blank"
@@ -180,7 +177,7 @@ class FakePageHandle:
         self._html = "<html><body></body></html>"
 
     @property
-    def browser(self) -> FakeBrowser:
+    def browser(self) -> Any:  # the context's FakeBrowser
         return self.context.browser
 
     def _check(self) -> None:
