@@ -1,10 +1,9 @@
-"""Saving sessions and bringing them back: what is captured, how it is sealed, when it is written.
+"""Saving sessions and bringing them back: the state key, and when state is written.
 
-What a saved session holds: cookies (HttpOnly and session cookies too), localStorage and IndexedDB (Playwright's
-``storage_state(indexed_db=True)``), sessionStorage per origin (Playwright has no API for it: read with
-``page.evaluate`` and put back by an init script that only runs on its own origin), and the session's record:
-id, profile, auth method, created/last used/expiry times, last URL and the JSON-serialisable part of
-``session.metadata``. The payload is JSON, zlib-compressed, then sealed (AES-256-GCM) before any store sees it.
+The record and its serialisation are in :mod:`crawlkeeper.saved`; capturing and restoring browser state in
+:mod:`crawlkeeper.capture`. What a saved session holds: cookies (HttpOnly and session cookies too),
+localStorage and IndexedDB (Playwright's ``storage_state(indexed_db=True)``), sessionStorage per origin, and
+the session's record. The payload is JSON, zlib-compressed, then sealed (AES-256-GCM) before any store sees it.
 
 :class:`SessionKeeper` decides when: right after ``create_session``, at most once per ``[sessions]
 save_delay_s`` after calls that used a session (only when something changed: a hash of the state is compared
@@ -16,19 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .capture import _closed, _storage_state, apply, capture, read_session_storage, storage_script
 from .errors import SessionError
 from .logs import register_secret
 from .models import Session
+from .saved import STATE_FORMAT, SavedState, decode, delete_hint, encode, json_metadata
 from .store import (
     LOCAL_NAMESPACE,
     LeaseHeld,
@@ -46,238 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("crawlkeeper.state")
 
-#: Version of the JSON payload inside a sealed blob (the sealed envelope has its own version).
-STATE_FORMAT = 1
 KEYCHECK_KEY = "_crawlkeeper/keycheck"
 _KEYCHECK_TEXT = b"crawlkeeper state key check"
-_SS_MARKER = "__crawlkeeper_restored__"
 _TIMES_ONLY_EVERY_S = 30.0  # an unchanged jar whose times moved is rewritten at most this often
-_CAPTURE_TIMEOUT_S = 5.0
-
-_SESSION_STORAGE_JS = "() => [location.origin, JSON.stringify(Object.assign({}, sessionStorage))]"
-
-
-def delete_hint(session_id: str) -> str:
-    return f"delete it with `crawlkeeper sessions delete {session_id}` (or close_session) and create it again"
-
-
-# -- the payload ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class SavedState:
-    """One saved session, as decoded from its blob."""
-
-    session_id: str
-    profile: str | None
-    auth: str | None
-    created_at: float
-    last_used_at: float
-    expires_at: float | None
-    url: str | None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    storage: dict[str, Any] = field(default_factory=dict)  # Playwright storage state: cookies, origins
-    session_storage: dict[str, dict[str, str]] = field(default_factory=dict)  # origin -> items
-    saved_at: float = 0.0
-    headers: list[dict[str, Any]] = field(default_factory=list)  # plugin-added request headers, with scopes
-    holds_secrets: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": STATE_FORMAT,
-            "session": {
-                "id": self.session_id, "profile": self.profile, "auth": self.auth, "created_at": self.created_at,
-                "last_used_at": self.last_used_at, "expires_at": self.expires_at, "url": self.url,
-                "metadata": self.metadata, "headers": self.headers, "holds_secrets": self.holds_secrets,
-            },
-            "storage": self.storage,
-            "session_storage": self.session_storage,
-            "saved_at": self.saved_at,
-        }
-
-    @classmethod
-    def from_json(cls, data: Any, *, what: str) -> SavedState:
-        if not isinstance(data, dict) or not isinstance(data.get("session"), dict):
-            raise StateCorrupt(f"the saved state of {what} is not a crawlkeeper session")
-        version = data.get("format")
-        if not isinstance(version, int) or version > STATE_FORMAT:
-            raise StateCorrupt(
-                f"the saved state of {what} has format {version!r}, written by a newer crawlkeeper (this one reads "
-                f"up to {STATE_FORMAT}); upgrade crawlkeeper"
-            )
-        rec = data["session"]
-        try:
-            return cls(
-                session_id=str(rec["id"]), profile=rec.get("profile"), auth=rec.get("auth"),
-                created_at=float(rec["created_at"]), last_used_at=float(rec["last_used_at"]),
-                expires_at=None if rec.get("expires_at") is None else float(rec["expires_at"]),
-                url=rec.get("url"), metadata=dict(rec.get("metadata") or {}),
-                storage=dict(data.get("storage") or {}), session_storage=dict(data.get("session_storage") or {}),
-                saved_at=float(data.get("saved_at") or 0.0), headers=list(rec.get("headers") or []),
-                holds_secrets=bool(rec.get("holds_secrets")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateCorrupt(f"the saved state of {what} is missing or has a bad field ({exc})") from None
-
-    def content_hash(self) -> str:
-        """A hash of everything but the times: equal hashes mean nothing worth re-encrypting changed."""
-        data = self.to_json()
-        for volatile in ("last_used_at", "expires_at"):
-            data["session"].pop(volatile)
-        data.pop("saved_at")
-        return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=16).hexdigest()
-
-    def cookie_summary(self) -> list[dict[str, Any]]:
-        """Cookie names, domains and expiry (never values): what listings show."""
-        out = []
-        for c in self.storage.get("cookies") or []:
-            expires = c.get("expires")
-            out.append({"name": c.get("name", ""), "domain": c.get("domain", ""),
-                        "expires": expires if isinstance(expires, int | float) and expires > 0 else None})
-        return out
-
-    def register_secrets(self) -> None:
-        """Cookie and storage values of a loaded session must never be logged."""
-        for c in self.storage.get("cookies") or []:
-            register_secret(str(c.get("value", "")))
-        for h in self.headers:
-            if h.get("credential"):
-                register_secret(str(h.get("value", "")))
-
-
-def encode(state: SavedState) -> bytes:
-    return zlib.compress(json.dumps(state.to_json(), separators=(",", ":")).encode("utf-8"), 6)
-
-
-def decode(raw: bytes, *, what: str) -> SavedState:
-    try:
-        data = json.loads(zlib.decompress(raw))
-    except (zlib.error, ValueError) as exc:
-        raise StateCorrupt(f"the saved state of {what} is corrupted ({type(exc).__name__})") from None
-    return SavedState.from_json(data, what=what)
-
-
-def json_metadata(session: Session) -> dict[str, Any]:
-    """The part of ``session.metadata`` that survives a restart: JSON-serialisable values only."""
-    out: dict[str, Any] = {}
-    for key, value in session.metadata.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            log.debug("session %s: metadata %r is not JSON-serialisable and is not saved", session.id, key)
-            continue
-        out[str(key)] = value
-    return out
-
-
-# -- capture and restore ------------------------------------------------------------------------------
-
-
-async def capture(session: Session, previous: dict[str, dict[str, str]] | None = None,
-                  origins: list[dict[str, Any]] | None = None) -> SavedState:
-    """Snapshot a live session (cookies, localStorage, IndexedDB, sessionStorage of its page's origin).
-
-    ``origins``: the session's localStorage/IndexedDB as read at the end of its last call (see
-    :meth:`SessionKeeper.before_park`); then only the cookies are read now, which needs no page.
-    """
-    from .sessions import page_url
-
-    if origins is not None:
-        cookies = await asyncio.wait_for(session.context.cookies(), _CAPTURE_TIMEOUT_S)
-        storage = {"cookies": list(cookies), "origins": origins}
-    else:
-        storage = await asyncio.wait_for(_storage_state(session.context), _CAPTURE_TIMEOUT_S)
-    session_storage = dict(previous or {})
-    await read_session_storage(session, session_storage)
-    url = page_url(session)
-    snapshot = getattr(session.headers, "snapshot", None)
-    return SavedState(
-        session_id=session.id, profile=session.profile, auth=session.auth, created_at=session.created_at,
-        last_used_at=session.last_used_at, expires_at=session.expires_at,
-        url=url if url and url != "about:blank" else None, metadata=json_metadata(session),
-        storage=storage, session_storage=session_storage, saved_at=time.time(),
-        headers=snapshot() if snapshot is not None else [], holds_secrets=session.holds_secrets,
-    )
-
-
-async def read_session_storage(session: Session, into: dict[str, dict[str, str]]) -> None:
-    """Read the sessionStorage of the origin the session's page is on into ``into`` (nothing on about:blank,
-    a parked page, or a page in the middle of a navigation)."""
-    page = session.page
-    if page is None or _closed(page):
-        return
-    try:
-        if not str(page.url).startswith(("http://", "https://")):
-            return
-        got = await asyncio.wait_for(page.evaluate(_SESSION_STORAGE_JS), 2)
-        if isinstance(got, list | tuple) and len(got) == 2 and isinstance(got[0], str) and got[0] != "null":
-            items = {k: v for k, v in json.loads(got[1]).items() if k != _SS_MARKER}
-            if items:
-                into[got[0]] = items
-            else:
-                into.pop(got[0], None)
-    except Exception as exc:  # navigating right now, a page without a document: keep what we had
-        log.debug("session %s: sessionStorage not read (%s)", session.id, type(exc).__name__)
-
-
-async def _storage_state(context: Any) -> dict[str, Any]:
-    # Cheap while a page of the context is on each origin it visited (Playwright reads it in place); for an
-    # origin no page is on (a parked session) Playwright opens a hidden page and loads the origin: about as
-    # costly as a crawl. Hence SessionKeeper.before_park.
-    try:
-        state = await context.storage_state(indexed_db=True)
-    except TypeError:  # a stand-in without IndexedDB support
-        state = await context.storage_state()
-    origins = []
-    for origin in state.get("origins") or []:
-        origin = dict(origin)
-        origin["localStorage"] = [i for i in origin.get("localStorage") or [] if i.get("name") != _SS_MARKER]
-        if origin["localStorage"] or origin.get("indexedDB"):
-            origins.append(origin)
-    return {"cookies": list(state.get("cookies") or []), "origins": origins}
-
-
-def _closed(page: Any) -> bool:
-    try:
-        return bool(page.is_closed())
-    except Exception:
-        return True
-
-
-def storage_script(kind: str, origin: str, items: dict[str, str]) -> str:
-    """An init script that puts ``items`` back into ``kind`` (sessionStorage or localStorage), only on ``origin``
-    and only once (a marker keeps later navigations from overwriting what the site changed since)."""
-    return (
-        "(() => { try {"
-        f" if (location.origin !== {json.dumps(origin)}) return;"
-        f" const store = window.{kind};"
-        f" if (store.getItem({json.dumps(_SS_MARKER)})) return;"
-        f" const items = {json.dumps(items)};"
-        " for (const [k, v] of Object.entries(items)) store.setItem(k, v);"
-        f" store.setItem({json.dumps(_SS_MARKER)}, '1');"
-        " } catch (e) {} })();"
-    )
-
-
-async def apply(context: Any, state: SavedState) -> None:
-    """Put a saved state into a fresh context (before its first page opens).
-
-    Cookies go in with ``add_cookies`` and localStorage/sessionStorage with origin-scoped init scripts: a few
-    milliseconds. Playwright's ``set_storage_state`` takes 1-2 s (it visits every origin), so it is used only
-    for origins that hold IndexedDB, which nothing else can restore."""
-    cookies = list(state.storage.get("cookies") or [])
-    origins = list(state.storage.get("origins") or [])
-    with_idb = [o for o in origins if o.get("indexedDB")]
-    if with_idb:
-        await context.set_storage_state({"cookies": cookies, "origins": with_idb})
-    elif cookies:
-        await context.add_cookies(cookies)
-    for origin in origins:
-        if origin.get("localStorage") and not origin.get("indexedDB"):
-            items = {i["name"]: i["value"] for i in origin["localStorage"]}
-            await context.add_init_script(storage_script("localStorage", origin["origin"], items))
-    for origin_name, items in state.session_storage.items():
-        await context.add_init_script(storage_script("sessionStorage", origin_name, items))
 
 
 # -- the key ------------------------------------------------------------------------------------------
@@ -601,4 +370,7 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-__all__ = ["STATE_FORMAT", "SavedState", "SessionKeeper", "apply", "capture", "decode", "encode", "load_sealer"]
+__all__ = [  # the record and capture live in saved.py and capture.py; importers of this module keep working
+    "STATE_FORMAT", "SavedState", "SessionKeeper", "apply", "capture", "decode", "delete_hint", "encode",
+    "json_metadata", "load_sealer", "read_session_storage", "storage_script",
+]
