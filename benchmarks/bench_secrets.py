@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from crawlkeeper.testing.site import TestSite
 
 from common import Stats, temp_dir, timed
+from sites import ReposTestSite
 
 TOKEN = "bench-token-0123456789abcdef"
 
@@ -67,7 +68,7 @@ async def main() -> int:
     from crawlkeeper.logs import register_secret, scrub_secrets
     from crawlkeeper.runtime import build_app
 
-    with TestSite() as site:
+    with ReposTestSite() as site:
         config = write_config(temp_dir(), site)
         if 3 in only:
             await bench_stateless(site, config, repeats * 2)

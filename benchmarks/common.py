@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psutil
 
+# The test-only sites (``sites.ReposTestSite``, ``ExtraSite`` ...) live in tests/sites.py, never in the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 os.environ.setdefault("CRAWL4AI_NO_CLOUD_NOTICE", "1")  # crawl4ai prints a banner to stdout otherwise
 
 

@@ -30,6 +30,7 @@ from crawlkeeper.runtime import build_app
 from crawlkeeper.testing.site import TestSite
 
 from common import Stats, temp_dir, tree_rss_mb, write_config
+from sites import ReposTestSite
 
 
 def header(title: str) -> None:
@@ -192,7 +193,7 @@ async def main() -> int:
     restarts = 2 if args.smoke else 4 if args.quick else 20
     folder = temp_dir()
     config = write_config(folder, "")
-    with TestSite() as site:
+    with ReposTestSite() as site:
         mode = 'smoke' if args.smoke else 'quick' if args.quick else 'full'
         print(f"durable sessions benchmark ({mode}); site {site.base_url}", flush=True)
         app = build_app(config)

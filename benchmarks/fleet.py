@@ -29,6 +29,7 @@ from crawlkeeper.testing.site import TestSite
 
 from browser_servers import BrowserServer, launch_server
 from common import Stats, temp_dir, write_config
+from sites import ReposTestSite
 
 
 def make_app(folder: Path, endpoints: list[str] | None) -> Any:
@@ -142,7 +143,7 @@ async def main() -> None:
     args = parser.parse_args()
     n, pages, rounds = (3, 20, 1) if args.quick else (15, args.pages, 3)
     print(f"load average: {os.getloadavg()}", flush=True)
-    with TestSite() as site:
+    with ReposTestSite() as site:
         await warm_crawl(site, n)
         await throughput(site, pages)
         await failover(site, rounds)

@@ -41,6 +41,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from crawlkeeper.testing.site import TestSite
 
 from common import Stats, server_params, temp_dir, write_config
+from sites import ReposTestSite
 
 
 def header(title: str) -> None:
@@ -247,7 +248,7 @@ async def main() -> int:
     config = write_config(folder, f'[limits]\nmax_concurrent_crawls = {limit}\n[server]\ntokens_file = "tokens.json"\n'
                                   f'max_sessions_per_client = {limit}\nmax_concurrent_crawls_per_client = {limit}\n')
     tokens = [add_token(config, f"c{i}") for i in range(max(clients, 2))]
-    with TestSite() as site:
+    with ReposTestSite() as site:
         server = HttpServer(config)
         try:
             parts = opts.only or ["overhead", "clients", "fairness"]

@@ -26,6 +26,7 @@ from crawlkeeper.browser import find_browser, launch_args
 from crawlkeeper.testing.site import TestSite
 
 from common import Stats, server_params, temp_dir, tree_rss_mb, write_config
+from sites import ReposTestSite
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -283,7 +284,7 @@ async def main() -> int:
     config = write_config(folder)
     table: list[tuple[str, Stats, Stats | None]] = []
     memory: list[str] = []
-    with TestSite() as site:
+    with ReposTestSite() as site:
         print(f"crawlkeeper benchmarks ({'quick' if args.quick else 'full'}); site {site.base_url}; "
               f"browser {find_browser().path}", flush=True)
         header("4. start-up")

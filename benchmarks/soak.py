@@ -20,9 +20,9 @@ import sys
 import time
 
 from crawlkeeper.runtime import build_app
-from crawlkeeper.testing.site import TestSite
 
 from common import chromium_count, temp_dir, tree_rss_mb, write_config
+from sites import ReposTestSite
 
 
 def snapshot(app) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -41,7 +41,7 @@ def snapshot(app) -> dict[str, float]:  # type: ignore[no-untyped-def]
 async def soak(crawls: int, seed: int = 7) -> dict[str, object]:
     rng = random.Random(seed)
     config = write_config(temp_dir())
-    with TestSite() as site:
+    with ReposTestSite() as site:
         app = build_app(config)
         await app.startup()
         try:

@@ -23,12 +23,9 @@ import time
 from pathlib import Path
 
 from crawlkeeper.browser import find_browser, launch_args
-from crawlkeeper.testing.site import TestSite
 
 from common import Stats, temp_dir, write_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from extra_site import ExtraSite, html_page
+from sites import ExtraSite, ReposTestSite, html_page
 
 
 def site_page(i: int, pages: int) -> bytes:
@@ -191,7 +188,7 @@ async def main() -> int:
     parser.add_argument("--only", choices=["screenshot", "site", "first"], default=None)
     args = parser.parse_args()
     rounds = 2 if args.quick else 5
-    with TestSite() as test_site, ExtraSite() as site:
+    with ReposTestSite() as test_site, ExtraSite() as site:
         site.route("/p/*", lambda r: (200, {}, site_page(int(r.path.rsplit("/", 1)[1]), args.pages)))
         site.page("/robots.txt", "User-agent: *\nAllow: /\n", headers={"content-type": "text/plain"})
         if args.only in (None, "screenshot"):

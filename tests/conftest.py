@@ -10,6 +10,8 @@ import pytest
 
 from crawlkeeper.testing.site import TestSite
 
+from sites import ReposTestSite
+
 # Nothing a test runs (servers it spawns included) may read or write the developer's saved sessions, state key,
 # config or keyring: the user data and config dirs point into a folder of this run, and the keyring is off.
 _HOME = tempfile.mkdtemp(prefix="crawlkeeper-tests-")
@@ -26,6 +28,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def test_site() -> Iterator[TestSite]:
-    """The loopback test website (login form, cookies, slow and long pages), started once per run."""
-    with TestSite() as site:
+    """The loopback test website (login form, cookies, slow and long pages), started once per run: the shipped
+    login site plus this repo's test-only routes (``sites.ReposTestSite``)."""
+    with ReposTestSite() as site:
         yield site

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from extra_site import ExtraSite, Request, Response, html_page
 from helpers import RawServer, write_config
+from sites import ExtraSite, Request, Response, html_page
 
 pytestmark = pytest.mark.integration
 

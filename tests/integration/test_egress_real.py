@@ -23,9 +23,10 @@ from urllib.parse import quote
 import anyio
 import pytest
 
-from crawlkeeper.testing.site import HitCounter, TestSite
+from crawlkeeper.testing.site import TestSite
 
 from helpers import Server, dump, mcp_server, server_env, text_of
+from sites import HitCounter, ReposTestSite
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +121,7 @@ class Net:
 def net() -> Iterator[Net]:
     udp = UdpSentinel()
     try:
-        with TestSite(host=ALLOWED) as site, HitCounter(FORBIDDEN) as sentinel, HitCounter(ALLOWED) as probe:
+        with ReposTestSite(host=ALLOWED) as site, HitCounter(FORBIDDEN) as sentinel, HitCounter(ALLOWED) as probe:
             yield Net(site, sentinel, udp, probe)
     finally:
         udp.close()

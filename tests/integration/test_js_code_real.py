@@ -9,8 +9,8 @@ import pytest
 
 from crawlkeeper.testing.site import TestSite
 
-from extra_site import ExtraSite, html_page
 from helpers import Server, mcp_server, write_config
+from sites import ExtraSite, html_page
 
 pytestmark = pytest.mark.integration
 

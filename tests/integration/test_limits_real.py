@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import psutil
 import pytest
-from hostile import HostileSite, gzip_bomb
 
 from helpers import Server, descendants, mcp_server, text_of, write_config
+from sites import HostileSite, gzip_bomb
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -14,6 +14,7 @@ import pytest
 from crawlkeeper.testing.site import TestSite
 
 from helpers import Server, dump, mcp_server, write_config
+from sites import ReposTestSite
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,7 @@ domain = "{site.host}"
 
 @pytest.fixture(scope="module")
 def attacker() -> Iterator[TestSite]:
-    with TestSite(host="127.0.0.2") as site:
+    with ReposTestSite(host="127.0.0.2") as site:
         yield site
 
 

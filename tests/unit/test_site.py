@@ -1,4 +1,5 @@
-"""Unit tests for crawlkeeper/testing/site.py (the loopback test website and the HitCounter sentinel)."""
+"""Unit tests for crawlkeeper/testing/site.py: the shipped login site and its route extension point (the test-only
+routes and the HitCounter sentinel of tests/sites.py are tested in test_sites.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import json
 import re
 import socket
 import sys
-import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -89,7 +88,7 @@ def test_index_and_pages_have_title_h1_and_text(site: Any) -> None:
     assert "<title>Crawlkeeper test site</title>" in body
     for link in ("/login", "/private", "/cookies", "/long", "/links"):
         assert f'href="{link}"' in body
-    for path in ("/", "/login", "/cookies", "/links", "/js", "/loop", "/status/500", "/nope"):
+    for path in ("/", "/login", "/cookies", "/links", "/form-echo", "/nope"):
         _, _, page, _ = _fetch(site.url(path))
         assert "<title>" in page and "<h1>" in page, path
         visible = re.sub(r"<script.*?</script>|<[^>]+>", "", page, flags=re.S)
@@ -187,13 +186,6 @@ def test_cookies_echoes_names_never_values(site: Any) -> None:
     assert "secret" not in json.dumps(site.requests)
 
 
-def test_long_page_has_n_paragraphs(site: Any) -> None:
-    status, _, body, _ = _fetch(site.url("/long?n=2000"))
-    assert status == 200 and "<title>Long page</title>" in body
-    paragraphs = re.findall(r"<p>Paragraph (\d+): [^<]*</p>", body)
-    assert [int(p) for p in paragraphs] == list(range(1, 2001))
-    assert _fetch(site.url("/long?n=2000"))[2] == body  # deterministic
-
 
 def test_redirects(site: Any) -> None:
     status, headers, _, _ = _fetch(site.url("/redirect?to=/tiny"))
@@ -207,16 +199,8 @@ def test_redirects(site: Any) -> None:
     status, _, body, final = _fetch(site.url("/redirect?to=/tiny&status=301"), follow=True)
     assert status == 200 and body == "<html><body>ok</body></html>" and final == site.url("/tiny")
 
-    status, _, _, final = _fetch(site.url("/redirect-chain?n=3"), follow=True)
-    assert status == 200 and final == site.url("/")
-    assert site.hits["/redirect-chain"] == 3
 
-
-def test_status_pages_and_not_found(site: Any) -> None:
-    status, _, body, _ = _fetch(site.url("/status/404"))
-    assert status == 404 and "<title>Status 404</title>" in body
-    assert _fetch(site.url("/status/500"))[0] == 500
-    assert _fetch(site.url("/status/204"))[0] == 204
+def test_not_found(site: Any) -> None:
     status, _, body, _ = _fetch(site.url("/does/not/exist?x=1"))
     assert status == 404 and "<title>Not found</title>" in body
     assert site.hits["/does/not/exist"] == 1
@@ -229,127 +213,67 @@ def test_form_echo_names_only(site: Any) -> None:
     assert "v-secret" not in body
 
 
-def test_subresources_and_service_worker(site: Any) -> None:
-    target = "http://127.0.0.3:9/probe"
-    status, _, body, _ = _fetch(site.url("/subresources?target=" + urllib.parse.quote(target, safe="")))
-    assert status == 200
-    assert (
-        f'<img id="probe-img" src="{target}"' in body and f'<iframe id="probe-frame" src="{target}"' in body
-    )
-    assert "fetch(target" in body and '"ws://127.0.0.3:9/probe"' in body and "serviceWorker" in body
-    status, headers, body, _ = _fetch(site.url("/sw.js?target=" + urllib.parse.quote(target, safe="")))
-    assert status == 200 and headers["Content-Type"].startswith("application/javascript")
-    assert json.dumps(target) in body and "install" in body
-    assert _fetch(site.url("/subresources?target=file:///etc/passwd"))[0] == 400
 
 
-def test_websocket_handshake(site: Any) -> None:
-    key = "dGhlIHNhbXBsZSBub25jZQ=="  # the example from RFC 6455, section 1.3
-    with socket.create_connection(("127.0.0.1", site.port), timeout=3) as sock:
-        sock.sendall(
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += sock.recv(4096)
-    assert data.startswith(b"HTTP/1.1 101")
-    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in data
-    assert site.hits["/ws"] == 1
-    assert _fetch(site.url("/ws"))[0] == 426
 
 
-def test_big_tiny_and_head(site: Any) -> None:
-    status, headers, body, _ = _fetch(site.url("/big?mb=0.5"))
-    assert status == 200 and "<title>Big page</title>" in body
-    assert int(headers["Content-Length"]) == len(body.encode())
-    assert abs(len(body) - 512 * 1024) < 200
-    assert _fetch(site.url("/tiny"))[2] == "<html><body>ok</body></html>"
-    conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=3)
-    try:
-        conn.request("HEAD", "/big?mb=5")
-        response = conn.getresponse()
-        assert response.status == 200 and response.read() == b""
-        assert int(response.headers["Content-Length"]) > 5 * 1024 * 1024 - 200
-        conn.request("GET", "/tiny")  # keep-alive: same connection is reused
-        assert conn.getresponse().read() == b"<html><body>ok</body></html>"
-    finally:
-        conn.close()
-
-
-def test_slow_does_not_block_other_requests(site: Any) -> None:
-    result: dict[str, Any] = {}
-
-    def slow() -> None:
-        result["status"] = _fetch(site.url("/slow?s=0.2"))[0]
-
-    thread = threading.Thread(target=slow)
-    thread.start()
-    deadline = time.monotonic() + 2
-    while site.hits["/slow"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    started = time.monotonic()
-    assert _fetch(site.url("/tiny"))[0] == 200
-    assert time.monotonic() - started < 0.15
-    assert thread.is_alive()  # the slow request is still in flight
-    thread.join(timeout=3)
-    assert result["status"] == 200
-
-
-def test_stop_is_prompt_with_slow_request_in_flight() -> None:
-    site = ck_site.TestSite().start()
-    idle = http.client.HTTPConnection("127.0.0.1", site.port, timeout=5)  # an idle keep-alive connection
-    idle.request("GET", "/tiny")
-    idle.getresponse().read()
-    errors: list[BaseException] = []
-
-    def slow() -> None:
-        try:
-            _fetch(site.url("/slow?s=30"))
-        except Exception as exc:  # the connection is dropped when the server stops
-            errors.append(exc)
-
-    thread = threading.Thread(target=slow)
-    thread.start()
-    deadline = time.monotonic() + 2
-    while site.hits["/slow"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    started = time.monotonic()
-    site.stop()
-    assert time.monotonic() - started < 2
-    thread.join(timeout=2)
-    assert not thread.is_alive() and errors
-    idle.close()
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", site.port), timeout=1).close()
-    site.stop()  # idempotent
-
-
-def test_hit_counter_counts_connections() -> None:
-    with ck_site.HitCounter() as sentinel:
-        assert sentinel.base_url.startswith("http://127.0.0.3:")
-        assert sentinel.hits == 0
-        socket.create_connection((sentinel.host, sentinel.port), timeout=2).close()  # raw connection
-        assert sentinel.wait_for_hits(1)
-        status, _, body, _ = _fetch(sentinel.url("/anything"))
-        assert status == 200 and body == "ok"
-        assert sentinel.hits == 2
-        assert "GET /anything HTTP/1.1" in sentinel.request_lines
 
 
 def test_only_loopback_hosts() -> None:
     with pytest.raises(ValueError):
         ck_site.TestSite(host="0.0.0.0")
-    with pytest.raises(ValueError):
-        ck_site.HitCounter(host="example.com")
 
 
 def test_server_never_prints(capfd: pytest.CaptureFixture[str]) -> None:
     with ck_site.TestSite() as running:
-        for path in ("/", "/nope", "/status/500", "/redirect?to=/&status=1", "/slow?s=x"):
+        for path in ("/", "/nope", "/redirect?to=/&status=1", "/set-cookie?name=a;b&value=x"):
             _fetch(running.url(path))
         with socket.create_connection(("127.0.0.1", running.port), timeout=2) as sock:
             sock.sendall(b"garbage\r\n\r\n")
             sock.recv(4096)
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_tiny_and_head_on_a_kept_alive_connection(site: Any) -> None:
+    assert _fetch(site.url("/tiny"))[2] == "<html><body>ok</body></html>"
+    conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=3)
+    try:
+        conn.request("HEAD", "/tiny")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == b""
+        assert int(response.headers["Content-Length"]) == len(b"<html><body>ok</body></html>")
+        conn.request("GET", "/tiny")  # keep-alive: same connection is reused
+        assert conn.getresponse().read() == b"<html><body>ok</body></html>"
+    finally:
+        conn.close()
+
+
+def test_the_shipped_site_has_no_test_only_routes(site: Any) -> None:
+    for path in ("/long", "/js", "/slow", "/loop", "/big", "/redirect-chain", "/status/500", "/subresources",
+                 "/sw.js", "/ws"):
+        assert _fetch(site.url(path))[0] == 404, path
+    assert not hasattr(ck_site, "HitCounter")
+
+
+def test_a_handler_subclass_adds_exact_and_prefix_routes() -> None:
+    class Handler(ck_site.SiteHandler):
+        GET_ROUTES: ClassVar[dict[str, str]] = {**ck_site.SiteHandler.GET_ROUTES, "/hello": "_hello"}
+        PREFIX_ROUTES: ClassVar[dict[str, str]] = {"/echo/": "_echo"}
+
+        def _hello(self) -> None:
+            self._send_page(200, "Hello", "<p>hello</p>")
+
+        def _echo(self, rest: str) -> None:
+            self._send(200, rest.encode(), "text/plain")
+
+    class Site(ck_site.TestSite):
+        handler_class = Handler
+
+    with Site() as running:
+        assert "<title>Hello</title>" in _fetch(running.url("/hello"))[2]
+        assert _fetch(running.url("/echo/a/b"))[2] == "a/b"
+        assert _fetch(running.url("/echo/x"), data={"k": "v"})[0] == 405
+        assert _fetch(running.url("/login"))[0] == 200  # the login site's routes are kept
+    with ck_site.TestSite() as plain:
+        assert _fetch(plain.url("/hello"))[0] == 404

@@ -1,15 +1,19 @@
 """A small, realistic test website served on a loopback address from a background thread.
 
-Used by crawlkeeper's integration tests, its ``demo`` command and its benchmarks. Standard library only.
+For plugin authors (a login form to test a login plugin against), the ``crawlkeeper demo`` command and
+crawlkeeper's own tests. Standard library only.
 
     with TestSite() as site:
         site.url("/login")          # -> "http://127.0.0.1:PORT/login"
         site.hits["/private"]       # how often a path was requested
         site.session_token("alice") # a valid ``ck_session`` cookie value, for injecting cookies directly
 
-``HitCounter`` is a "sentinel" server: it counts every TCP connection it accepts (plain requests, CONNECT
-tunnels, raw connections), answers a tiny 200 and closes. Egress tests point browsers at it and assert
-that its ``hits`` stays at zero.
+Routes: ``/`` (index), ``/login`` (GET form, POST ``username``/``password``/``next``), ``/private`` (needs a
+session), ``/logout``, ``/cookies`` (cookie names sent), ``/set-cookie?name=&value=``,
+``/redirect?to=&status=``, ``/links``, ``/form-echo`` (field names posted) and ``/tiny``.
+
+To add routes, subclass :class:`SiteHandler` (extend ``GET_ROUTES``, ``POST_ROUTES`` or ``PREFIX_ROUTES``
+with handler method names) and set it as ``handler_class`` of a :class:`TestSite` subclass.
 
 Only loopback addresses are accepted. Nothing here ever prints; cookie *values* are never recorded
 (only the session store keeps the tokens it issued, because it has to).
@@ -17,22 +21,18 @@ Only loopback addresses are accepted. Nothing here ever prints; cookie *values* 
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import email
 import email.policy
-import hashlib
 import hmac
 import html
 import ipaddress
-import json
 import math
 import re
 import secrets
 import socket
 import threading
-import time
 from collections.abc import Iterable
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,17 +40,12 @@ from types import TracebackType
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, urlsplit
 
-__all__ = ["SESSION_COOKIE", "HitCounter", "TestSite"]
+__all__ = ["SESSION_COOKIE", "SiteHandler", "TestSite"]
 
 SESSION_COOKIE = "ck_session"
 DEFAULT_USERS: dict[str, str] = {"alice": "wonderland", "bob": "builder"}
 
-_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_BODY = 10 * 1024 * 1024
-_MAX_SLOW_S = 120.0
-_MAX_BIG_MB = 1024.0
-_MAX_LONG_N = 200_000
-_MAX_CHAIN = 50
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _HTML = "text/html; charset=utf-8"
 # RFC 6265: cookie-name is an RFC 7230 token, cookie-value is *cookie-octet.
@@ -67,7 +62,6 @@ _SENTENCES = (
     "Sessions, cookies, redirects and slow responses are all simulated here on a loopback address.",
     "A page with too little visible text may be mistaken for an empty or broken page by a crawler.",
 )
-_LONG_WORDS = ("amber", "birch", "cedar", "delta", "ember", "fjord", "grove", "harbor", "island", "juniper")
 
 
 def _filler(topic: str, count: int = 2) -> str:
@@ -93,32 +87,6 @@ def _page_text(title: str, content: str, *, heading: str | None = None, head_ext
         f"<title>{html.escape(title)}</title>\n{head_extra}</head>\n<body>\n<h1>{h1}</h1>\n{content}\n"
         "</body>\n</html>\n"
     )
-
-
-def _js_string(value: str) -> str:
-    """A JavaScript string literal that is also safe inside an inline <script>."""
-    return json.dumps(value).replace("</", "<\\/").replace("<!--", "<\\!--")
-
-
-def _long_paragraph(i: int) -> str:
-    w1 = _LONG_WORDS[i % len(_LONG_WORDS)]
-    w2 = _LONG_WORDS[(i * 7 + 3) % len(_LONG_WORDS)]
-    return (
-        f"<p>Paragraph {i}: the {w1} path leads past the {w2} stones toward line number {i} of this page.</p>"
-    )
-
-
-_BIG_SENTENCE = (
-    "Filler for the big page; it exists only to make the document heavy for crawler and memory tests."
-)
-
-
-def _big_paragraph(i: int) -> str:
-    # Fixed width numbering keeps every paragraph the same length, so Content-Length is exact.
-    return f"<p>Big paragraph {i:09d}: {_BIG_SENTENCE}</p>\n"
-
-
-_BIG_PARAGRAPH_LEN = len(_big_paragraph(0).encode("ascii"))
 
 
 def _loopback_family(host: str) -> int:
@@ -164,7 +132,7 @@ class _SiteServer(ThreadingHTTPServer):
         self.site = site
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        super().__init__(address, site.handler_class)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._conns_lock:
@@ -188,14 +156,22 @@ class _SiteServer(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class SiteHandler(BaseHTTPRequestHandler):
+    """The request handler of :class:`TestSite`; subclass it to add routes (see the module docstring).
+
+    ``GET_ROUTES`` maps a path to the name of the method that answers it (GET and HEAD); ``POST_ROUTES`` are
+    the paths of it that also take POST; ``PREFIX_ROUTES`` maps a path prefix to a method called with the rest
+    of the path (GET and HEAD only). A route method reads ``self._route_path``, ``self._param(name)`` and
+    ``self._body``, and answers with ``self._send``/``self._send_page``/``self._redirect``.
+    """
+
     protocol_version = "HTTP/1.1"
     server_version = "CrawlkeeperTestSite/1.0"
     sys_version = ""
     timeout = 60  # idle keep-alive connections are dropped after this many seconds
     server: _SiteServer
 
-    _GET_ROUTES: ClassVar[dict[str, str]] = {
+    GET_ROUTES: ClassVar[dict[str, str]] = {
         "/": "_index",
         "/login": "_login",
         "/private": "_private",
@@ -203,20 +179,12 @@ class _Handler(BaseHTTPRequestHandler):
         "/cookies": "_cookies",
         "/set-cookie": "_set_cookie",
         "/redirect": "_redirect_route",
-        "/redirect-chain": "_redirect_chain",
-        "/long": "_long",
         "/links": "_links",
-        "/js": "_js",
-        "/slow": "_slow",
-        "/loop": "_loop",
-        "/big": "_big",
         "/form-echo": "_form_echo",
-        "/subresources": "_subresources",
-        "/sw.js": "_sw_js",
-        "/ws": "_ws",
         "/tiny": "_tiny",
     }
-    _POST_ROUTES: ClassVar[frozenset[str]] = frozenset({"/login", "/logout", "/form-echo"})
+    POST_ROUTES: ClassVar[frozenset[str]] = frozenset({"/login", "/logout", "/form-echo"})
+    PREFIX_ROUTES: ClassVar[dict[str, str]] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -281,17 +249,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self) -> None:
         path = self._route_path
-        if path.startswith("/status/"):
-            if self.command == "POST":
-                self._method_not_allowed()
+        for prefix, prefix_name in self.PREFIX_ROUTES.items():
+            if path.startswith(prefix):
+                if self.command == "POST":
+                    self._method_not_allowed()
+                    return
+                getattr(self, prefix_name)(path[len(prefix) :])
                 return
-            self._status(path[len("/status/") :])
-            return
-        name = self._GET_ROUTES.get(path)
+        name = self.GET_ROUTES.get(path)
         if name is None:
             self._not_found()
             return
-        if self.command == "POST" and path not in self._POST_ROUTES:
+        if self.command == "POST" and path not in self.POST_ROUTES:
             self._method_not_allowed()
             return
         getattr(self, name)()
@@ -381,7 +350,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_page(404, "Not found", content)
 
     def _method_not_allowed(self) -> None:
-        allow = "GET, HEAD, POST" if self._route_path in self._POST_ROUTES else "GET, HEAD"
+        allow = "GET, HEAD, POST" if self._route_path in self.POST_ROUTES else "GET, HEAD"
         self._send_page(405, "Method not allowed", _filler("Method not allowed", 1), [("Allow", allow)])
 
     def _session_user(self) -> str | None:
@@ -513,16 +482,6 @@ class _Handler(BaseHTTPRequestHandler):
             raise _BadRequest("status must be one of 301, 302, 303, 307, 308")
         self._redirect(status, self._param("to") or "/")
 
-    def _redirect_chain(self) -> None:
-        n = self._int_param("n", 3, 0, _MAX_CHAIN)
-        self._redirect(302, f"/redirect-chain?n={n - 1}" if n > 1 else "/")
-
-    def _long(self) -> None:
-        n = self._int_param("n", 2000, 0, _MAX_LONG_N)
-        intro = f'<p class="intro">This page has {n} numbered paragraphs. {_SENTENCES[0]} {_SENTENCES[5]}'
-        paragraphs = "\n".join(_long_paragraph(i) for i in range(1, n + 1))
-        self._send_page(200, "Long page", f"{intro}</p>\n{paragraphs}")
-
     def _links(self) -> None:
         internal = [
             ("/", "Home"),
@@ -544,88 +503,6 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self._send_page(200, "Links", content)
 
-    def _js(self) -> None:
-        delay = self._int_param("delay_ms", 500, 0, 120_000)
-        late_filler = _js_string(" ".join(_SENTENCES[1:4]))
-        content = (
-            '<div id="status">Loading...</div>\n'
-            + _filler("Script page", 1)
-            + "\n<script>\nsetTimeout(function () {\n"
-            '  var late = document.createElement("div");\n'
-            '  late.id = "late";\n'
-            '  late.textContent = "Late content arrived";\n'
-            "  document.body.appendChild(late);\n"
-            '  var p = document.createElement("p");\n'
-            '  p.className = "late-filler";\n'
-            f"  p.textContent = {late_filler};\n"
-            "  document.body.appendChild(p);\n"
-            '  document.getElementById("status").textContent = "Loaded.";\n'
-            f"}}, {delay});\n</script>"
-        )
-        self._send_page(200, "Script page", content)
-
-    def _slow(self) -> None:
-        seconds = self._float_param("s", 5.0, 0.0, _MAX_SLOW_S)
-        if self.site._stop_event.wait(seconds):
-            self.close_connection = True  # server is stopping: drop the request without an answer
-            return
-        content = f'<p id="slow">This page waited {seconds:g} seconds before answering.</p>\n' + _filler(
-            "Slow page", 2
-        )
-        self._send_page(200, "Slow page", content)
-
-    def _loop(self) -> None:
-        mode = self._param("mode") or "inline"
-        if mode == "load":
-            script = 'window.addEventListener("load", function () { while (true) {} });'
-        else:
-            script = "while (true) {}"
-        content = (
-            '<p id="loop">The script at the end of this page never finishes.</p>\n'
-            + _filler("Loop page", 2)
-            + f"\n<script>{script}</script>"
-        )
-        self._send_page(200, "Loop page", content)
-
-    def _big(self) -> None:
-        mb = self._float_param("mb", 30.0, 0.0, _MAX_BIG_MB)
-        text = _page_text("Big page", '<p class="intro">' + _SENTENCES[2] + "</p>\n" + _filler("Big", 1))
-        head_text, _, tail_text = text.rpartition("</body>")
-        head = head_text.encode("utf-8")
-        tail = ("</body>" + tail_text).encode("utf-8")
-        remaining = max(0, int(mb * 1024 * 1024) - len(head) - len(tail))
-        count = math.ceil(remaining / _BIG_PARAGRAPH_LEN)
-        self._start(200, _HTML, len(head) + len(tail) + count * _BIG_PARAGRAPH_LEN)
-        if self.command == "HEAD":
-            return
-        self.wfile.write(head)
-        stop = self.site._stop_event
-        step = 1024  # ~130 KB per write
-        for first in range(0, count, step):
-            if stop.is_set():
-                self.close_connection = True
-                return
-            chunk = "".join(_big_paragraph(i) for i in range(first, min(first + step, count)))
-            self.wfile.write(chunk.encode("ascii"))
-        self.wfile.write(tail)
-
-    def _status(self, raw: str) -> None:
-        try:
-            code = int(raw)
-        except ValueError:
-            self._not_found()
-            return
-        if not 200 <= code <= 599:
-            self._not_found()
-            return
-        if code in (204, 304):
-            self._start(code, None, None)
-            return
-        content = f'<p id="status-code">This response deliberately has status {code}.</p>\n' + _filler(
-            f"Status {code}", 2
-        )
-        self._send_page(code, f"Status {code}", content)
-
     def _form_echo(self) -> None:
         if self.command != "POST":
             content = (
@@ -644,70 +521,6 @@ class _Handler(BaseHTTPRequestHandler):
             f'<ul id="field-names">{items}</ul>\n' + _filler("Form echo", 2)
         )
         self._send_page(200, "Form echo", content)
-
-    def _target_param(self) -> str:
-        target = self._param("target") or ""
-        parts = urlsplit(target)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise _BadRequest("target must be an absolute http(s) URL")
-        if any(ch in target for ch in "\r\n\0"):
-            raise _BadRequest("target contains control characters")
-        return target
-
-    def _subresources(self) -> None:
-        target = self._target_param()
-        ws_target = ("wss" if target.startswith("https") else "ws") + target[target.index(":") :]
-        attr = html.escape(target, quote=True)
-        content = (
-            "<p>This page references an outside address in many different ways.</p>\n"
-            + _filler("Subresources", 2)
-            + f'\n<img id="probe-img" src="{attr}" alt="probe image">\n'
-            f'<iframe id="probe-frame" src="{attr}" title="probe frame"></iframe>\n'
-            "<script>\n(function () {\n"
-            f"  var target = {_js_string(target)};\n"
-            f"  var wsTarget = {_js_string(ws_target)};\n"
-            "  try {\n"
-            '    fetch(target, {mode: "no-cors", cache: "no-store"}).catch(function () {});\n'
-            "  } catch (e) {}\n"
-            "  try { var ws = new WebSocket(wsTarget); ws.onerror = function () {}; } catch (e) {}\n"
-            '  if ("serviceWorker" in navigator) {\n'
-            '    navigator.serviceWorker.register("/sw.js?target=" + encodeURIComponent(target))'
-            ".catch(function () {});\n"
-            "  }\n})();\n</script>"
-        )
-        self._send_page(200, "Subresources", content)
-
-    def _sw_js(self) -> None:
-        target = self._target_param()
-        body = (
-            f"const TARGET = {_js_string(target)};\n"
-            "function probe() {\n"
-            '  return fetch(TARGET, {mode: "no-cors", cache: "no-store"}).catch(function () {});\n'
-            "}\n"
-            'self.addEventListener("install", function (event) {\n'
-            "  self.skipWaiting();\n  event.waitUntil(probe());\n});\n"
-            'self.addEventListener("activate", function (event) {\n  event.waitUntil(probe());\n});\n'
-        ).encode()
-        self._send(200, body, "application/javascript; charset=utf-8")
-
-    def _ws(self) -> None:
-        key = (self.headers.get("Sec-WebSocket-Key") or "").strip()
-        upgrade = (self.headers.get("Upgrade") or "").strip().lower()
-        if self.command != "GET" or upgrade != "websocket" or not key:
-            content = "<p>This endpoint only accepts WebSocket upgrades.</p>\n" + _filler("WebSocket", 1)
-            self._send_page(426, "Upgrade required", content, [("Upgrade", "websocket")])
-            return
-        accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode("ascii")).digest()).decode("ascii")
-        self.close_connection = True
-        self.send_response(101, "Switching Protocols")
-        self.send_header("Upgrade", "websocket")
-        self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", accept)
-        self.end_headers()
-        self._started = True
-        self.site._stop_event.wait(0.5)
-        with contextlib.suppress(OSError):
-            self.wfile.write(b"\x88\x02\x03\xe8")  # close frame, status 1000
 
     def _tiny(self) -> None:
         self._send(200, b"<html><body>ok</body></html>")
@@ -730,6 +543,7 @@ class TestSite:
 
     __test__ = False  # not a pytest test class
     SESSION_COOKIE: ClassVar[str] = SESSION_COOKIE
+    handler_class: ClassVar[type[SiteHandler]] = SiteHandler  # a SiteHandler subclass adds routes
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, users: dict[str, str] | None = None) -> None:
         self._family = _loopback_family(host)
@@ -856,144 +670,3 @@ class TestSite:
     def _record_error(self, message: str) -> None:
         with self._lock:
             self.errors.append(message)
-
-
-# --------------------------------------------------------------------------------------------- HitCounter
-
-
-class HitCounter:
-    """Sentinel server: counts every accepted TCP connection, answers a tiny 200 and closes."""
-
-    __test__ = False
-
-    def __init__(self, host: str = "127.0.0.3", port: int = 0) -> None:
-        self._family = _loopback_family(host)
-        self.host = host
-        self.port = port
-        self.request_lines: list[str] = []  # first line of each request that sent one
-        self._hits = 0
-        self._lock = threading.Lock()
-        self._stop_event = threading.Event()
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._conns: set[socket.socket] = set()
-
-    def start(self) -> HitCounter:
-        if self._sock is not None:
-            return self
-        self._stop_event = threading.Event()
-        sock = socket.socket(self._family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.listen(128)
-        except OSError:
-            sock.close()
-            raise
-        sock.settimeout(0.05)
-        self.port = int(sock.getsockname()[1])
-        self._sock = sock
-        self._thread = threading.Thread(
-            target=self._accept_loop, name=f"ck-hit-counter-{self.port}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        sock, thread = self._sock, self._thread
-        if sock is None:
-            return
-        self._stop_event.set()
-        if thread is not None:
-            thread.join(timeout=2)
-        sock.close()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        self._sock = None
-        self._thread = None
-
-    def __enter__(self) -> HitCounter:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def hits(self) -> int:
-        with self._lock:
-            return self._hits
-
-    @property
-    def base_url(self) -> str:
-        if self._sock is None and self.port == 0:
-            raise RuntimeError("HitCounter is not started")
-        return f"http://{_url_host(self.host)}:{self.port}"
-
-    def url(self, path: str = "/") -> str:
-        if not path.startswith("/"):
-            path = "/" + path
-        return self.base_url + path
-
-    def wait_for_hits(self, minimum: int = 1, timeout: float = 2.0) -> bool:
-        """Poll until ``hits >= minimum``; True if reached within ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.hits >= minimum:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._hits = 0
-            self.request_lines.clear()
-
-    def _accept_loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        while not self._stop_event.is_set():
-            try:
-                conn, _ = sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self._hits += 1
-                self._conns.add(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            conn.settimeout(1.0)
-            data = b""
-            try:
-                while b"\r\n\r\n" not in data and len(data) < 65536:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-            except OSError:
-                pass
-            if data:
-                line = data.split(b"\r\n", 1)[0][:2000].decode("latin-1")
-                with self._lock:
-                    self.request_lines.append(line)
-            with contextlib.suppress(OSError):
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
-                    b"Connection: close\r\n\r\nok"
-                )
-        finally:
-            with self._lock:
-                self._conns.discard(conn)
-            conn.close()
