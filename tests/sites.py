@@ -38,17 +38,16 @@ from types import TracebackType
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-from crawlkeeper.testing.site import (
-    _HTML,
-    _SENTENCES,
-    SiteHandler,
-    TestSite,
-    _BadRequest,
-    _filler,
-    _loopback_family,
-    _page_text,
-    _url_host,
+from crawlkeeper.testing.serving import (
+    HTML,
+    SENTENCES,
+    BadRequest,
+    filler,
+    loopback_family,
+    page_text,
+    url_host,
 )
+from crawlkeeper.testing.site import SiteHandler, TestSite
 
 __all__ = ["ExtraSite", "HitCounter", "HostileSite", "ReposTestSite", "Request", "Response", "gzip_bomb",
            "html_page"]
@@ -112,16 +111,16 @@ class ReposHandler(SiteHandler):
 
     def _long(self) -> None:
         n = self._int_param("n", 2000, 0, _MAX_LONG_N)
-        intro = f'<p class="intro">This page has {n} numbered paragraphs. {_SENTENCES[0]} {_SENTENCES[5]}'
+        intro = f'<p class="intro">This page has {n} numbered paragraphs. {SENTENCES[0]} {SENTENCES[5]}'
         paragraphs = "\n".join(_long_paragraph(i) for i in range(1, n + 1))
         self._send_page(200, "Long page", f"{intro}</p>\n{paragraphs}")
 
     def _js(self) -> None:
         delay = self._int_param("delay_ms", 500, 0, 120_000)
-        late_filler = _js_string(" ".join(_SENTENCES[1:4]))
+        late_filler = _js_string(" ".join(SENTENCES[1:4]))
         content = (
             '<div id="status">Loading...</div>\n'
-            + _filler("Script page", 1)
+            + filler("Script page", 1)
             + "\n<script>\nsetTimeout(function () {\n"
             '  var late = document.createElement("div");\n'
             '  late.id = "late";\n'
@@ -141,7 +140,7 @@ class ReposHandler(SiteHandler):
         if self.site._stop_event.wait(seconds):
             self.close_connection = True  # server is stopping: drop the request without an answer
             return
-        content = f'<p id="slow">This page waited {seconds:g} seconds before answering.</p>\n' + _filler(
+        content = f'<p id="slow">This page waited {seconds:g} seconds before answering.</p>\n' + filler(
             "Slow page", 2
         )
         self._send_page(200, "Slow page", content)
@@ -154,20 +153,20 @@ class ReposHandler(SiteHandler):
             script = "while (true) {}"
         content = (
             '<p id="loop">The script at the end of this page never finishes.</p>\n'
-            + _filler("Loop page", 2)
+            + filler("Loop page", 2)
             + f"\n<script>{script}</script>"
         )
         self._send_page(200, "Loop page", content)
 
     def _big(self) -> None:
         mb = self._float_param("mb", 30.0, 0.0, _MAX_BIG_MB)
-        text = _page_text("Big page", '<p class="intro">' + _SENTENCES[2] + "</p>\n" + _filler("Big", 1))
+        text = page_text("Big page", '<p class="intro">' + SENTENCES[2] + "</p>\n" + filler("Big", 1))
         head_text, _, tail_text = text.rpartition("</body>")
         head = head_text.encode("utf-8")
         tail = ("</body>" + tail_text).encode("utf-8")
         remaining = max(0, int(mb * 1024 * 1024) - len(head) - len(tail))
         count = math.ceil(remaining / _BIG_PARAGRAPH_LEN)
-        self._start(200, _HTML, len(head) + len(tail) + count * _BIG_PARAGRAPH_LEN)
+        self._start(200, HTML, len(head) + len(tail) + count * _BIG_PARAGRAPH_LEN)
         if self.command == "HEAD":
             return
         self.wfile.write(head)
@@ -193,7 +192,7 @@ class ReposHandler(SiteHandler):
         if code in (204, 304):
             self._start(code, None, None)
             return
-        content = f'<p id="status-code">This response deliberately has status {code}.</p>\n' + _filler(
+        content = f'<p id="status-code">This response deliberately has status {code}.</p>\n' + filler(
             f"Status {code}", 2
         )
         self._send_page(code, f"Status {code}", content)
@@ -202,9 +201,9 @@ class ReposHandler(SiteHandler):
         target = self._param("target") or ""
         parts = urlsplit(target)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise _BadRequest("target must be an absolute http(s) URL")
+            raise BadRequest("target must be an absolute http(s) URL")
         if any(ch in target for ch in "\r\n\0"):
-            raise _BadRequest("target contains control characters")
+            raise BadRequest("target contains control characters")
         return target
 
     def _subresources(self) -> None:
@@ -213,7 +212,7 @@ class ReposHandler(SiteHandler):
         attr = html.escape(target, quote=True)
         content = (
             "<p>This page references an outside address in many different ways.</p>\n"
-            + _filler("Subresources", 2)
+            + filler("Subresources", 2)
             + f'\n<img id="probe-img" src="{attr}" alt="probe image">\n'
             f'<iframe id="probe-frame" src="{attr}" title="probe frame"></iframe>\n'
             "<script>\n(function () {\n"
@@ -247,7 +246,7 @@ class ReposHandler(SiteHandler):
         key = (self.headers.get("Sec-WebSocket-Key") or "").strip()
         upgrade = (self.headers.get("Upgrade") or "").strip().lower()
         if self.command != "GET" or upgrade != "websocket" or not key:
-            content = "<p>This endpoint only accepts WebSocket upgrades.</p>\n" + _filler("WebSocket", 1)
+            content = "<p>This endpoint only accepts WebSocket upgrades.</p>\n" + filler("WebSocket", 1)
             self._send_page(426, "Upgrade required", content, [("Upgrade", "websocket")])
             return
         accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode("ascii")).digest()).decode("ascii")
@@ -277,7 +276,7 @@ class HitCounter:
     __test__ = False
 
     def __init__(self, host: str = "127.0.0.3", port: int = 0) -> None:
-        self._family = _loopback_family(host)
+        self._family = loopback_family(host)
         self.host = host
         self.port = port
         self.request_lines: list[str] = []  # first line of each request that sent one
@@ -345,7 +344,7 @@ class HitCounter:
     def base_url(self) -> str:
         if self._sock is None and self.port == 0:
             raise RuntimeError("HitCounter is not started")
-        return f"http://{_url_host(self.host)}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     def url(self, path: str = "/") -> str:
         if not path.startswith("/"):
@@ -462,7 +461,7 @@ class _HostileHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
             self.close_connection = True
 
-    def _send(self, status: int, body: bytes, content_type: str = _HTML,
+    def _send(self, status: int, body: bytes, content_type: str = HTML,
               headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -487,7 +486,7 @@ class _HostileHandler(BaseHTTPRequestHandler):
     def _r_stream(self, query: dict[str, str]) -> None:
         """Chunked HTML without Content-Length, never ending (until the client goes or the site stops)."""
         self.send_response(200)
-        self.send_header("Content-Type", _HTML)
+        self.send_header("Content-Type", HTML)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         chunk = (_FILLER * 256).encode()  # ~256 KB

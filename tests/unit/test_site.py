@@ -5,38 +5,19 @@ from __future__ import annotations
 
 import http.client
 import http.cookiejar
-import importlib.util
 import json
 import re
 import socket
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from email.message import Message
-from pathlib import Path
-from types import ModuleType
 from typing import Any, ClassVar
 
 import pytest
 
-_SITE_PATH = Path(__file__).resolve().parents[2] / "core" / "crawlkeeper" / "testing" / "site.py"
-
-
-def _load() -> ModuleType:
-    name = "ck_site_under_test"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _SITE_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ck_site = _load()
+from crawlkeeper.testing import site as ck_site
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -13,7 +13,8 @@ session), ``/logout``, ``/cookies`` (cookie names sent), ``/set-cookie?name=&val
 ``/redirect?to=&status=``, ``/links``, ``/form-echo`` (field names posted) and ``/tiny``.
 
 To add routes, subclass :class:`SiteHandler` (extend ``GET_ROUTES``, ``POST_ROUTES`` or ``PREFIX_ROUTES``
-with handler method names) and set it as ``handler_class`` of a :class:`TestSite` subclass.
+with handler method names) and set it as ``handler_class`` of a :class:`TestSite` subclass. The server and
+handler plumbing under it is :mod:`crawlkeeper.testing.serving`.
 
 Only loopback addresses are accepted. Nothing here ever prints; cookie *values* are never recorded
 (only the session store keeps the tokens it issued, because it has to).
@@ -22,154 +23,44 @@ Only loopback addresses are accepted. Nothing here ever prints; cookie *values* 
 from __future__ import annotations
 
 import collections
-import contextlib
 import email
 import email.policy
 import hmac
 import html
-import ipaddress
-import math
 import re
 import secrets
-import socket
 import threading
-from collections.abc import Iterable
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs
+
+from .serving import (
+    BadRequest,
+    RouteHandler,
+    SiteServer,
+    cookie_pairs,
+    filler,
+    loopback_family,
+    url_host,
+)
 
 __all__ = ["SESSION_COOKIE", "SiteHandler", "TestSite"]
 
 SESSION_COOKIE = "ck_session"
 DEFAULT_USERS: dict[str, str] = {"alice": "wonderland", "bob": "builder"}
 
-_MAX_BODY = 10 * 1024 * 1024
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_HTML = "text/html; charset=utf-8"
 # RFC 6265: cookie-name is an RFC 7230 token, cookie-value is *cookie-octet.
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # fullmatch: "$" allows a trailing newline
 _COOKIE_VALUE_RE = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
-_URL_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))  # printable ASCII minus space: left as-is
 _REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization"})
 
-_SENTENCES = (
-    "The crawler visits every page of this little site and reads the text that a person would see.",
-    "Each paragraph is deterministic, so tests can compare the extracted markdown from run to run.",
-    "Headless Chromium renders the markup, runs the scripts and hands the final document to the parser.",
-    "Nothing on this site talks to the outside world unless a test explicitly asks it to do so.",
-    "Sessions, cookies, redirects and slow responses are all simulated here on a loopback address.",
-    "A page with too little visible text may be mistaken for an empty or broken page by a crawler.",
-)
 
-
-def _filler(topic: str, count: int = 2) -> str:
-    """Deterministic filler paragraphs (each well over 200 visible characters)."""
-    out = []
-    for i in range(count):
-        a = _SENTENCES[i % len(_SENTENCES)]
-        b = _SENTENCES[(i + 2) % len(_SENTENCES)]
-        c = _SENTENCES[(i + 4) % len(_SENTENCES)]
-        out.append(f'<p class="filler">{html.escape(topic)}: {a} {b} {c}</p>')
-    return "\n".join(out)
-
-
-def _page(title: str, content: str, *, heading: str | None = None, head_extra: str = "") -> bytes:
-    return _page_text(title, content, heading=heading, head_extra=head_extra).encode("utf-8")
-
-
-def _page_text(title: str, content: str, *, heading: str | None = None, head_extra: str = "") -> str:
-    h1 = html.escape(title if heading is None else heading)
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(title)}</title>\n{head_extra}</head>\n<body>\n<h1>{h1}</h1>\n{content}\n"
-        "</body>\n</html>\n"
-    )
-
-
-def _loopback_family(host: str) -> int:
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"host must be a loopback IP literal, got {host!r}") from None
-    if not ip.is_loopback:
-        raise ValueError(f"only loopback addresses may be used, got {host!r}")
-    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _cookie_pairs(headers: Message) -> list[tuple[str, str]]:
-    """(name, value) pairs from all Cookie headers; nameless cookies are skipped."""
-    pairs: list[tuple[str, str]] = []
-    for header in headers.get_all("Cookie") or []:
-        for part in header.split(";"):
-            name, sep, value = part.strip().partition("=")
-            name = name.strip()
-            if sep and name:
-                pairs.append((name, value.strip()))
-    return pairs
-
-
-class _BadRequest(Exception):
-    pass
-
-
-# --------------------------------------------------------------------------------------------- server
-
-
-class _SiteServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], family: int, site: TestSite) -> None:
-        self.address_family = family
-        self.site = site
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-        super().__init__(address, site.handler_class)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._conns_lock:
-            self._conns.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conns_lock:
-            self._conns.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # never print tracebacks
-        self.site._record_error("unhandled error in request handler")
-
-    def close_connections(self) -> None:
-        """Wake up handler threads blocked on idle keep-alive connections."""
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
-class SiteHandler(BaseHTTPRequestHandler):
-    """The request handler of :class:`TestSite`; subclass it to add routes (see the module docstring).
-
-    ``GET_ROUTES`` maps a path to the name of the method that answers it (GET and HEAD); ``POST_ROUTES`` are
-    the paths of it that also take POST; ``PREFIX_ROUTES`` maps a path prefix to a method called with the rest
-    of the path (GET and HEAD only). A route method reads ``self._route_path``, ``self._param(name)`` and
-    ``self._body``, and answers with ``self._send``/``self._send_page``/``self._redirect``.
+class SiteHandler(RouteHandler):
+    """The request handler of :class:`TestSite`: the login site's routes; subclass it to add routes (see the
+    module docstring, and :class:`~crawlkeeper.testing.serving.RouteHandler` for the route tables).
     """
-
-    protocol_version = "HTTP/1.1"
-    server_version = "CrawlkeeperTestSite/1.0"
-    sys_version = ""
-    timeout = 60  # idle keep-alive connections are dropped after this many seconds
-    server: _SiteServer
 
     GET_ROUTES: ClassVar[dict[str, str]] = {
         "/": "_index",
@@ -184,177 +75,15 @@ class SiteHandler(BaseHTTPRequestHandler):
         "/tiny": "_tiny",
     }
     POST_ROUTES: ClassVar[frozenset[str]] = frozenset({"/login", "/logout", "/form-echo"})
-    PREFIX_ROUTES: ClassVar[dict[str, str]] = {}
-
-    # ------------------------------------------------------------------ plumbing
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return  # quiet: never write anything anywhere
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
 
     @property
     def site(self) -> TestSite:
-        return self.server.site
+        return self.server.site  # type: ignore[return-value]  # TestSite is the Recorder this handler runs in
 
-    def _dispatch(self) -> None:
-        parts = urlsplit(self.path)
-        self._route_path = parts.path or "/"
-        self._query = parse_qs(parts.query, keep_blank_values=True)
-        self._started = False
-        self._body = b""
-        self.site._record(self._route_path, self.command, self.headers)
-        try:
-            if self.command == "POST" and not self._read_body():
-                return
-            self._route()
-        except _BadRequest as exc:
-            if not self._started:
-                self._send_page(400, "Bad request", f'<p id="error">{html.escape(str(exc))}</p>')
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
-            self.close_connection = True
-        except Exception as exc:
-            self.site._record_error(f"{self.command} {self._route_path}: {exc!r}")
-            self.close_connection = True
-            if not self._started:
-                with contextlib.suppress(OSError):
-                    self._send_page(500, "Internal server error", "<p>The test site failed.</p>")
-
-    def _read_body(self) -> bool:
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            # No chunked support: read nothing and don't reuse the connection.
-            self.close_connection = True
-            return True
-        try:
-            length = int(length_header)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            raise _BadRequest("invalid Content-Length")
-        if length > _MAX_BODY:
-            self.close_connection = True
-            self._send_page(413, "Payload too large", "<p>The request body is too large.</p>")
-            return False
-        self._body = self.rfile.read(length)
-        return True
-
-    def _route(self) -> None:
-        path = self._route_path
-        for prefix, prefix_name in self.PREFIX_ROUTES.items():
-            if path.startswith(prefix):
-                if self.command == "POST":
-                    self._method_not_allowed()
-                    return
-                getattr(self, prefix_name)(path[len(prefix) :])
-                return
-        name = self.GET_ROUTES.get(path)
-        if name is None:
-            self._not_found()
-            return
-        if self.command == "POST" and path not in self.POST_ROUTES:
-            self._method_not_allowed()
-            return
-        getattr(self, name)()
-
-    def _param(self, name: str) -> str | None:
-        values = self._query.get(name)
-        return values[0] if values else None
-
-    def _int_param(self, name: str, default: int, lo: int, hi: int) -> int:
-        raw = self._param(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise _BadRequest(f"{name} must be an integer") from None
-        return min(max(value, lo), hi)
-
-    def _float_param(self, name: str, default: float, lo: float, hi: float) -> float:
-        raw = self._param(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise _BadRequest(f"{name} must be a number") from None
-        if not math.isfinite(value):
-            raise _BadRequest(f"{name} must be finite")
-        return min(max(value, lo), hi)
-
-    def _start(
-        self,
-        status: int,
-        content_type: str | None,
-        length: int | None,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        self.send_response(status)
-        if content_type is not None:
-            self.send_header("Content-Type", content_type)
-        if length is not None:
-            self.send_header("Content-Length", str(length))
-        self.send_header("Cache-Control", "no-store")
-        for key, value in headers:
-            self.send_header(key, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self._started = True
-
-    def _send(
-        self,
-        status: int,
-        body: bytes,
-        content_type: str = _HTML,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        self._start(status, content_type, len(body), headers)
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _send_page(
-        self,
-        status: int,
-        title: str,
-        content: str,
-        headers: Iterable[tuple[str, str]] = (),
-        *,
-        heading: str | None = None,
-    ) -> None:
-        self._send(status, _page(title, content, heading=heading), headers=headers)
-
-    def _redirect(self, status: int, location: str, headers: Iterable[tuple[str, str]] = ()) -> None:
-        if any(ch in location for ch in "\r\n\0"):
-            raise _BadRequest("redirect target contains control characters")
-        location = quote(location, safe=_URL_SAFE)
-        link = html.escape(location)
-        content = f'<p>Redirecting to <a href="{link}">{link}</a>.</p>\n' + _filler("Redirect", 1)
-        self._send_page(status, "Redirect", content, [("Location", location), *headers])
-
-    def _not_found(self) -> None:
-        content = (
-            f'<p id="missing">There is no page at {html.escape(self._route_path)} on this site.</p>\n'
-            + _filler("Not found", 2)
-            + '\n<p><a href="/">Back to the index</a></p>'
-        )
-        self._send_page(404, "Not found", content)
-
-    def _method_not_allowed(self) -> None:
-        allow = "GET, HEAD, POST" if self._route_path in self.POST_ROUTES else "GET, HEAD"
-        self._send_page(405, "Method not allowed", _filler("Method not allowed", 1), [("Allow", allow)])
+    # ------------------------------------------------------------------ site helpers
 
     def _session_user(self) -> str | None:
-        for name, value in _cookie_pairs(self.headers):
+        for name, value in cookie_pairs(self.headers):
             if name == SESSION_COOKIE:
                 user = self.site._user_for_token(value)
                 if user is not None:
@@ -394,7 +123,7 @@ class SiteHandler(BaseHTTPRequestHandler):
             '<li><a href="/cookies">Cookie echo</a></li>\n'
             '<li><a href="/long">Long page</a></li>\n'
             '<li><a href="/links">Links</a></li>\n'
-            "</ul>\n" + _filler("Index", 2)
+            "</ul>\n" + filler("Index", 2)
         )
         self._send_page(200, "Crawlkeeper test site", content)
 
@@ -413,7 +142,7 @@ class SiteHandler(BaseHTTPRequestHandler):
             '<label for="password">Password</label>\n'
             '<input type="password" name="password" id="password">\n'
             '<button type="submit" id="submit">Log in</button>\n'
-            "</form>\n" + _filler("Login", 2)
+            "</form>\n" + filler("Login", 2)
         )
         self._send_page(status, "Log in", content)
 
@@ -444,24 +173,24 @@ class SiteHandler(BaseHTTPRequestHandler):
         content = (
             f'<p id="welcome">Welcome, {name}!</p>\n'
             f'<p class="private">This paragraph is only visible when logged in: secret-page-for-{name}.</p>\n'
-            + _filler("Private", 2)
+            + filler("Private", 2)
             + '\n<p><a href="/logout">Log out</a></p>'
         )
         self._send_page(200, "Private area", content)
 
     def _logout(self) -> None:
-        for name, value in _cookie_pairs(self.headers):
+        for name, value in cookie_pairs(self.headers):
             if name == SESSION_COOKIE:
                 self.site._drop_token(value)
         cookie = f"{SESSION_COOKIE}=; Max-Age=0; HttpOnly; Path=/; SameSite=Lax"
         self._redirect(303, "/login", [("Set-Cookie", cookie)])
 
     def _cookies(self) -> None:
-        names = sorted({name for name, _ in _cookie_pairs(self.headers)})
+        names = sorted({name for name, _ in cookie_pairs(self.headers)})
         items = "".join(f"<li>{html.escape(n)}</li>" for n in names)
         content = (
             f"<p>The browser sent {len(names)} cookie(s). Only their names are shown here.</p>\n"
-            f'<ul id="cookie-names">{items}</ul>\n' + _filler("Cookie echo", 2)
+            f'<ul id="cookie-names">{items}</ul>\n' + filler("Cookie echo", 2)
         )
         self._send_page(200, "Cookie echo", content)
 
@@ -469,17 +198,17 @@ class SiteHandler(BaseHTTPRequestHandler):
         name = self._param("name") or ""
         value = self._param("value") or ""
         if not _TOKEN_RE.fullmatch(name):
-            raise _BadRequest("name must be a valid cookie name")
+            raise BadRequest("name must be a valid cookie name")
         if not _COOKIE_VALUE_RE.fullmatch(value):
-            raise _BadRequest("value contains characters not allowed in a cookie")
+            raise BadRequest("value contains characters not allowed in a cookie")
         title = f"Cookie {name} set"
-        content = "<p>The cookie was set for the whole site (Path=/).</p>\n" + _filler("Set cookie", 2)
+        content = "<p>The cookie was set for the whole site (Path=/).</p>\n" + filler("Set cookie", 2)
         self._send_page(200, title, content, [("Set-Cookie", f"{name}={value}; Path=/")])
 
     def _redirect_route(self) -> None:
         status = self._int_param("status", 302, 0, 999)
         if status not in _REDIRECT_STATUSES:
-            raise _BadRequest("status must be one of 301, 302, 303, 307, 308")
+            raise BadRequest("status must be one of 301, 302, 303, 307, 308")
         self._redirect(status, self._param("to") or "/")
 
     def _links(self) -> None:
@@ -499,7 +228,7 @@ class SiteHandler(BaseHTTPRequestHandler):
         items += [f'<li><a class="external" href="{h}">{t}</a></li>' for h, t in external]
         content = (
             "<p>Five links stay on this site and three point to example.com.</p>\n"
-            '<ul id="links">\n' + "\n".join(items) + "\n</ul>\n" + _filler("Links", 2)
+            '<ul id="links">\n' + "\n".join(items) + "\n</ul>\n" + filler("Links", 2)
         )
         self._send_page(200, "Links", content)
 
@@ -510,7 +239,7 @@ class SiteHandler(BaseHTTPRequestHandler):
                 '<form id="echo" method="post" action="/form-echo">\n'
                 '<input name="name" id="name">\n<input name="email" id="email">\n'
                 '<textarea name="message" id="message"></textarea>\n'
-                '<button type="submit" id="submit">Send</button>\n</form>\n' + _filler("Form echo", 2)
+                '<button type="submit" id="submit">Send</button>\n</form>\n' + filler("Form echo", 2)
             )
             self._send_page(200, "Form echo", content)
             return
@@ -518,7 +247,7 @@ class SiteHandler(BaseHTTPRequestHandler):
         items = "".join(f"<li>{html.escape(n)}</li>" for n in names)
         content = (
             f"<p>The server received {len(names)} field name(s); values are never shown.</p>\n"
-            f'<ul id="field-names">{items}</ul>\n' + _filler("Form echo", 2)
+            f'<ul id="field-names">{items}</ul>\n' + filler("Form echo", 2)
         )
         self._send_page(200, "Form echo", content)
 
@@ -546,7 +275,7 @@ class TestSite:
     handler_class: ClassVar[type[SiteHandler]] = SiteHandler  # a SiteHandler subclass adds routes
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, users: dict[str, str] | None = None) -> None:
-        self._family = _loopback_family(host)
+        self._family = loopback_family(host)
         self.host = host
         self.port = port
         self.users: dict[str, str] = dict(DEFAULT_USERS if users is None else users)
@@ -556,7 +285,7 @@ class TestSite:
         self._lock = threading.Lock()
         self._sessions: dict[str, str] = {}
         self._stop_event = threading.Event()
-        self._server: _SiteServer | None = None
+        self._server: SiteServer | None = None
         self._thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -565,7 +294,7 @@ class TestSite:
         if self._server is not None:
             return self
         self._stop_event = threading.Event()
-        server = _SiteServer((self.host, self.port), self._family, self)
+        server = SiteServer((self.host, self.port), self._family, self)
         self.port = int(server.server_address[1])
         self._server = server
         self._thread = threading.Thread(
@@ -611,7 +340,7 @@ class TestSite:
     def base_url(self) -> str:
         if self._server is None and self.port == 0:
             raise RuntimeError("TestSite is not started")
-        return f"http://{_url_host(self.host)}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     def url(self, path: str) -> str:
         if not path.startswith("/"):
@@ -653,7 +382,7 @@ class TestSite:
             self.errors.clear()
 
     def _record(self, path: str, method: str, headers: Message) -> None:
-        cookie_names = sorted({name for name, _ in _cookie_pairs(headers)})
+        cookie_names = sorted({name for name, _ in cookie_pairs(headers)})
         flat: dict[str, str] = {}
         for key, value in headers.items():
             lower = key.lower()
