@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from crawlkeeper.testing.site import TestSite
 
-from common import Stats, temp_dir, timed
+from common import Stats, temp_dir, timed, unguarded_app
 from sites import ReposTestSite
 
 TOKEN = "bench-token-0123456789abcdef"
@@ -120,30 +120,15 @@ async def main() -> int:
 
 
 async def bench_stateless(site: TestSite, config: Path, repeats: int) -> None:
-    from crawlkeeper import guard
     from crawlkeeper.runtime import build_app
 
     url = site.url("/")
-    today, before = build_app(config), build_app(config)
-
-    async def reuse_as_is(slot: object) -> bool:
-        return True  # no park, no wipe: the next call sees what this one left
-
-    before.pool._wipe = reuse_as_is  # type: ignore[method-assign]
+    today = build_app(config)
     await today.startup()
-    await before.startup()
+    before, before_crawl = await unguarded_app(config)
 
     async def unguarded() -> None:
-        real = guard.meter_page
-
-        async def no_meter(page: object) -> None:
-            return None
-
-        guard.meter_page = no_meter  # type: ignore[assignment]
-        try:
-            await before.crawl(url)
-        finally:
-            guard.meter_page = real
+        await before_crawl(url)
 
     try:
         for pause in (0.0, 0.2):

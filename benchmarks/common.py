@@ -94,3 +94,32 @@ def server_params(config: Path):  # type: ignore[no-untyped-def]
 
 def temp_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="crawlkeeper-bench-"))
+
+
+async def unguarded_app(config: Path):  # type: ignore[no-untyped-def]
+    """A started app that crawls as crawlkeeper did before the hostile-page guards: its pooled contexts are
+    reused as they are (no park, no cookie/storage wipe) and no download is metered. Returns the app (shut it
+    down) and ``crawl(url)``. The baseline of the guards' cost in run.py and bench_secrets.py."""
+    from crawlkeeper import guard
+    from crawlkeeper.runtime import build_app
+
+    app = build_app(config)
+
+    async def reuse_as_is(slot: object) -> bool:
+        return True  # no park, no wipe: the next call sees what this one left
+
+    async def no_meter(page: object) -> None:
+        return None
+
+    app.pool._wipe = reuse_as_is  # type: ignore[method-assign]
+    await app.startup()
+
+    async def crawl(url: str) -> None:
+        real = guard.meter_page
+        guard.meter_page = no_meter  # type: ignore[assignment]
+        try:
+            await app.crawl(url)
+        finally:
+            guard.meter_page = real
+
+    return app, crawl

@@ -25,7 +25,7 @@ from pathlib import Path
 from crawlkeeper.browser import find_browser, launch_args
 from crawlkeeper.testing.site import TestSite
 
-from common import Stats, server_params, temp_dir, tree_rss_mb, write_config
+from common import Stats, server_params, temp_dir, tree_rss_mb, unguarded_app, write_config
 from sites import ReposTestSite
 
 RESULTS = Path(__file__).parent / "results"
@@ -230,31 +230,15 @@ async def bench_egress(site: TestSite, config: Path, repeats: int) -> list[tuple
 
 
 async def bench_guards(site: TestSite, config: Path, repeats: int) -> list[tuple[str, Stats, Stats | None]]:
-    from crawlkeeper import guard
     from crawlkeeper.runtime import build_app
 
     url = site.url("/")
     guarded = build_app(config)
-    before = build_app(config)
-
-    async def reuse_as_is(slot: object) -> bool:
-        return True  # no park, no cookie/storage wipe: the next call sees what this one left
-
-    before.pool._wipe = reuse_as_is  # type: ignore[method-assign]
     await guarded.startup()
-    await before.startup()
+    before, before_crawl = await unguarded_app(config)
 
     async def unguarded() -> None:
-        real = guard.meter_page
-
-        async def no_meter(page: object) -> None:
-            return None
-
-        guard.meter_page = no_meter  # type: ignore[assignment]
-        try:
-            await before.crawl(url)
-        finally:
-            guard.meter_page = real
+        await before_crawl(url)
 
     try:
         stats = await interleaved(repeats, {
