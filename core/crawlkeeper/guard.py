@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from .attached import Attached
 from .logs import safe_url
 
 log = logging.getLogger("crawlkeeper.guard")
@@ -230,8 +231,9 @@ def _url_of(page: Any) -> str:
         return "?"
 
 
-_GUARDS: weakref.WeakKeyDictionary[Any, ContextGuard] = weakref.WeakKeyDictionary()
-_METERS: weakref.WeakKeyDictionary[Any, PageMeter] = weakref.WeakKeyDictionary()
+# Kept on the context/page itself: a guard holds its context and a meter its page (see attached.py).
+_GUARDS: Attached[ContextGuard] = Attached("guard")
+_METERS: Attached[PageMeter] = Attached("meter")
 
 
 def guard_of(context: Any) -> ContextGuard | None:

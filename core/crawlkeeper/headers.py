@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from .attached import Attached
 from .errors import CrawlError
 from .logs import register_secret
 
@@ -324,7 +325,7 @@ class SessionHeaders:
         await self.add(headers, source=f"{caller} (via set_extra_http_headers)")
 
 
-_BY_CONTEXT: weakref.WeakKeyDictionary[Any, SessionHeaders] = weakref.WeakKeyDictionary()
+_BY_CONTEXT: Attached[SessionHeaders] = Attached("headers")  # on the context: they hold it (see attached.py)
 
 
 async def attach_page(page: Any) -> None:
