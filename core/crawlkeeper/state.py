@@ -210,7 +210,16 @@ class SessionKeeper:
     # -- reading ---------------------------------------------------------------------------------------
 
     async def exists(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> bool:
-        return self.enabled and self.key(session_id, owner) in await self.stored_keys()
+        """Whether ``owner``'s session is saved: one look-up when the store has ``exists`` (every resume asks),
+        else a scan of its listing."""
+        if not self.enabled:
+            return False
+        assert self.store is not None
+        key = self.key(session_id, owner)
+        exists = getattr(self.store, "exists", None)
+        if exists is not None:
+            return bool(await _maybe(exists(key)))
+        return key in await self.stored_keys()
 
     async def stored_keys(self) -> list[str]:
         assert self.store is not None

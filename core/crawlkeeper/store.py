@@ -55,7 +55,11 @@ class StateStore(Protocol):
         """Forget ``key`` (no error when it does not exist)."""
 
     async def list(self) -> list[str]:
-        """Every key with a saved blob."""
+        """Every key with a saved blob.
+
+        A store may also have ``exists(key) -> bool`` (optional, not part of this protocol's check): whether
+        ``key`` has a saved blob, in one look-up. Without it, each resume of a session scans ``list()``.
+        """
 
     async def acquire(self, key: str) -> None:
         """Take the lease of ``key`` for this process; raise :class:`LeaseHeld` if a live process holds it.

@@ -97,6 +97,10 @@ class StateFileStore:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
 
+    def exists(self, key: str) -> bool:
+        # One stat of a local file: cheaper than the thread hop to_thread would add (every resume asks this).
+        return self._path(key).is_file()
+
     async def list(self) -> list[str]:
         return await asyncio.to_thread(self._list)
 

@@ -90,6 +90,9 @@ class RedisStore:
     async def delete(self, key: str) -> None:
         await self.r.delete(self._state(key))
 
+    async def exists(self, key: str) -> bool:
+        return bool(await self.r.exists(self._state(key)))
+
     async def list(self) -> list[str]:
         start = len(self._state(""))
         return [k.decode()[start:] async for k in self.r.scan_iter(match=self._state("*"), count=500)]
