@@ -51,6 +51,11 @@ class BrowserSettings(ContextOptions):
         description="At start-up, in the background: import crawl4ai and launch the browser (launch), only "
         "import (import: the first call launches it), or nothing (off: a server never used costs nothing).",
     )
+    spare_context: bool = Field(
+        True,
+        description="Keep one unused browser context ready (per browser endpoint), so resuming or creating a "
+        "session does not wait for Chromium to make one; it holds no page and counts against no session limit.",
+    )
 
     @field_validator("endpoints")
     @classmethod

@@ -89,11 +89,13 @@ class FleetBackend:
 
     def __init__(
         self, endpoints: list[Endpoint], *, proxy_url: str | None = None, cache_dir: Path | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, spare_context: bool = True,
     ) -> None:
         if not endpoints or len(endpoints) >= _SLOTS:
             raise ValueError(f"a fleet needs 1 to {_SLOTS - 1} endpoints")
-        self.members = [Member(i, ChromiumBackend(endpoint=e, proxy_url=proxy_url, cache_dir=cache_dir))
+        # Each endpoint keeps its own spare context (never one endpoint's spare for another's session).
+        self.members = [Member(i, ChromiumBackend(endpoint=e, proxy_url=proxy_url, cache_dir=cache_dir,
+                                                  spare_context=spare_context))
                         for i, e in enumerate(endpoints)]
         self.clock = clock
         self.cache_dir = cache_dir
@@ -189,6 +191,13 @@ class FleetBackend:
         """Contexts ever placed per endpoint."""
         return {m.name: m.placed for m in self.members}
 
+    def prime_spare(self, options: ContextOptions, *, proxy_url: str | None = None) -> None:
+        """Make each connected endpoint's spare context for these options now."""
+        for member in self.members:
+            prime = getattr(member.backend, "prime_spare", None)
+            if prime is not None:
+                prime(options, proxy_url=proxy_url)
+
     async def warm_up(self) -> None:
         if self.cache_dir is not None:
             from . import _crawl4ai
@@ -227,6 +236,9 @@ class FleetBackend:
         if member.lost == lost:
             return  # already handled (found dead by a failed call before its disconnection arrived)
         member.lost = lost
+        spare = getattr(member.backend, "spare", None)
+        if spare is not None:
+            spare.discard()  # its spare context went down with it
         member.mark_down("it disconnected", self.clock())
         log.error("browser endpoint %s disconnected; its sessions are restored elsewhere at their next use",
                   member.name)

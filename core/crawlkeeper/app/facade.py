@@ -28,6 +28,7 @@ from ..profiles import ProfileStore
 from ..sessions import SessionRegistry
 from ..state import SessionKeeper
 from ..tools import ToolRegistry
+from .contexts import without_headers
 from .durability import Durability, describe_saved
 from .gate import EgressGate
 from .layers import OptionLayers
@@ -124,12 +125,20 @@ class App:
         try:
             await self.backend.warm_up()  # type: ignore[attr-defined]
             if mode == "launch":
-                await self.gate.ensure_browser(self.policy)
+                proxy = await self.gate.ensure_browser(self.policy)
+                self._prime_spare(proxy)
             log.info("warm-up done (%s)", mode)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.info("warm-up failed (%s); the first call will try again", first_line(exc))
+
+    def _prime_spare(self, proxy: str | None) -> None:
+        """The spare context for a session without a profile, the most common kind (see spare.py)."""
+        prime = getattr(self.backend, "prime_spare", None)
+        if prime is not None:
+            request = CrawlRequest(url=None, profile=None, session=None, arguments={})
+            prime(without_headers(self.layers.context_options(request)), proxy_url=proxy)
 
     async def shutdown(self) -> None:
         """Save and close every session (reason ``shutdown``), run shutdown hooks, close the browser and proxies."""
