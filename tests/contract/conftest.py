@@ -31,7 +31,10 @@ from crawlkeeper.testing import FakeBrowser
 from backends import SITE, Backend, ContractSite, add_to_fake, page_html
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while an async fixture of this scope lives, anyio's pytest plugin marks the thread
+# as running asyncio, so any later sync test calling anyio.run() failed with "Already running asyncio in this
+# thread" (the headed-login test did, but only after these modules in a full run).
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
 
@@ -44,7 +47,7 @@ def contract_site() -> Iterator[ContractSite]:
 
 class LazyChromium:
     """crawlkeeper's real browser backend (Playwright-launched Chromium), started by the first test that needs
-    it and shared by the rest of the run; a run of the fake cases alone never starts it."""
+    it and shared by the rest of the module; a run of the fake cases alone never starts it."""
 
     def __init__(self) -> None:
         self.browser: Any = None
@@ -63,7 +66,7 @@ class LazyChromium:
             await self.browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def chromium(anyio_backend: str) -> AsyncIterator[LazyChromium]:
     holder = LazyChromium()
     try:

@@ -83,12 +83,6 @@ def play_the_person(port: int, login_url: str, proc: subprocess.Popen[str]) -> N
         browser.close()  # only the debugging connection: the browser itself stays the login command's
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="failed in both full clean-clone runs before the login flow was fixed (window parked, then hibernated "
-    "under the person); after it, 4 of 5 runs at load 15-45 passed, the fifth failed after 70 s with its cause "
-    "masked; a failure now prints the command's stderr at INFO: read it before removing this marker",
-)
 def test_a_person_logs_in_once_and_agents_reuse_it(tmp_path: Path, test_site: TestSite, display: str) -> None:
     config = write_config(tmp_path / "login")
     port = free_port()
