@@ -130,3 +130,26 @@ async def test_a_closed_context_refuses_cookie_calls(backend: Backend) -> None:
         await context.cookies()
     with pytest.raises(Exception, match="closed"):
         await context.add_cookies([{"name": "x", "value": "1", "url": backend.url("/")}])
+
+
+async def test_a_context_made_in_advance_is_as_new_as_one_made_now(backend: Backend) -> None:
+    """Chromium keeps a spare context (spare.py): the one handed out must be empty, have the options asked for,
+    and never be handed out twice; other options get a context made for them."""
+    import asyncio
+
+    first = await backend.new_context(viewport_width=640)
+    await first.add_cookies([{"name": "first", "value": "1", "url": backend.url("/")}])
+    spare = getattr(backend.browser, "spare", None)
+    taken = spare.taken if spare is not None else 0
+    await asyncio.sleep(1.0)  # the spare for these options is made in the background meanwhile
+    second = await backend.new_context(viewport_width=640)
+    if spare is not None:
+        assert spare.taken == taken + 1  # it was the spare
+    other = await backend.new_context(viewport_width=700)  # other options: not the spare
+    assert second is not first and other is not second
+    assert await second.cookies() == [] and await other.cookies() == []
+    for context, width in ((second, 640), (other, 700)):
+        page = await backend.new_page(context)
+        await page.goto(backend.url("/page"))
+        if backend.kind == "chromium":  # the fake runs no scripts
+            assert await page.evaluate("[innerWidth, localStorage.length, document.cookie]") == [width, 0, ""]
