@@ -76,7 +76,8 @@ class App:
         self.tools = ToolRegistry()
         self.logins = Logins(config, pm, self.hooks, now)
         self.layers = OptionLayers(config, self.hooks, self.profiles, self.sessions)
-        self.pool = ContextPool(self.backend, self.gate, self.pages)
+        self.pool = ContextPool(self.backend, self.gate, self.pages,
+                                max_parallel=settings.limits.max_concurrent_crawls)
         self.durability = Durability(config, self.keeper, self.sessions, self.hooks, self.backend, self.gate,
                                      self.layers, self.limiter, self.logins, now)
         self.sessions.on_closed = self.durability.session_closed
@@ -107,25 +108,60 @@ class App:
         self.profiles.refresh(force=True)
         self.keeper.store = self.hooks.call("crawlkeeper_state_store", config=self.config)
 
-    async def startup(self) -> None:
+    async def startup(self, *, warm_up: bool = True) -> None:
+        """Start the app: startup hooks, housekeeping and (unless ``warm_up`` is false: the stdio server starts
+        it once the client's ``initialize`` was answered, see :meth:`start_warm_up`) the browser warm-up."""
         if self._started:
             return
         await self.hooks.acall("crawlkeeper_startup", server=self.server)
         self._started = True
         if self.keeper.enabled:
             self._housekeeping = asyncio.get_running_loop().create_task(self.durability.keep_house())
+        if warm_up:
+            self.start_warm_up()
+
+    def start_warm_up(self) -> None:
+        """Start ``[browser] warmup`` in the background, once (later calls do nothing)."""
         mode = self.config.settings.browser.warmup
-        if mode != "off" and hasattr(self.backend, "warm_up"):
-            self._warmup = asyncio.get_running_loop().create_task(self._warm_up(mode))
+        if self._warmup is not None or not self._started or mode == "off" or not hasattr(self.backend, "warm_up"):
+            return
+        self.gate.warming = asyncio.Event()
+        self._warmup = asyncio.get_running_loop().create_task(self._warm_up(mode))
 
     async def _warm_up(self, mode: str) -> None:
         """Use the time an agent spends thinking after ``initialize``: import crawl4ai (off the event loop),
-        then launch the browser, so the first call does not pay ~2 s for them. Failures surface on that call."""
+        launch the browser, open the first call's pooled context and page, and run crawl4ai's processing once,
+        so the first call does not pay ~2 s for them. Calls arriving meanwhile wait for it instead of starting
+        the same work beside it. Failures surface on the first call, which tries again."""
+        started = time.perf_counter()
+        reserved = None
+        options: CrawlOptions | None = None
         try:
-            await self.backend.warm_up()  # type: ignore[attr-defined]
-            if mode == "launch":
-                await self.gate.ensure_browser(self.policy)
-            log.info("warm-up done (%s)", mode)
+            try:
+                await self.backend.warm_up()  # type: ignore[attr-defined]
+                if mode == "launch":
+                    proxy = await self.gate.ensure_browser(self.policy, warming=True)
+                    request = CrawlRequest(url="http://localhost/", profile=None, session=None, arguments={})
+                    layers = self.layers.layers(request)
+                    options = self.layers.crawl_options(request, layers)
+                    reserved = self.pool.reserve(self.layers.context_options(request, layers), self.policy, proxy)
+            finally:
+                if self.gate.warming is not None:
+                    self.gate.warming.set()  # the browser is up (or failed): waiting calls go on
+            filling = asyncio.ensure_future(self.pool.fill(*reserved)) if reserved is not None else None
+            try:
+                warm_pipeline = getattr(self.backend, "warm_pipeline", None)
+                if options is not None and warm_pipeline is not None:
+                    try:
+                        await warm_pipeline(options)  # CPU here while Chromium starts the pooled page's renderer
+                    except Exception as exc:
+                        log.debug("warming crawl4ai's processing failed: %s", first_line(exc))
+                if filling is not None:
+                    await filling
+            finally:
+                if filling is not None and not filling.done():
+                    filling.cancel()  # shutdown: the pooled page is not wanted any more
+            log.info("warm-up done (%s) in %.2f s", mode, time.perf_counter() - started)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -135,6 +171,7 @@ class App:
         """Save and close every session (reason ``shutdown``), run shutdown hooks, close the browser and proxies."""
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
+            await asyncio.wait({self._warmup}, timeout=2)  # its pooled context, if any, is closed below
         try:
             if self._housekeeping is not None:
                 self._housekeeping.cancel()
