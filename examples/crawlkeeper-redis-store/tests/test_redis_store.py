@@ -4,15 +4,12 @@ and two crawlkeeper apps sharing a session with its secrets encrypted before the
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from crawlkeeper_redis_store import RedisStore, RedisStorePlugin
+from crawlkeeper_redis_store.testing import RedisServerMissing, redis_server
 
 from crawlkeeper.app import App
 from crawlkeeper.config import load_config
@@ -27,27 +24,11 @@ CANARY = "CANARY-redisstore-77a1"
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (./run test installs it: apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
     try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(5)
+        with redis_server(tmp_path_factory.mktemp("redis")) as url:
+            yield url
+    except RedisServerMissing as exc:
+        pytest.fail(f"{exc} (./run test installs it)")
 
 
 @pytest.mark.anyio
