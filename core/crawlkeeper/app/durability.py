@@ -62,6 +62,7 @@ class Durability:
                     await stack.enter_async_context(self.sessions.use(session))
                 except SessionMoved:
                     continue  # hibernated while this call waited for it: bring it back
+                await self._still_ours(session)
                 try:
                     yield session
                 finally:
@@ -70,6 +71,30 @@ class Durability:
                     self.keeper.touched(session)
                 return
         raise SessionError(f"session '{session_id}' kept being hibernated while this call waited; retry the call")
+
+    async def _still_ours(self, session: Session) -> None:
+        """Before a call drives an active session: this process must still hold its lease. A lease can lapse
+        (the process stalled past it, the store was unreachable) and another replica may then have taken the
+        session over: two replicas must never drive one session, so this one lets go of it and says so. Taking a
+        lease this process holds is a no-op (no round trip); a lapsed one nobody took is simply taken again."""
+        if not (self.keeper.enabled and session.durable):
+            return
+        try:
+            await self.keeper.claim(session.id, session.owner)
+        except SessionError:
+            self.sessions.detach(session)
+            session.hibernated = session.closed = True  # calls queued behind this one restore (and are refused)
+            self.keeper.forget(session.id, session.owner)
+            self.keeper.lost(session.id, session.owner)
+            log.error("session %s was taken over by another crawlkeeper process (this one's lease lapsed); "
+                      "closing its context here", session.id)
+            await self.hooks.acall("crawlkeeper_session_closing", keep_going=True, session=session,
+                                   reason="hibernated")
+            await close_quietly(session.context)
+            raise SessionError(
+                f"session '{session.id}' is in use by another crawlkeeper process: it took the session over when "
+                "this one's lease lapsed; use it there (behind a load balancer: retry the call)"
+            ) from None
 
     async def resume(self, session_id: str, owner: str = LOCAL_ID) -> Session:
         """The active session, or the saved one restored into a new context; else the precise error."""

@@ -67,6 +67,21 @@ async def test_a_dead_holders_lease_expires_and_it_can_no_longer_write(redis_url
     await first.close()
 
 
+@pytest.mark.anyio
+async def test_a_lapsed_lease_is_taken_again_unless_another_replica_took_it(redis_url: str) -> None:
+    first = RedisStore(redis_url, prefix="t4:", lease_s=1)
+    await first.acquire("local/a")
+    await first.acquire("local/b")
+    await first.r.delete("t4:lease:local/a")  # what expiry does when the holder stalled past its lease
+    await first.r.set("t4:lease:local/b", "another-replica", px=5000)  # ...and here another replica took it
+    await asyncio.sleep(0.6)  # one renewal (every lease_s / 3)
+    assert await first.r.get("t4:lease:local/a") == first._tokens["local/a"].encode()
+    assert "local/b" not in first._tokens  # lost: no longer renewed, and saves are refused
+    with pytest.raises(LeaseHeld):
+        await first.save("local/b", b"stale")
+    await first.close()
+
+
 def make_app(folder: Path, redis_url: str) -> App:
     (folder / "crawlkeeper.toml").write_text(
         f'[plugins]\ndisable = ["statefile"]\n[plugins.redisstore]\nurl = "{redis_url}"\nprefix = "t3:"\n'
