@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..browser import BrowserBackend, generation_of, is_current, lost_with
+from ..browser import BrowserBackend, generation_of, is_current, lost_with, new_session_context
 from ..config import Config
 from ..errors import CrawlkeeperError, SessionError
 from ..fairness import FairLimiter
@@ -141,7 +141,7 @@ class Durability:
             params = chosen[1] if chosen else None
             async with self.limiter.slot(owner):
                 proxy = await self.gate.ensure_browser(policy)
-                context = await self.backend.new_context(without_headers(options), proxy_url=proxy)
+                context = await new_session_context(self.backend, without_headers(options), proxy_url=proxy)
                 generation = generation_of(self.backend, context)
                 headers = await install_headers(context, options, policy, prof, params,
                                                 owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
