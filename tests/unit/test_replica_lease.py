@@ -3,6 +3,7 @@ drives it alongside the new holder); a lapsed lease nobody took is taken again w
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -124,3 +125,44 @@ async def test_a_lapsed_lease_nobody_took_is_taken_again(crawlkeeper_config: Any
     result = await one.crawl(f"{SITE}/", session_id="s")
     assert result["restored"] is False and shared.holders["local/s"] is store
     await one.shutdown()
+
+
+class TokenStore(ReplicaStore):
+    """Like the Redis store: the local token goes at once, the shared lease one round trip later."""
+
+    def __init__(self, shared: SharedBackend) -> None:
+        super().__init__(shared)
+        self.tokens: set[str] = set()
+
+    async def acquire(self, key: str) -> None:
+        if key in self.tokens:
+            return
+        if self.shared.holders.get(key) is not None:
+            raise LeaseHeld(key)
+        self.shared.holders[key] = self
+        self.tokens.add(key)
+
+    async def release(self, key: str) -> None:
+        if key in self.tokens:
+            self.tokens.discard(key)
+            await asyncio.sleep(0.02)  # the compare-and-delete's round trip
+            if self.shared.holders.get(key) is self:
+                del self.shared.holders[key]
+
+
+@pytest.mark.anyio
+async def test_a_session_restored_after_a_browser_crash_holds_its_lease(crawlkeeper_config: Any) -> None:
+    shared = SharedBackend()
+    browser = FakeBrowser()
+    browser.add_page(f"{SITE}/*", PAGE)
+    store = TokenStore(shared)
+    pm = create_plugin_manager(crawlkeeper_config.disabled_plugins, environ={})
+    register(pm, StorePlugin(store), "shared")
+    app = App(crawlkeeper_config, pm, backend=browser, resolver=_resolver)
+    app.configure()
+    await app.create_session(session_id="s", url=f"{SITE}/")
+    browser.crash()  # the crash path gives the lease back in the background; the restore must not race it
+    result = await app.crawl(f"{SITE}/", session_id="s")
+    assert result["restored"] is True
+    assert shared.holders.get("local/s") is store and "local/s" in store.tokens
+    await app.shutdown()

@@ -51,6 +51,9 @@ class Durability:
         self.clock = clock
         self._restoring: dict[tuple[str, str], asyncio.Lock] = {}  # by (owner, session id)
         self._crash_notes: dict[tuple[str, str], str] = {}
+        # Leases being given back after a crash, by (owner, session id): a restore waits for its session's, or
+        # its own claim could race the release (and a shared store would answer "in use by another process").
+        self._releasing: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     @asynccontextmanager
     async def using_session(self, session_id: str, owner: str = LOCAL_ID) -> AsyncIterator[Session]:
@@ -120,6 +123,9 @@ class Durability:
     async def _restore(self, sid: str, owner: str) -> Session | None:
         if not await self.keeper.exists(sid, owner):
             return None
+        releasing = self._releasing.get((owner, sid))
+        if releasing is not None:
+            await asyncio.wait([releasing])
         await self.keeper.claim(sid, owner)
         reserved = False
         context: Any = None
@@ -247,8 +253,12 @@ class Durability:
                 session.note = crash_note() if crash_note is not None else (
                     "the browser crashed; the session was restored from its last saved state "
                     "(changes made in the last seconds before the crash may be missing)")
-                self._crash_notes[(session.owner, session.id)] = session.note
-                asyncio.get_running_loop().create_task(self.keeper.release(session.id, session.owner))
+                key = (session.owner, session.id)
+                self._crash_notes[key] = session.note
+                task = asyncio.get_running_loop().create_task(self.keeper.release(session.id, session.owner))
+                self._releasing[key] = task
+                task.add_done_callback(
+                    lambda t, k=key: self._releasing.pop(k, None) if self._releasing.get(k) is t else None)
 
     async def keep_house(self) -> None:
         """Hibernate idle sessions; now and then delete saved sessions whose expiry passed."""
