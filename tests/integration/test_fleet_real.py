@@ -7,6 +7,7 @@ One module-scoped set of browser servers serves every test here (they are the sl
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,16 +24,26 @@ import redis.asyncio as redis
 from crawlkeeper.app import App
 from crawlkeeper.config import load_config
 from crawlkeeper.config import tomllib as config_toml  # tomllib, or tomli on Python 3.10
+from crawlkeeper.endpoints import Endpoint, probe
 from crawlkeeper.plugins import create_plugin_manager
 from crawlkeeper.testing.site import TestSite
 
-from browser_servers import BrowserServer, cdp_browser, launch_server, restart
+from browser_servers import (
+    BrowserServer,
+    HeaderGate,
+    cdp_browser,
+    launch_server,
+    restart,
+    run_server,
+    run_server_headers,
+)
 from helpers import browsers, descendants, find_server, mcp_server, text_of, write_config
 from http_helpers import HttpServer, add_token, error, http_client, ok
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "fleet-token-5d1c"
+GATE_TOKEN = "gate-token-8e27"
 REDIS_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "crawlkeeper-redis-store"
 
 
@@ -110,6 +121,44 @@ def test_doctor_checks_every_endpoint(tmp_path: Path, fleet: list[BrowserServer]
     assert f"[ok  ] endpoint {fleet[2].url} (CDP): Chromium 1" in out
     assert "round trip" in out and TOKEN not in out + done.stderr
     assert psutil.pid_exists(fleet[0].proc.pid)  # probing disconnects; the servers live on
+
+
+@pytest.mark.anyio
+async def test_endpoints_that_need_headers_run_server_launch_options_and_a_cdp_gate(
+    tmp_path: Path, test_site: TestSite, fleet: list[BrowserServer]
+) -> None:
+    """`playwright run-server` launches the browser its client describes in the `x-playwright-launch-options`
+    header; a CDP browser behind a gate answers 401 without its `Authorization` header. Configured as tables
+    with `headers`, both serve logged-in sessions; without their headers neither works."""
+    server = run_server()
+    gate = HeaderGate(fleet[2].url, "Authorization", f"Bearer {GATE_TOKEN}")
+    try:
+        launch = json.dumps(run_server_headers()["x-playwright-launch-options"])  # a TOML basic string too
+        write_config(tmp_path, '[browser]\nwarmup = "off"\nendpoints = [\n'
+                     f'  {{ url = "{server.url}", headers = {{ "x-playwright-launch-options" = {launch} }} }},\n'
+                     f'  {{ url = "{gate.url}", headers = {{ Authorization = "Bearer {GATE_TOKEN}" }} }},\n]\n')
+        app = App(load_config(tmp_path / "crawlkeeper.toml"), create_plugin_manager())
+        app.configure()
+        users = {"r": "alice", "c": "bob"}
+        try:
+            await app.startup()
+            for sid, user in users.items():
+                await app.create_session(session_id=sid, cookies=login_cookie(test_site, user))
+            where = {s.id: app.backend.endpoint_of(s.context) for s in app.sessions.all()}  # type: ignore[attr-defined]
+            assert sorted(where.values()) == sorted([server.url, gate.url]), where
+            for sid, user in users.items():
+                page = await app.crawl(test_site.url("/private"), session_id=sid)
+                assert f"secret-page-for-{user}" in page["content"], (sid, page)
+        finally:
+            await app.shutdown()
+        assert gate.admitted >= 2 and gate.refused == 0
+        bare_gate = await probe(Endpoint.parse(gate.url))
+        assert not bare_gate.ok and "401" in bare_gate.error and gate.refused >= 1, bare_gate
+        # run-server without launch options launches Playwright's own browser build, which is not installed here
+        assert not (await probe(Endpoint.parse(server.url), timeout_s=20)).ok
+    finally:
+        gate.close()
+        server.stop()
 
 
 def redisstore_installed(folder: Path) -> dict[str, str]:
