@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from . import __version__, calls
 from .app import App, PageTarget
+from .app.warmup import after_handshake
 from .errors import CrawlkeeperError
 from .extraction import ExtractSchema, extract
 from .logs import scrub, scrub_secrets, secrets_registered
@@ -221,21 +222,6 @@ def _page_tool(who: Callable[[], Principal]) -> Callable[[Callable[..., Any]], C
     return decorate
 
 
-def _warm_up_after_handshake(app: App) -> Callable[..., Any]:
-    """Server middleware starting the browser warm-up once the client's handshake is answered (the stdio server
-    starts the app without it: importing crawl4ai beside ``initialize`` made the handshake slower)."""
-
-    async def middleware(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
-        result = await call_next(ctx)
-        if ctx.method == "initialize":  # its answer is written after this returns
-            asyncio.get_running_loop().call_later(0.05, app.start_warm_up)
-        else:
-            app.start_warm_up()  # started once; a no-op afterwards
-        return result
-
-    return middleware
-
-
 def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPServer:
     """The MCP server for ``app``. With ``owns_app`` the server's lifespan starts and shuts the app down.
 
@@ -262,7 +248,7 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
     server: MCPServer = MCPServer(
         "crawlkeeper", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, **mcp_options
     )
-    server.middleware.append(_warm_up_after_handshake(app))
+    server.middleware.append(after_handshake(app.start_warm_up))
     read_only = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
     page_tool = _page_tool(who)
 

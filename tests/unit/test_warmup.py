@@ -65,7 +65,7 @@ async def test_a_call_during_the_warm_up_waits_for_it_and_uses_the_page_it_opene
         assert result["status"] == 200
         assert browser.launches == 1, "the call launched a second browser beside the warm-up"
         assert len(browser.contexts) == 1, "the call opened its own context instead of the warm-up's"
-        await app._warmup  # type: ignore[misc]
+        await app.warmup.task  # type: ignore[misc]
         assert browser.warmed_pipeline == 1
     finally:
         await app.shutdown()
@@ -78,7 +78,7 @@ async def test_after_the_warm_up_the_first_call_opens_nothing(
     app = make_app(crawlkeeper_config, browser)
     await app.startup()
     try:
-        await app._warmup  # type: ignore[misc]
+        await app.warmup.task  # type: ignore[misc]
         assert browser.launches == 1 and len(browser.contexts) == 1
         idle = [s for e in app.pool._pool.values() for s in e.idle]
         assert len(idle) == 1 and idle[0].page is not None, "no pooled page was opened ahead of the first call"
@@ -100,14 +100,14 @@ async def test_stdio_style_startup_defers_the_warm_up_until_the_handshake(
     await app.startup(warm_up=False)  # what `crawlkeeper serve` (stdio) does
     try:
         await asyncio.sleep(0.1)
-        assert app._warmup is None, "the warm-up started before the client's initialize"
+        assert app.warmup.task is None, "the warm-up started before the client's initialize"
         async with Client(build_server(app, owns_app=False)) as client:
             await client.list_tools()
             await asyncio.sleep(0.1)
-            assert app._warmup is not None, "the warm-up did not start after the handshake"
-            warmup = app._warmup
+            assert app.warmup.task is not None, "the warm-up did not start after the handshake"
+            warmup = app.warmup.task
             await client.list_tools()
-            assert app._warmup is warmup  # started once
+            assert app.warmup.task is warmup  # started once
     finally:
         await app.shutdown()
 
@@ -122,10 +122,10 @@ async def test_warmup_off_and_import_launch_nothing(tmp_path: Any, browser: Slow
     app = make_app(load_config(path), browser)
     await app.startup()
     try:
-        if app._warmup is not None:
-            await app._warmup
+        if app.warmup.task is not None:
+            await app.warmup.task
         assert browser.launches == 0 and browser.contexts == []
-        assert (app._warmup is None) == (mode == "off")
+        assert (app.warmup.task is None) == (mode == "off")
     finally:
         await app.shutdown()
 
@@ -138,5 +138,5 @@ async def test_shutdown_during_the_warm_up_leaves_nothing_open(
     await app.startup()
     await asyncio.sleep(0.3)  # mid-launch
     await app.shutdown()
-    assert app._warmup is not None and app._warmup.done()
+    assert app.warmup.task is not None and app.warmup.task.done()
     assert all(c.closed for c in browser.contexts)

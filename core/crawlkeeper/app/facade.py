@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from ..browser import BrowserBackend, PageLoad, PageResult, is_current, lost_with, make_backend
 from ..config import Config
 from ..egress import EgressPolicy
-from ..errors import SessionError, first_line
+from ..errors import SessionError
 from ..fairness import FairLimiter
 from ..handle import Server
 from ..logs import scrub_secrets
@@ -36,6 +36,7 @@ from .opening import SessionOpener, cookie_names
 from .page_limits import PageHandler
 from .pool import ContextPool
 from .runner import PageRunner, PageTarget, ProgressCallback
+from .warmup import WarmUp
 
 log = logging.getLogger("crawlkeeper.app")
 
@@ -86,7 +87,7 @@ class App:
         self.runner = PageRunner(config, self.sessions, self.layers, self.gate, self.limiter, self.logins,
                                  self.pages, self.pool, self.durability, self.opener, self.pager, self.backend)
         self._started = False
-        self._warmup: asyncio.Task[None] | None = None
+        self.warmup = WarmUp(config, self.backend, self.gate, self.layers, self.pool)
 
     @property
     def auth_methods(self) -> dict[str, tuple[str, AuthMethod]]:
@@ -121,57 +122,13 @@ class App:
             self.start_warm_up()
 
     def start_warm_up(self) -> None:
-        """Start ``[browser] warmup`` in the background, once (later calls do nothing)."""
-        mode = self.config.settings.browser.warmup
-        if self._warmup is not None or not self._started or mode == "off" or not hasattr(self.backend, "warm_up"):
-            return
-        self.gate.warming = asyncio.Event()
-        self._warmup = asyncio.get_running_loop().create_task(self._warm_up(mode))
-
-    async def _warm_up(self, mode: str) -> None:
-        """Use the time an agent spends thinking after ``initialize``: import crawl4ai (off the event loop),
-        launch the browser, open the first call's pooled context and page, and run crawl4ai's processing once,
-        so the first call does not pay ~2 s for them. Calls arriving meanwhile wait for it instead of starting
-        the same work beside it. Failures surface on the first call, which tries again."""
-        started = time.perf_counter()
-        reserved = None
-        options: CrawlOptions | None = None
-        try:
-            try:
-                await self.backend.warm_up()  # type: ignore[attr-defined]
-                if mode == "launch":
-                    proxy = await self.gate.ensure_browser(self.policy, warming=True)
-                    request = CrawlRequest(url="http://localhost/", profile=None, session=None, arguments={})
-                    layers = self.layers.layers(request)
-                    options = self.layers.crawl_options(request, layers)
-                    reserved = self.pool.reserve(self.layers.context_options(request, layers), self.policy, proxy)
-            finally:
-                if self.gate.warming is not None:
-                    self.gate.warming.set()  # the browser is up (or failed): waiting calls go on
-            filling = asyncio.ensure_future(self.pool.fill(*reserved)) if reserved is not None else None
-            try:
-                warm_pipeline = getattr(self.backend, "warm_pipeline", None)
-                if options is not None and warm_pipeline is not None:
-                    try:
-                        await warm_pipeline(options)  # CPU here while Chromium starts the pooled page's renderer
-                    except Exception as exc:
-                        log.debug("warming crawl4ai's processing failed: %s", first_line(exc))
-                if filling is not None:
-                    await filling
-            finally:
-                if filling is not None and not filling.done():
-                    filling.cancel()  # shutdown: the pooled page is not wanted any more
-            log.info("warm-up done (%s) in %.2f s", mode, time.perf_counter() - started)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.info("warm-up failed (%s); the first call will try again", first_line(exc))
+        """Start ``[browser] warmup`` in the background, once (later calls do nothing; see :class:`WarmUp`)."""
+        if self._started:
+            self.warmup.start()
 
     async def shutdown(self) -> None:
         """Save and close every session (reason ``shutdown``), run shutdown hooks, close the browser and proxies."""
-        if self._warmup is not None and not self._warmup.done():
-            self._warmup.cancel()
-            await asyncio.wait({self._warmup}, timeout=2)  # its pooled context, if any, is closed below
+        await self.warmup.cancel()  # its pooled context, if any, is closed below
         try:
             if self._housekeeping is not None:
                 self._housekeeping.cancel()
