@@ -184,13 +184,14 @@ async def bench_first_call(url: str, rounds: int, playwright_mcp: Path | None,
 
 
 async def bench_idle_memory(url: str, playwright_mcp: Path | None, settle_s: float) -> list[tuple[str, float, float]]:
-    """Memory of each server's whole process tree (USS, PSS; MB) ``settle_s`` after initialize, never called:
-    what an MCP client that starts every configured server pays for one it never uses."""
+    """Memory of each server's whole process tree (USS, PSS; MB) ``settle_s`` after initialize (warmup=launch:
+    once its browser and pooled page are up), never called: what an MCP client that starts every configured
+    server pays for one it never uses."""
     import psutil
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
-    from common import tree_rss_mb
+    from common import chromium_count, tree_rss_mb
 
     out = []
     variants = first_call_variants(url, playwright_mcp, ("launch", "import", "off"))
@@ -202,8 +203,11 @@ async def bench_idle_memory(url: str, playwright_mcp: Path | None, settle_s: flo
                 await session.initialize()
                 await session.list_tools()
                 await asyncio.sleep(settle_s)
-                server = [p for p in psutil.Process().children() if p.pid not in before]
-                pid = server[0].pid
+                pid = next(p for p in psutil.Process().children() if p.pid not in before).pid
+                deadline = time.monotonic() + 30
+                while name.endswith("=launch") and chromium_count(pid) < 3 and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.5)  # polling a process tree (a loaded machine): there is no event
+                await asyncio.sleep(1 if name.endswith("=launch") else 0)
                 out.append((name, tree_rss_mb(pid, "uss"), tree_rss_mb(pid, "pss")))
     return out
 
