@@ -98,6 +98,15 @@ def lost_with(backend: BrowserBackend, generation: int, lost: int) -> bool:
     return check(generation, lost) if check is not None else generation <= lost  # type: ignore[no-any-return]
 
 
+async def new_session_context(backend: BrowserBackend, options: ContextOptions, *, proxy_url: str | None = None) -> Any:
+    """A new context for a session. A fleet counts these (and not session-less ones) against an endpoint's
+    ``max_sessions``; any other backend makes a plain context."""
+    make = getattr(backend, "new_session_context", None)
+    if make is not None:
+        return await make(options, proxy_url=proxy_url)
+    return await backend.new_context(options, proxy_url=proxy_url)
+
+
 def playwright_proxy(url: str | None) -> dict[str, str] | None:
     """Playwright's ``proxy`` option for an egress proxy URL (``http://USER:PASSWORD@127.0.0.1:PORT``): the
     credentials go in ``username``/``password`` (Chromium ignores them in the server URL), and loopback is
@@ -129,6 +138,19 @@ def make_backend(settings: Any, cache_dir: Path | None) -> BrowserBackend:
         max_browser_mb=settings.limits.max_browser_mb,
         spare_context=browser.spare_context,
     )
+
+
+async def import_crawl4ai(cache_dir: Path | None) -> None:
+    """Import crawl4ai off the event loop (its environment prepared first), once."""
+    import sys
+
+    if "crawl4ai.async_webcrawler" in sys.modules:
+        return
+    if cache_dir is not None:
+        from . import _crawl4ai
+
+        _crawl4ai.prepare_environment(cache_dir)
+    await asyncio.to_thread(__import__, "crawl4ai")
 
 
 class ChromiumBackend(PageWork):
@@ -208,10 +230,9 @@ class ChromiumBackend(PageWork):
             await self._discard()
             if self.candidate.problem:
                 raise BrowserUnavailable(self.candidate.problem)
+            await self.warm_up()  # the import, in a thread: the event loop keeps serving meanwhile
             from . import _crawl4ai
 
-            if self.cache_dir is not None:
-                _crawl4ai.prepare_environment(self.cache_dir)
             if self.generation == 0:
                 _crawl4ai.check_compatible()  # an incompatible crawl4ai must fail loudly, not leak cookies
                 await asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
@@ -301,12 +322,9 @@ class ChromiumBackend(PageWork):
             self._closing = False
 
     async def warm_up(self) -> None:
-        """Import crawl4ai (and Playwright) in a thread: ~1.3 s of imports the first call would otherwise pay."""
-        if self.cache_dir is not None:
-            from . import _crawl4ai
-
-            _crawl4ai.prepare_environment(self.cache_dir)
-        await asyncio.to_thread(__import__, "crawl4ai")
+        """Import crawl4ai (and Playwright) in a thread: ~1.3 s of imports the first call would otherwise pay.
+        A second caller while the first imports waits for it (Python's per-module import lock), in its thread."""
+        await import_crawl4ai(self.cache_dir)
 
     async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> Any:
         """A new isolated context: the spare one when it was made with the same arguments (it was never used),
