@@ -13,9 +13,9 @@ Every figure is measured in this run, most as a ratio against a baseline of the 
 3. a crawl in a hibernated session vs the same crawl in a freshly created cookie-only session;
 4. 100 warm crawls in one session with the store on and 100 with it off, alternating blocks of 5 (what saving
    costs);
-5. 20 sessions, `kill -9` of the server while they crawl, a new server: usable and logged in, corrupt files,
-   file modes;
-6. what the spare browser context costs in memory.
+5. what the spare browser context costs in memory;
+6. 20 sessions, `kill -9` of the server while they crawl, a new server: usable and logged in, corrupt files,
+   file modes.
 Only loopback is ever contacted (the local test site).
 """
 
@@ -60,15 +60,12 @@ def kind_of(proc: Any, root: int) -> str:
     renderer (a page), or another Chromium helper."""
     if proc.pid == root:
         return "python"
-    try:
-        cmd = " ".join(proc.cmdline())
-    except Exception:
-        return "gone"
+    cmd = " ".join(proc.cmdline())
     if "--type=renderer" in cmd:
         return "renderers"
     if "--type=" in cmd:
         return "chromium helpers"
-    if "node" in proc.name().lower() or "playwright" in cmd:
+    if "node" in proc.name().lower():
         return "playwright driver"
     return "browser"
 
@@ -88,9 +85,9 @@ async def reading(pid: int) -> dict[str, float]:
         for proc in [root, *root.children(recursive=True)]:
             try:
                 mem = proc.memory_full_info()
+                kind = kind_of(proc, pid)
             except psutil.Error:
-                continue
-            kind = kind_of(proc, pid)
+                continue  # exited meanwhile
             row["rss"] += mem.rss / 1_048_576
             row["uss"] += mem.uss / 1_048_576
             row[f"uss {kind}"] = row.get(f"uss {kind}", 0.0) + mem.uss / 1_048_576
@@ -300,11 +297,11 @@ async def main() -> int:
             print(off.row(), on.row(off) + "   (target: <= 1.05x)", f"  mean: {mean_ratio:.3f}x store off, "
                   f"{len(on.samples)} crawls each, alternating blocks of 5", sep="\n", flush=True)
             print(f"  saves written: {app.keeper.save_count}, failures: {app.keeper.save_failures}", flush=True)
-            header("6. the spare browser context")
+            header("5. the spare browser context")
             print("\n".join(await bench_spare(app)), flush=True)
         finally:
             await app.shutdown()
-        header("5. restart after kill -9")
+        header("6. restart after kill -9")
         print("\n".join(await bench_restart(site, folder, restarts)), flush=True)
     print(f"\nmedians: resume {statistics.median(resume.samples) * 1000:.1f} ms; load average "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)

@@ -300,10 +300,10 @@ class ChromiumBackend(PageWork):
                 log.exception("crash callback failed")
 
     async def _discard(self) -> None:
-        if self._browser is not None and self._browser.is_connected():
-            await self.spare.close()
+        if self.endpoint is not None and self._browser is not None and self._browser.is_connected():
+            await self.spare.close()  # a remote browser lives on: it would keep the spare
         else:
-            self.spare.discard()
+            self.spare.discard()  # it goes with the browser
         crawler, self._crawler, self._browser = self._crawler, None, None
         if self.watchdog is not None:
             self.watchdog.stop()

@@ -32,6 +32,6 @@ def test_durable_benchmark_runs_on_a_tiny_setting() -> None:
     result = subprocess.run([sys.executable, str(BENCH / "durable.py"), "--smoke"], cwd=BENCH,
                             capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for section in ("1. memory", "2./3. resuming", "4. saving cost", "5. restart after kill -9"):
+    for section in ("1. memory", "2./3. resuming", "4. saving cost", "5. the spare", "6. restart after kill -9"):
         assert section in result.stdout
     assert "2/2 usable and logged in, 0 corrupt files" in result.stdout
