@@ -263,6 +263,8 @@ async def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--clients", type=int, default=None)
     parser.add_argument("--crawls", type=int, default=None)
+    parser.add_argument("--no-adapt", action="store_true",
+                        help="[limits] adapt_to_cpu = false: a fixed number of crawl slots, as before it existed")
     parser.add_argument("--only", choices=["overhead", "clients", "fairness"], action="append",
                         help="run only these parts (repeatable)")
     opts = parser.parse_args()
@@ -273,6 +275,7 @@ async def main() -> int:
     # The single-client baseline holds as many sessions, and as many calls in flight, as all the clients together,
     # and may use the whole global limit; the queues hold every call in flight (no "busy" by construction).
     config = write_config(folder, f'[limits]\nmax_concurrent_crawls = {limit}\n'
+                                  f'adapt_to_cpu = {"false" if opts.no_adapt else "true"}\n'
                                   f'max_queued_calls = {max(64, 2 * clients)}\n'
                                   '[server]\ntokens_file = "tokens.json"\n'
                                   f'max_sessions_per_client = {max(limit, clients)}\n'
