@@ -16,7 +16,7 @@ import anyio
 import psutil
 import pytest
 
-from helpers import Server, browsers, descendants, mcp_server, survivors, write_config
+from helpers import Server, browsers, descendants, import_baseline_s, mcp_server, survivors, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -93,10 +93,12 @@ async def test_browser_crash_loses_sessions_clearly_and_recovers(server: Server,
     assert "browser crashed" in message and "create" in message
     message = await server.error("crawl_url", {"url": test_site.url("/"), "session_id": other})
     assert "browser crashed" in message
-    # The next session-less call relaunches the browser; sessions work again.
+    # The next session-less call relaunches the browser; sessions work again. (A launch takes about 1 s; the
+    # bound grows with how slow this machine is right now: 20.7 s were seen at load 40 on 2 cores.)
+    bound = 20 + 5 * import_baseline_s()
     started = time.monotonic()
     page = await server.ok("crawl_url", {"url": test_site.url("/")})
-    assert page["status"] == 200 and time.monotonic() - started < 20
+    assert page["status"] == 200 and time.monotonic() - started < bound
     fresh = await server.ok("create_session", {"url": test_site.url("/")})
     assert (await server.ok("crawl_url", {"url": test_site.url("/links"),
                                           "session_id": fresh["session_id"]}))["status"] == 200
