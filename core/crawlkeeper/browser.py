@@ -97,6 +97,15 @@ def lost_with(backend: BrowserBackend, generation: int, lost: int) -> bool:
     return check(generation, lost) if check is not None else generation <= lost  # type: ignore[no-any-return]
 
 
+async def new_session_context(backend: BrowserBackend, options: ContextOptions, *, proxy_url: str | None = None) -> Any:
+    """A new context for a session. A fleet counts these (and not session-less ones) against an endpoint's
+    ``max_sessions``; any other backend makes a plain context."""
+    make = getattr(backend, "new_session_context", None)
+    if make is not None:
+        return await make(options, proxy_url=proxy_url)
+    return await backend.new_context(options, proxy_url=proxy_url)
+
+
 def playwright_proxy(url: str | None) -> dict[str, str] | None:
     """Playwright's ``proxy`` option for an egress proxy URL (``http://USER:PASSWORD@127.0.0.1:PORT``): the
     credentials go in ``username``/``password`` (Chromium ignores them in the server URL), and loopback is

@@ -37,7 +37,8 @@ class EndpointSettings(BaseModel):
 
     url: str = Field(description="ws://… or wss://… (Playwright protocol), cdp+ws://… or cdp+http://… (CDP)")
     headers: dict[str, str] = Field(default_factory=dict, description="sent when connecting (e.g. a token)")
-    max_sessions: int | None = Field(None, ge=1, description="at most this many browser contexts open at once")
+    max_sessions: int | None = Field(None, ge=1, description="at most this many sessions open on it at once "
+                                     "(session-less crawls' short-lived contexts are not counted)")
 
     @field_validator("url")
     @classmethod

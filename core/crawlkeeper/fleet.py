@@ -2,9 +2,11 @@
 
 Each endpoint is driven by its own :class:`~crawlkeeper.browser.ChromiumBackend` (one connection, one
 crawl4ai crawler). The fleet looks like one backend to the core: a new context goes to the healthy endpoint
-with the fewest open contexts (within its ``max_sessions``), and every later call on that context or its pages
-goes to the endpoint that holds it. An endpoint that fails or disconnects is marked down and probed again with
-back-off; it rejoins placement as soon as a connection succeeds.
+with the fewest open contexts, and every later call on that context or its pages goes to the endpoint that holds
+it. ``max_sessions`` bounds an endpoint's sessions only: a session-less crawl's pooled context does not count
+against it (those are few, short-lived and recycled), so a full endpoint still takes its share of them. An
+endpoint that fails or disconnects is marked down and probed again with back-off; it rejoins placement as soon as
+a connection succeeds.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Member:
         self.index = index
         self.backend = backend
         self.contexts: set[Any] = set()
+        self.sessions: set[Any] = set()  # the contexts of sessions among them (what max_sessions bounds)
+        self.pending_sessions = 0
         self.lost = 0  # the generation whose loss was last handled
         self.placed = 0  # contexts ever placed here (what spreading is checked by)
         self.pending = 0  # contexts being made (placement awaits: count them before they exist)
@@ -59,8 +63,9 @@ class Member:
 
     @property
     def full(self) -> bool:
+        """No room for another session (session-less contexts are not counted)."""
         limit = self.endpoint.max_sessions
-        return limit is not None and self.load >= limit
+        return limit is not None and len(self.sessions) + self.pending_sessions >= limit
 
     @property
     def load(self) -> int:
@@ -75,6 +80,7 @@ class Member:
         self.retry_at = now + self.backoff
         self.error = error
         self.contexts.clear()
+        self.sessions.clear()
 
     def mark_up(self) -> None:
         if self.down_since is not None:
@@ -185,6 +191,10 @@ class FleetBackend:
         """Open contexts per endpoint (sessions and session-less crawls)."""
         return {m.name: len(m.contexts) for m in self.members}
 
+    def session_counts(self) -> dict[str, int]:
+        """Open session contexts per endpoint (what ``max_sessions`` bounds)."""
+        return {m.name: len(m.sessions) for m in self.members}
+
     def placements(self) -> dict[str, int]:
         """Contexts ever placed per endpoint."""
         return {m.name: m.placed for m in self.members}
@@ -238,8 +248,9 @@ class FleetBackend:
             except Exception:
                 log.exception("crash callback failed")
 
-    async def _place(self) -> Member:
-        """The endpoint for a new context: the healthy one with the fewest open contexts, with room."""
+    async def _place(self, session: bool) -> Member:
+        """The endpoint for a new context: the healthy one with the fewest open contexts, for a session among
+        those with room for one more."""
         now = self.clock()
         retry = [m for m in self.members if not m.backend.alive and m.down_since is not None and now >= m.retry_at]
         if retry:
@@ -247,20 +258,25 @@ class FleetBackend:
         candidates = [m for m in self.members if m.down_since is None]
         if not candidates:
             raise BrowserUnavailable(self._all_down())
-        room = [m for m in candidates if not m.full]
+        room = [m for m in candidates if not m.full] if session else candidates
         if not room:
             limits = ", ".join(f"{m.name}: {m.endpoint.max_sessions}" for m in candidates)
             raise BrowserUnavailable(
-                f"every browser endpoint is full (max_sessions {limits}); close sessions, or add endpoints or "
-                "raise max_sessions in [browser] endpoints"
+                f"every browser endpoint is full of sessions (max_sessions {limits}); close sessions, or add "
+                "endpoints or raise max_sessions in [browser] endpoints"
             )
         return min(room, key=lambda m: (m.load, m.index))
 
-    async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> Any:
+    async def new_session_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> Any:
+        """A context for a session: counted against its endpoint's ``max_sessions``."""
+        return await self.new_context(options, proxy_url=proxy_url, session=True)
+
+    async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None, session: bool = False) -> Any:
         tried: list[str] = []
         for _ in range(len(self.members)):
-            member = await self._place()
+            member = await self._place(session)
             member.pending += 1
+            member.pending_sessions += session
             try:
                 if not member.backend.alive and not await self._connect(member):
                     tried.append(member.name)
@@ -277,11 +293,14 @@ class FleetBackend:
                 continue
             finally:
                 member.pending -= 1
+                member.pending_sessions -= session
             member.contexts.add(context)
+            if session:
+                member.sessions.add(context)
             member.placed += 1
             log.debug("new context on %s (%d open)", member.name, len(member.contexts))
             self._owner[context] = member
-            context.on("close", lambda c, m=member: m.contexts.discard(c))
+            context.on("close", lambda c, m=member: (m.contexts.discard(c), m.sessions.discard(c)))
             return context
         raise BrowserUnavailable(self._all_down())
 
@@ -335,3 +354,4 @@ class FleetBackend:
         await asyncio.gather(*(m.backend.close() for m in self.members), return_exceptions=True)
         for member in self.members:
             member.contexts.clear()
+            member.sessions.clear()

@@ -202,6 +202,10 @@ class SessionKeeper:
             except Exception as exc:
                 log.warning("releasing the lease of session %s failed: %s", session_id, exc)
 
+    def lost(self, session_id: str, owner: str = LOCAL_NAMESPACE) -> None:
+        """Another process holds this session's lease now: it is no longer ours to release."""
+        self._leases.discard(self.key(session_id, owner))
+
     async def release_all(self) -> None:
         for key in list(self._leases):
             owner, session_id = split_key(key)

@@ -48,11 +48,11 @@ class HttpServer:
     """A running `crawlkeeper serve --transport http` with its own config, tokens file and log."""
 
     def __init__(self, folder: Path, extra_toml: str = "", *, host: str = "127.0.0.1",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, log_name: str = "http-server.log") -> None:
         self.config = write_config(folder, '[server]\ntokens_file = "tokens.json"\n' + extra_toml)
         self.port = free_port()
         self.host = host
-        self.log_path = folder / "http-server.log"
+        self.log_path = folder / log_name  # replicas on one config (one folder) each log to their own file
         self._env = env
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -132,22 +132,38 @@ def make_fleet(*limits: int | None) -> tuple[FleetBackend, list[FakeEndpointBack
 @pytest.mark.anyio
 async def test_placement_fewest_contexts_then_max_sessions() -> None:
     fleet, _fakes, _ = make_fleet(None, 2)
-    contexts = [await fleet.new_context(ContextOptions()) for _ in range(4)]
+    contexts = [await fleet.new_session_context(ContextOptions()) for _ in range(4)]
     assert fleet.active_sessions() == {"ws://127.0.0.1:9000/pw": 2, "ws://127.0.0.1:9001/pw": 2}
+    assert fleet.session_counts() == fleet.active_sessions()
     assert [fleet.endpoint_of(c) for c in contexts] == ["ws://127.0.0.1:9000/pw", "ws://127.0.0.1:9001/pw"] * 2
-    fifth = await fleet.new_context(ContextOptions())  # the second endpoint is full (max_sessions = 2)
+    fifth = await fleet.new_session_context(ContextOptions())  # the second endpoint is full (max_sessions = 2)
     assert fleet.endpoint_of(fifth) == "ws://127.0.0.1:9000/pw"
     await contexts[1].close()  # a context closing frees its place
     assert fleet.active_sessions()["ws://127.0.0.1:9001/pw"] == 1
-    assert fleet.endpoint_of(await fleet.new_context(ContextOptions())) == "ws://127.0.0.1:9001/pw"
+    assert fleet.session_counts()["ws://127.0.0.1:9001/pw"] == 1
+    assert fleet.endpoint_of(await fleet.new_session_context(ContextOptions())) == "ws://127.0.0.1:9001/pw"
+
+
+@pytest.mark.anyio
+async def test_max_sessions_counts_sessions_not_session_less_contexts() -> None:
+    fleet, _fakes, _ = make_fleet(1, 1)
+    pooled = [await fleet.new_context(ContextOptions()) for _ in range(4)]  # session-less crawls: not counted
+    assert fleet.session_counts() == {"ws://127.0.0.1:9000/pw": 0, "ws://127.0.0.1:9001/pw": 0}
+    assert sorted(fleet.endpoint_of(c) or "" for c in pooled) == ["ws://127.0.0.1:9000/pw"] * 2 + [
+        "ws://127.0.0.1:9001/pw"] * 2
+    sessions = [await fleet.new_session_context(ContextOptions()) for _ in range(2)]  # room although 4 are open
+    assert {fleet.endpoint_of(c) for c in sessions} == {"ws://127.0.0.1:9000/pw", "ws://127.0.0.1:9001/pw"}
+    with pytest.raises(BrowserUnavailable, match="every browser endpoint is full of sessions"):
+        await fleet.new_session_context(ContextOptions())
+    assert fleet.endpoint_of(await fleet.new_context(ContextOptions())) is not None  # crawls still go there
 
 
 @pytest.mark.anyio
 async def test_full_fleet_says_so() -> None:
     fleet, _, _ = make_fleet(1)
-    await fleet.new_context(ContextOptions())
+    await fleet.new_session_context(ContextOptions())
     with pytest.raises(BrowserUnavailable, match="every browser endpoint is full"):
-        await fleet.new_context(ContextOptions())
+        await fleet.new_session_context(ContextOptions())
 
 
 @pytest.mark.anyio
@@ -190,3 +206,24 @@ async def test_all_down_fails_fast_naming_them() -> None:
     assert "no browser endpoint is reachable" in message
     with pytest.raises(BrowserUnavailable, match="no browser endpoint is reachable"):
         await fleet.new_context(ContextOptions())  # within the back-off: no probe, at once
+
+
+@pytest.mark.anyio
+async def test_the_core_asks_for_session_contexts_for_sessions_only(crawlkeeper_app: Any,
+                                                                    crawlkeeper_browser: Any) -> None:
+    made: list[str] = []
+    plain = crawlkeeper_browser.new_context
+
+    async def new_session_context(options: ContextOptions, *, proxy_url: str | None = None) -> Any:
+        made.append("session")
+        return await plain(options, proxy_url=proxy_url)
+
+    crawlkeeper_browser.new_session_context = new_session_context
+    crawlkeeper_browser.add_page("https://example.com/*", "<title>Home</title><p>Welcome to the home page here.</p>")
+    await crawlkeeper_app.create_session(session_id="s")
+    await crawlkeeper_app.crawl("https://example.com/")  # session-less: a plain (pooled) context
+    assert made == ["session"]
+    assert await crawlkeeper_app.hibernate(crawlkeeper_app.sessions.get("s"))
+    assert (await crawlkeeper_app.crawl("https://example.com/", session_id="s"))["restored"] is True
+    assert made == ["session", "session"]  # a restore makes a session context too
+    await crawlkeeper_app.shutdown()

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..browser import BrowserBackend, generation_of, is_current, lost_with
+from ..browser import BrowserBackend, generation_of, is_current, lost_with, new_session_context
 from ..config import Config
 from ..errors import CrawlkeeperError, SessionError
 from ..fairness import FairLimiter
@@ -51,6 +51,9 @@ class Durability:
         self.clock = clock
         self._restoring: dict[tuple[str, str], asyncio.Lock] = {}  # by (owner, session id)
         self._crash_notes: dict[tuple[str, str], str] = {}
+        # Leases being given back after a crash, by (owner, session id): a restore waits for its session's, or
+        # its own claim could race the release (and a shared store would answer "in use by another process").
+        self._releasing: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     @asynccontextmanager
     async def using_session(self, session_id: str, owner: str = LOCAL_ID) -> AsyncIterator[Session]:
@@ -62,6 +65,7 @@ class Durability:
                     await stack.enter_async_context(self.sessions.use(session))
                 except SessionMoved:
                     continue  # hibernated while this call waited for it: bring it back
+                await self._still_ours(session)
                 try:
                     yield session
                 finally:
@@ -70,6 +74,30 @@ class Durability:
                     self.keeper.touched(session)
                 return
         raise SessionError(f"session '{session_id}' kept being hibernated while this call waited; retry the call")
+
+    async def _still_ours(self, session: Session) -> None:
+        """Before a call drives an active session: this process must still hold its lease. A lease can lapse
+        (the process stalled past it, the store was unreachable) and another replica may then have taken the
+        session over: two replicas must never drive one session, so this one lets go of it and says so. Taking a
+        lease this process holds is a no-op (no round trip); a lapsed one nobody took is simply taken again."""
+        if not (self.keeper.enabled and session.durable):
+            return
+        try:
+            await self.keeper.claim(session.id, session.owner)
+        except SessionError:
+            self.sessions.detach(session)
+            session.hibernated = session.closed = True  # calls queued behind this one restore (and are refused)
+            self.keeper.forget(session.id, session.owner)
+            self.keeper.lost(session.id, session.owner)
+            log.error("session %s was taken over by another crawlkeeper process (this one's lease lapsed); "
+                      "closing its context here", session.id)
+            await self.hooks.acall("crawlkeeper_session_closing", keep_going=True, session=session,
+                                   reason="hibernated")
+            await close_quietly(session.context)
+            raise SessionError(
+                f"session '{session.id}' is in use by another crawlkeeper process: it took the session over when "
+                "this one's lease lapsed; use it there (behind a load balancer: retry the call)"
+            ) from None
 
     async def resume(self, session_id: str, owner: str = LOCAL_ID) -> Session:
         """The active session, or the saved one restored into a new context; else the precise error."""
@@ -95,6 +123,9 @@ class Durability:
     async def _restore(self, sid: str, owner: str) -> Session | None:
         if not await self.keeper.exists(sid, owner):
             return None
+        releasing = self._releasing.get((owner, sid))
+        if releasing is not None:
+            await asyncio.wait([releasing])
         await self.keeper.claim(sid, owner)
         reserved = False
         context: Any = None
@@ -116,7 +147,7 @@ class Durability:
             params = chosen[1] if chosen else None
             async with self.limiter.slot(owner):
                 proxy = await self.gate.ensure_browser(policy)
-                context = await self.backend.new_context(without_headers(options), proxy_url=proxy)
+                context = await new_session_context(self.backend, without_headers(options), proxy_url=proxy)
                 generation = generation_of(self.backend, context)
                 headers = await install_headers(context, options, policy, prof, params,
                                                 owner=f"session '{sid}'" + (f" ({prof.label})" if prof else ""))
@@ -222,8 +253,12 @@ class Durability:
                 session.note = crash_note() if crash_note is not None else (
                     "the browser crashed; the session was restored from its last saved state "
                     "(changes made in the last seconds before the crash may be missing)")
-                self._crash_notes[(session.owner, session.id)] = session.note
-                asyncio.get_running_loop().create_task(self.keeper.release(session.id, session.owner))
+                key = (session.owner, session.id)
+                self._crash_notes[key] = session.note
+                task = asyncio.get_running_loop().create_task(self.keeper.release(session.id, session.owner))
+                self._releasing[key] = task
+                task.add_done_callback(
+                    lambda t, k=key: self._releasing.pop(k, None) if self._releasing.get(k) is t else None)
 
     async def keep_house(self) -> None:
         """Hibernate idle sessions; now and then delete saved sessions whose expiry passed."""

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import guard
-from ..browser import BrowserBackend, generation_of, is_current
+from ..browser import BrowserBackend, generation_of, is_current, new_session_context
 from ..config import Config
 from ..errors import CrawlError, CrawlkeeperError, PageTooLarge, SessionError, first_line
 from ..fairness import FairLimiter
@@ -92,7 +92,7 @@ class SessionOpener:
             options = self.layers.context_options(crawl_request)
             async with self.limiter.slot(who.id):
                 proxy = await self.gate.ensure_browser(policy)
-                context = await self.backend.new_context(without_headers(options), proxy_url=proxy)
+                context = await new_session_context(self.backend, without_headers(options), proxy_url=proxy)
                 generation = generation_of(self.backend, context)
                 step = "applying the headers"
                 headers = await install_headers(context, options, policy, prof, params,

@@ -4,15 +4,12 @@ and two crawlkeeper apps sharing a session with its secrets encrypted before the
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from crawlkeeper_redis_store import RedisStore, RedisStorePlugin
+from crawlkeeper_redis_store.testing import RedisServerMissing, redis_server
 
 from crawlkeeper.app import App
 from crawlkeeper.config import load_config
@@ -27,27 +24,11 @@ CANARY = "CANARY-redisstore-77a1"
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (./run test installs it: apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
     try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(5)
+        with redis_server(tmp_path_factory.mktemp("redis")) as url:
+            yield url
+    except RedisServerMissing as exc:
+        pytest.fail(f"{exc} (./run test installs it)")
 
 
 @pytest.mark.anyio
@@ -83,6 +64,21 @@ async def test_a_dead_holders_lease_expires_and_it_can_no_longer_write(redis_url
     with pytest.raises(LeaseHeld):
         await first.acquire("local/s")
     await second.close()
+    await first.close()
+
+
+@pytest.mark.anyio
+async def test_a_lapsed_lease_is_taken_again_unless_another_replica_took_it(redis_url: str) -> None:
+    first = RedisStore(redis_url, prefix="t4:", lease_s=1)
+    await first.acquire("local/a")
+    await first.acquire("local/b")
+    await first.r.delete("t4:lease:local/a")  # what expiry does when the holder stalled past its lease
+    await first.r.set("t4:lease:local/b", "another-replica", px=5000)  # ...and here another replica took it
+    await asyncio.sleep(0.6)  # one renewal (every lease_s / 3)
+    assert await first.r.get("t4:lease:local/a") == first._tokens["local/a"].encode()
+    assert "local/b" not in first._tokens  # lost: no longer renewed, and saves are refused
+    with pytest.raises(LeaseHeld):
+        await first.save("local/b", b"stale")
     await first.close()
 
 

@@ -112,7 +112,16 @@ class RedisStore:
                 log.warning("could not renew the lease of %s: %s", key, exc)
                 continue
             if not renewed:
-                log.error("lost the lease of session %s (it expired and another replica took it)", key)
+                # The renewal came after the lease ran out (this process stalled, Redis was away): if no other
+                # replica took the session meanwhile, the lease is simply ours again.
+                try:
+                    retaken = await self.r.set(self._lease(key), token, nx=True, px=self.lease_ms)
+                except redis.RedisError:
+                    retaken = False
+                if retaken:
+                    log.warning("the lease of session %s lapsed before it was renewed; taken again", key)
+                    continue
+                log.error("lost the lease of session %s: it lapsed and another replica took it over", key)
                 if self._tokens.get(key) == token:
                     del self._tokens[key]
                     self._renewers.pop(key, None)
