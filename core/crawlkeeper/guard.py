@@ -63,6 +63,7 @@ class PageMeter:
         """Open a DevTools session on ``page`` and start counting (response bodies are not buffered)."""
         cdp = await page.context.new_cdp_session(page)
         meter = cls(page, cdp)
+        cdp.on("Network.requestWillBeSent", meter._on_request)
         cdp.on("Network.responseReceived", meter._on_response)
         cdp.on("Network.dataReceived", meter._on_data)
         cdp.on("Network.loadingFinished", meter._on_done)
@@ -85,6 +86,11 @@ class PageMeter:
             self.tripped.clear()
         self._total = 0
         self._sizes.clear()
+
+    def _on_request(self, params: dict[str, Any]) -> None:
+        # Known before the egress proxy sees the request: a cut it reports can say what the response was.
+        url = params.get("request", {}).get("url", "")
+        self._kinds[params.get("requestId", "")] = (params.get("type", "Other"), url)
 
     def _on_response(self, params: dict[str, Any]) -> None:
         url = params.get("response", {}).get("url", "")

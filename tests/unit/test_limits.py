@@ -167,7 +167,8 @@ async def test_a_cut_in_the_egress_proxy_fails_the_crawls_of_that_context_only()
     meter.arm(20 * 1_048_576)
     assert watched.max_bytes == 20 * 1_048_576
     guard._METERS[stray] = guard.PageMeter(stray, _FakeCdp())  # not ours: a popup the guard closes
-    meter._on_response({"requestId": "doc", "type": "Document", "response": {"url": "http://a.test/p"}})
+    # The proxy cuts before the browser saw the response: the request is what the meter knows.
+    meter._on_request({"requestId": "doc", "type": "Document", "request": {"url": "http://a.test/p"}})
     watched.exceeded("http://a.test/p", 21 * 1_048_576)
     above = "once decompressed, above max_page_mb = 20"
     assert meter.tripped.is_set() and meter.problem == f"its HTML passed 21.0 MB {above}"
