@@ -9,7 +9,7 @@
    site, the egress proxy, markdown, its Playwright driver) is pinned to the CPUs the endpoints do not use, so the
    second endpoint adds a browser's CPU and nothing else. With 2 CPUs that is impossible: crawlkeeper shares the
    endpoints' CPUs, and the run prints the ceiling this puts on the ratio, from the CPU time per page each side
-   used (the figure is not a valid test of the target there).
+   used: the target can be met there only when the browsers' CPU per page is well above crawlkeeper's.
 3. Failover: sessions on two endpoints, one endpoint SIGKILLed; time from the kill to the first successful crawl
    of a session it held, against one restore (a crawl in a hibernated session) measured in the same run
    (target <= 2 s + one restore).
@@ -128,9 +128,9 @@ async def throughput(site: TestSite, pages: int) -> None:
         _pin_threads(rest)
         print(f"  endpoints on CPUs {first} and {second}; crawlkeeper and the site on CPUs {sorted(rest)}")
     else:
-        print(f"  endpoints on CPUs {first} and {second}; crawlkeeper and the site unpinned (share them): the "
-              "figure is capped by crawlkeeper's own CPU (see 'ceiling' below); a valid >= 1.6x figure needs "
-              ">= 3 CPUs")
+        print(f"  endpoints on CPUs {first} and {second}; crawlkeeper and the site unpinned: they share the "
+              "endpoints' CPUs, which caps the ratio (the 'ceiling' below; the target can only be met if the "
+              "ceiling is above it)")
     servers = [launch_server(cpu=first), launch_server(cpu=second)]
     try:
         results: dict[str, float] = {}
@@ -141,16 +141,21 @@ async def throughput(site: TestSite, pages: int) -> None:
                 await app.startup()
                 await app.crawl_many([site.url(f"/?warm={i}") for i in range(8)], concurrency=8)
                 ours0, theirs0 = _split_cpu(servers)
+                placed0 = sum(app.backend.placements().values())
                 started = time.perf_counter()
                 out = await app.crawl_many([site.url(f"/?n={i}") for i in range(pages)], concurrency=8)
                 seconds = time.perf_counter() - started
                 ours1, theirs1 = _split_cpu(servers)
+                contexts = sum(app.backend.placements().values()) - placed0
                 failed = sum(1 for r in out if "error" in r)
                 results[label] = seconds
                 per_page[label] = ((ours1 - ours0) / pages, (theirs1 - theirs0) / pages)
                 print(f"  {label:<16} {seconds:7.2f} s  {pages / seconds:6.1f} pages/s  failed {failed}  CPU per "
                       f"page: crawlkeeper {per_page[label][0] * 1000:5.1f} ms, browsers "
-                      f"{per_page[label][1] * 1000:5.1f} ms", flush=True)
+                      f"{per_page[label][1] * 1000:5.1f} ms; browser contexts opened {contexts}", flush=True)
+                if failed:
+                    first_error = next(r["error"] for r in out if "error" in r)
+                    print(f"  (figure not valid: {failed} pages failed, e.g. {first_error[:200]})", flush=True)
             finally:
                 await app.shutdown()
         ratio = results["one endpoint"] / results["two endpoints"]
@@ -160,7 +165,8 @@ async def throughput(site: TestSite, pages: int) -> None:
             # One endpoint: the browser has one CPU, crawlkeeper the other. Two: both CPUs serve both.
             ceiling = 2 * max(ours, theirs) / (ours + theirs)
             print(f"  ceiling on {len(cpus)} CPUs with crawlkeeper sharing them: {ceiling:.2f}x "
-                  f"(2 x max(crawlkeeper, browsers) / (crawlkeeper + browsers) CPU per page)")
+                  f"(2 x max(crawlkeeper, browsers) / (crawlkeeper + browsers) CPU per page; one endpoint has a "
+                  "CPU to itself and crawlkeeper the other, two endpoints share both CPUs with crawlkeeper)")
     finally:
         if rest:
             _pin_threads(set(cpus))

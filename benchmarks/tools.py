@@ -1,15 +1,20 @@
 """Benchmarks of the wave-2 tools, each against a baseline measured in the same run (medians, min/max).
 
-    .venv/bin/python benchmarks/tools.py [--quick] [--pages 200] [--only screenshot|site|first]
+    .venv/bin/python benchmarks/tools.py [--quick] [--pages 200] [--only screenshot|site|many|first|memory]
+                                         [--rounds N] [--waits 1.5,0.5]
                                          [--playwright-mcp DIR | --no-playwright-mcp]
 
 - screenshot: crawlkeeper's screenshot (in-process App: egress check, pooled page, load, capture) vs
   Playwright's own goto + page.screenshot on a warm page of its own browser, same page, interleaved.
 - crawl_site: 200 local pages at concurrency 8 vs crawl4ai's BFSDeepCrawlStrategy on the same site.
-- first call: `crawlkeeper serve` over stdio, first crawl_url after initialize (plus a 1.5 s pause, an agent
-  thinking) with [browser] warmup = launch vs off, and playwright-mcp's first browser_navigate on the same
-  page. playwright-mcp is installed once into the repo's `.cache/playwright-mcp` (what `./run bench` does);
-  --playwright-mcp DIR uses another folder where `npm install @playwright/mcp` was run.
+- crawl_many: 32 local pages at concurrency 8, rounds back to back, the context pool sized by the concurrency
+  used vs the former two idle contexts per entry (time, and contexts created per round).
+- first call: `crawlkeeper serve` over stdio, initialize, tools/list, a pause (an agent thinking: --waits,
+  1.5 s and 0.5 s), then the first crawl_url, with [browser] warmup = launch vs off, and playwright-mcp's first
+  browser_navigate on the same page (the baseline of the ratios). playwright-mcp is installed once into the
+  repo's `.cache/playwright-mcp` (what `./run bench` does); --playwright-mcp DIR uses another folder where
+  `npm install @playwright/mcp` was run.
+- memory: each server's process tree (USS, PSS) 8 s after initialize, never called, per warm-up mode.
 Loopback only. Not part of pass/fail.
 """
 
@@ -118,45 +123,137 @@ async def bench_site(start: str, pages: int, rounds: int) -> tuple[Stats, Stats]
             Stats("crawlkeeper crawl_site (pages/s)", samples["crawlkeeper"]))
 
 
-async def first_call(argv: list[str], env: dict[str, str], tool: str, arguments: dict) -> tuple[float, float]:
+async def first_call(argv: list[str], env: dict[str, str], tool: str, arguments: dict,
+                     wait_s: float) -> tuple[float, float, float]:
+    """(initialize, tools/list, first call) of one fresh server over stdio, the agent thinking ``wait_s``
+    between tools/list and its first call."""
     from mcp import ClientSession, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
-    params = StdioServerParameters(command=argv[0], args=argv[1:], env=env)
+    # In a scratch folder: playwright-mcp writes page snapshots and console logs into its working directory.
+    params = StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=str(temp_dir()))
     started = time.perf_counter()
     with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - opening /dev/null does not block
         async with stdio_client(params, errlog=devnull) as (r, w), ClientSession(r, w) as session:
             await session.initialize()
             init_s = time.perf_counter() - started
+            started = time.perf_counter()
             await session.list_tools()
-            await asyncio.sleep(1.5)  # the agent thinks before its first call
+            list_s = time.perf_counter() - started
+            await asyncio.sleep(wait_s)  # the agent thinks before its first call
             started = time.perf_counter()
             result = await session.call_tool(tool, arguments)
             assert not result.is_error, result.content
-            return init_s, time.perf_counter() - started
+            return init_s, list_s, time.perf_counter() - started
 
 
-async def bench_first_call(url: str, rounds: int, playwright_mcp: Path | None) -> list[tuple[str, Stats, Stats]]:
+Variant = tuple[list[str], dict[str, str], str, dict]  # argv, environment, tool, arguments
+
+
+def first_call_variants(url: str, playwright_mcp: Path | None,
+                        modes: tuple[str, ...] = ("launch", "off")) -> dict[str, Variant]:
     env = {**os.environ, "CRAWLKEEPER_LOG_LEVEL": "WARNING"}
-    variants: dict[str, tuple[list[str], dict[str, str], str, dict]] = {}
-    for mode in ("off", "launch"):
-        config = write_config(temp_dir(), f'[browser]\nwarmup = "{mode}"\n')
-        variants[f"crawlkeeper warmup={mode}"] = (
-            [sys.executable, "-m", "crawlkeeper", "serve", "--config", str(config)], env, "crawl_url", {"url": url})
+    variants: dict[str, Variant] = {}
     if playwright_mcp is not None:
         cli = playwright_mcp / "node_modules" / "@playwright" / "mcp" / "cli.js"
         variants["playwright-mcp"] = (
             ["node", str(cli), "--headless", "--isolated", "--executable-path", str(find_browser().path),
              "--no-sandbox"], dict(os.environ), "browser_navigate", {"url": url})
-    init: dict[str, list[float]] = {k: [] for k in variants}
-    first: dict[str, list[float]] = {k: [] for k in variants}
+    for mode in modes:
+        config = write_config(temp_dir(), f'[browser]\nwarmup = "{mode}"\n')
+        variants[f"crawlkeeper warmup={mode}"] = (
+            [sys.executable, "-m", "crawlkeeper", "serve", "--config", str(config)], env, "crawl_url", {"url": url})
+    return variants
+
+
+async def bench_first_call(url: str, rounds: int, playwright_mcp: Path | None,
+                           waits: list[float]) -> dict[float, list[tuple[str, Stats, Stats, Stats]]]:
+    """Per agent pause: (variant, initialize, tools/list, first call), variants and pauses interleaved."""
+    variants = first_call_variants(url, playwright_mcp)
+    samples: dict[tuple[float, str], list[tuple[float, float, float]]] = {(w, k): [] for w in waits for k in variants}
     for _ in range(rounds):
-        for name, (argv, env_, tool, arguments) in variants.items():
-            i, f = await first_call(argv, env_, tool, arguments)
-            init[name].append(i)
-            first[name].append(f)
-    return [(name, Stats(f"{name}: initialize", init[name]), Stats(f"{name}: first call", first[name]))
-            for name in variants]
+        for wait_s in waits:
+            for name, (argv, env_, tool, arguments) in variants.items():
+                samples[(wait_s, name)].append(await first_call(argv, env_, tool, arguments, wait_s))
+    out: dict[float, list[tuple[str, Stats, Stats, Stats]]] = {}
+    for wait_s in waits:
+        out[wait_s] = [(name, *(Stats(f"{name}: {what}", [row[i] for row in samples[(wait_s, name)]])
+                                for i, what in enumerate(("initialize", "tools/list", "first call"))))
+                       for name in variants]
+    return out
+
+
+async def bench_idle_memory(url: str, playwright_mcp: Path | None, settle_s: float) -> list[tuple[str, float, float]]:
+    """Memory of each server's whole process tree (USS, PSS; MB) ``settle_s`` after initialize (warmup=launch:
+    once its browser and pooled page are up), never called: what an MCP client that starts every configured
+    server pays for one it never uses."""
+    import psutil
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    from common import chromium_count, tree_rss_mb
+
+    out = []
+    variants = first_call_variants(url, playwright_mcp, ("launch", "import", "off"))
+    for name, (argv, env, _tool, _args) in variants.items():
+        params = StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=str(temp_dir()))
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - opening /dev/null does not block
+            async with stdio_client(params, errlog=devnull) as (r, w), ClientSession(r, w) as session:
+                await session.initialize()
+                await session.list_tools()
+                await asyncio.sleep(settle_s)
+                pid = next(p for p in psutil.Process().children() if p.pid not in before).pid
+                deadline = time.monotonic() + 30
+                while name.endswith("=launch") and chromium_count(pid) < 3 and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.5)  # polling a process tree (a loaded machine): there is no event
+                await asyncio.sleep(1 if name.endswith("=launch") else 0)
+                out.append((name, tree_rss_mb(pid, "uss"), tree_rss_mb(pid, "pss")))
+    return out
+
+
+async def bench_many(base_url: str, pages: int, rounds: int) -> list[tuple[Stats, Stats, list[int], list[int]]]:
+    """crawl_many of ``pages`` local pages at concurrency 8, rounds back to back: the pool keeping as many idle
+    contexts as ran in parallel vs two idle contexts per entry (the former fixed size), in one app each, interleaved.
+    Also counts the browser contexts each round created."""
+    from crawlkeeper.runtime import build_app
+
+    apps = {}
+    created: dict[str, list[int]] = {}
+    for name in ("two idle contexts", "sized by concurrency"):
+        app = build_app(write_config(temp_dir(), '[browser]\nwarmup = "off"\n[plugins]\ndisable = ["statefile"]\n'))
+        if name == "two idle contexts":
+            app.pool.max_idle = 2
+        await app.startup()
+        real_new_context = app.backend.new_context
+        created[name] = [0]
+
+        async def counting(*args: object, _real: object = real_new_context, _name: str = name,
+                           **kwargs: object) -> object:
+            created[_name][-1] += 1
+            return await _real(*args, **kwargs)  # type: ignore[operator]
+
+        app.backend.new_context = counting  # type: ignore[method-assign]
+        await app.crawl_many([f"{base_url}/p/{i}" for i in range(8)], concurrency=8)  # the browser is up
+        apps[name] = app
+    urls = [f"{base_url}/p/{i}" for i in range(pages)]
+    samples: dict[str, list[float]] = {name: [] for name in apps}
+    per_round: dict[str, list[int]] = {name: [] for name in apps}
+    for _ in range(rounds):
+        for name, app in apps.items():
+            await asyncio.sleep(0.3)  # the last round's contexts are wiped
+            created[name][-1] = 0
+            started = time.perf_counter()
+            results = await app.crawl_many(urls, concurrency=8)
+            samples[name].append(time.perf_counter() - started)
+            per_round[name].append(created[name][-1])
+            failed = [r["error"] for r in results if "error" in r]
+            if failed:
+                print(f"  ({name}: {len(failed)} of {pages} pages failed, e.g. {failed[0][:100]})")
+    for app in apps.values():
+        await app.shutdown()
+    base, ours = (Stats(f"crawl_many {pages} pages, {n}", samples[n]) for n in apps)
+    return [(base, ours, per_round["two idle contexts"], per_round["sized by concurrency"])]
 
 
 PLAYWRIGHT_MCP = "@playwright/mcp@0.0.83"  # the release the issue's figures were measured with
@@ -185,7 +282,9 @@ async def main() -> int:
     parser.add_argument("--pages", type=int, default=200)
     parser.add_argument("--playwright-mcp", type=Path, default=None)
     parser.add_argument("--no-playwright-mcp", action="store_true")
-    parser.add_argument("--only", choices=["screenshot", "site", "first"], default=None)
+    parser.add_argument("--only", choices=["screenshot", "site", "first", "memory", "many"], default=None)
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of the first-call section")
+    parser.add_argument("--waits", default="1.5,0.5", help="agent pauses after tools/list, seconds (comma list)")
     args = parser.parse_args()
     rounds = 2 if args.quick else 5
     with ReposTestSite() as test_site, ExtraSite() as site:
@@ -203,14 +302,29 @@ async def main() -> int:
             base, ours = await bench_site(site.url("/p/0"), args.pages, max(1, rounds // 2))
             print(base.row(unit="p/s", scale=1.0))
             print(ours.row(base, unit="p/s", scale=1.0))
-        if args.only in (None, "first"):
-            print("first call over stdio after initialize + 1.5 s")
+        if args.only in (None, "many"):
+            print("crawl_many at concurrency 8, rounds back to back (pool of idle contexts)")
+            for base, ours, base_created, ours_created in await bench_many(site.url(""), 32, rounds):
+                print(base.row())
+                print(ours.row(base))
+                print(f"  contexts created per round: two idle {base_created}, sized by concurrency {ours_created}")
+        peer = None
+        if args.only in (None, "first", "memory"):
             peer = None if args.no_playwright_mcp else (args.playwright_mcp or ensure_playwright_mcp())
-            rows = await bench_first_call(test_site.url("/links"), max(1, rounds // 2), peer)
-            base_first = rows[0][2]
-            for _name, init_s, first_s in rows:
-                print(init_s.row(rows[0][1]))
-                print(first_s.row(base_first))
+        if args.only in (None, "first"):
+            waits = [float(w) for w in args.waits.split(",")]
+            results = await bench_first_call(test_site.url("/links"), args.rounds or max(1, rounds // 2), peer, waits)
+            for wait_s, rows in results.items():
+                print(f"first call over stdio: initialize, tools/list, then the agent thinks {wait_s:g} s")
+                _, base_init, base_list, base_first = rows[0]
+                for _name, init_s, list_s, first_s in rows:
+                    print(init_s.row(None if init_s is base_init else base_init))
+                    print(list_s.row(None if list_s is base_list else base_list))
+                    print(first_s.row(None if first_s is base_first else base_first))
+        if args.only in (None, "memory"):
+            print("idle memory of a server never called, 8 s after initialize (whole process tree)")
+            for name, uss, pss in await bench_idle_memory(test_site.url("/links"), peer, 8.0):
+                print(f"  {name:<44} USS {uss:7.1f} MB  PSS {pss:7.1f} MB")
     return 0
 
 

@@ -104,6 +104,9 @@ class ReposHandler(SiteHandler):
         "/ws": "_ws",
     }
     PREFIX_ROUTES: ClassVar[dict[str, str]] = {**SiteHandler.PREFIX_ROUTES, "/status/": "_status"}
+    NAV_LINKS = (*SiteHandler.NAV_LINKS[:3], ("/long", "Long page"), *SiteHandler.NAV_LINKS[3:])
+    INTERNAL_LINKS = (*SiteHandler.INTERNAL_LINKS[:3], ("/long?n=10", "A short long page"),
+                      *SiteHandler.INTERNAL_LINKS[3:])
 
     def _redirect_chain(self) -> None:
         n = self._int_param("n", 3, 0, _MAX_CHAIN)

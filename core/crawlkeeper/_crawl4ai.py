@@ -219,11 +219,29 @@ def detach(crawler: AsyncWebCrawler, key: str) -> None:
     crawler.crawler_strategy.browser_manager.sessions.pop(key, None)
 
 
+@functools.lru_cache(maxsize=1)
+def _run_config_class() -> type:
+    """``CrawlerRunConfig`` without its per-attribute ``__setattr__``.
+
+    crawl4ai 0.9's ``CrawlerRunConfig.__setattr__`` computes ``inspect.signature(self.__init__)`` for every
+    attribute only to refuse deprecated names (``_UNWANTED_PROPS``) set to non-default values, which crawlkeeper
+    never passes: ~110 signatures, 50-100 ms of CPU on the event loop for each config built (the largest part of
+    a first crawl's own work). ``object.__setattr__`` still runs property setters (``proxy_config``), and the
+    subclass passes crawl4ai's ``isinstance`` checks; ``tests/unit/test_crawl4ai_adapter.py`` pins that it
+    builds the same attributes as the original."""
+    from crawl4ai import CrawlerRunConfig
+
+    class FastRunConfig(CrawlerRunConfig):  # type: ignore[misc]
+        __setattr__ = object.__setattr__
+
+    FastRunConfig.__name__ = FastRunConfig.__qualname__ = "CrawlerRunConfig"
+    return FastRunConfig
+
+
 def run_config(options: CrawlOptions, key: str) -> CrawlerRunConfig:
     """The ``CrawlerRunConfig`` for one crawl: always bypassing the cache and never verbose.
 
-    Building a ``CrawlerRunConfig`` costs ~100 ms in crawl4ai 0.9 (its ``__setattr__`` inspects ``__init__``'s
-    signature for every attribute), so one template per distinct set of options is built and shallow-copied.
+    One template per distinct set of options is built (see :func:`_run_config_class`) and shallow-copied.
     """
     config = copy.copy(_template(options.model_dump_json()))
     object.__setattr__(config, "session_id", key)  # plain setattr: the copy is ours alone
@@ -232,12 +250,12 @@ def run_config(options: CrawlOptions, key: str) -> CrawlerRunConfig:
 
 @functools.lru_cache(maxsize=64)
 def _template(options_json: str) -> CrawlerRunConfig:
-    from crawl4ai import CacheMode, CrawlerRunConfig
+    from crawl4ai import CacheMode
 
     from .options import CrawlOptions
 
     options = CrawlOptions.model_validate_json(options_json)
-    return CrawlerRunConfig(
+    return _run_config_class()(
         session_id=None,
         cache_mode=CacheMode.BYPASS,
         verbose=False,
@@ -253,9 +271,9 @@ def _template(options_json: str) -> CrawlerRunConfig:
 
 def process_config(options: CrawlOptions, base_url: str) -> CrawlerRunConfig:
     """Config to process HTML we already hold (``raw:`` URL, no browser): same content options."""
-    from crawl4ai import CacheMode, CrawlerRunConfig
+    from crawl4ai import CacheMode
 
-    return CrawlerRunConfig(
+    return _run_config_class()(
         cache_mode=CacheMode.BYPASS,
         verbose=False,
         css_selector=options.css_selector,

@@ -137,6 +137,19 @@ def make_backend(settings: Any, cache_dir: Path | None) -> BrowserBackend:
     )
 
 
+async def import_crawl4ai(cache_dir: Path | None) -> None:
+    """Import crawl4ai off the event loop (its environment prepared first), once."""
+    import sys
+
+    if "crawl4ai.async_webcrawler" in sys.modules:
+        return
+    if cache_dir is not None:
+        from . import _crawl4ai
+
+        _crawl4ai.prepare_environment(cache_dir)
+    await asyncio.to_thread(__import__, "crawl4ai")
+
+
 class ChromiumBackend(PageWork):
     """One shared Chromium launched by Playwright (through crawl4ai) on first use; relaunched after a crash."""
 
@@ -211,10 +224,9 @@ class ChromiumBackend(PageWork):
             await self._discard()
             if self.candidate.problem:
                 raise BrowserUnavailable(self.candidate.problem)
+            await self.warm_up()  # the import, in a thread: the event loop keeps serving meanwhile
             from . import _crawl4ai
 
-            if self.cache_dir is not None:
-                _crawl4ai.prepare_environment(self.cache_dir)
             if self.generation == 0:
                 _crawl4ai.check_compatible()  # an incompatible crawl4ai must fail loudly, not leak cookies
                 await asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
@@ -299,12 +311,9 @@ class ChromiumBackend(PageWork):
             self._closing = False
 
     async def warm_up(self) -> None:
-        """Import crawl4ai (and Playwright) in a thread: ~1.3 s of imports the first call would otherwise pay."""
-        if self.cache_dir is not None:
-            from . import _crawl4ai
-
-            _crawl4ai.prepare_environment(self.cache_dir)
-        await asyncio.to_thread(__import__, "crawl4ai")
+        """Import crawl4ai (and Playwright) in a thread: ~1.3 s of imports the first call would otherwise pay.
+        A second caller while the first imports waits for it (Python's per-module import lock), in its thread."""
+        await import_crawl4ai(self.cache_dir)
 
     async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> Any:
         await self.start()

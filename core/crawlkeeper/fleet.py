@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .browser import BrowserCandidate, ChromiumBackend, PageLoad, PageResult
+from .browser import BrowserCandidate, ChromiumBackend, PageLoad, PageResult, import_crawl4ai
 from .endpoints import Endpoint
 from .errors import BrowserUnavailable, first_line
 from .options import ContextOptions, CrawlOptions
@@ -200,11 +200,14 @@ class FleetBackend:
         return {m.name: m.placed for m in self.members}
 
     async def warm_up(self) -> None:
-        if self.cache_dir is not None:
-            from . import _crawl4ai
+        await import_crawl4ai(self.cache_dir)
 
-            _crawl4ai.prepare_environment(self.cache_dir)
-        await asyncio.to_thread(__import__, "crawl4ai")
+    async def warm_pipeline(self, options: CrawlOptions) -> None:
+        """Warm crawl4ai's processing (see :meth:`PageWork.warm_pipeline`) through any connected endpoint."""
+        for member in self.members:
+            if member.backend.alive:
+                await member.backend.warm_pipeline(options)
+                return
 
     async def start(self) -> None:
         """Connect to every endpoint that is not known to be down (in parallel); fail only if none answers."""

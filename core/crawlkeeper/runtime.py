@@ -54,7 +54,7 @@ def serve_stdio(app: App) -> None:
         # The SDK diverts fd 1 only while it serves (and finds the wire through sys.stdout, which must stay
         # untouched then): prints from a plugin's startup or shutdown hook are sent to stderr explicitly.
         with contextlib.redirect_stdout(sys.stderr):
-            await app.startup()
+            await app.startup(warm_up=False)  # the server starts it once initialize was answered
         serving = asyncio.ensure_future(server.run_stdio_async())
         waiting = asyncio.ensure_future(signalled.wait())
         try:

@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from . import __version__, calls
 from .app import App, PageTarget
+from .app.warmup import after_handshake
 from .errors import CrawlkeeperError
 from .extraction import ExtractSchema, extract
 from .logs import scrub, scrub_secrets, secrets_registered
@@ -247,6 +248,7 @@ def build_server(app: App, *, owns_app: bool = True, **mcp_options: Any) -> MCPS
     server: MCPServer = MCPServer(
         "crawlkeeper", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan, **mcp_options
     )
+    server.middleware.append(after_handshake(app.start_warm_up))
     read_only = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
     page_tool = _page_tool(who)
 

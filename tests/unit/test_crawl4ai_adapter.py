@@ -161,3 +161,33 @@ def test_the_crawl_result_fields_browser_py_reads() -> None:
         assert name in fields, name
     assert hasattr(CrawlResult, "markdown"), "CrawlResult.markdown (raw_markdown) is gone"
     assert {"url", "config"} <= params(AsyncWebCrawler.arun)
+
+
+def test_run_configs_skip_crawl4ais_slow_setattr_and_build_the_same_attributes() -> None:
+    import time
+
+    from crawl4ai import CacheMode, CrawlerRunConfig
+
+    from crawlkeeper import _crawl4ai
+
+    fast_class = _crawl4ai._run_config_class()
+    assert issubclass(fast_class, CrawlerRunConfig) and fast_class.__name__ == "CrawlerRunConfig"
+    # What it skips only refuses deprecated names, which crawlkeeper never sets.
+    assert hasattr(CrawlerRunConfig, "_UNWANTED_PROPS")
+    kwargs: dict[str, Any] = dict(cache_mode=CacheMode.BYPASS, verbose=False, css_selector="main", wait_for=None,
+                                  js_code=None, page_timeout=7000, wait_until="load", word_count_threshold=1,
+                                  proxy_config="http://u:p@127.0.0.1:9")
+    started = time.perf_counter()
+    original = CrawlerRunConfig(**kwargs)
+    slow_s = time.perf_counter() - started
+    started = time.perf_counter()
+    fast = fast_class(**kwargs)
+    fast_s = time.perf_counter() - started
+    assert set(vars(fast)) == set(vars(original))
+    for name, value in vars(original).items():
+        if type(value).__repr__ is object.__repr__:  # strategy objects: compare their type, not their address
+            assert type(vars(fast)[name]) is type(value), name
+        else:
+            assert repr(vars(fast)[name]) == repr(value), name
+    assert fast.proxy_config is not None and fast.proxy_config.server == original.proxy_config.server  # setter ran
+    assert fast_s < slow_s, (fast_s, slow_s)

@@ -222,3 +222,41 @@ async def test_a_logging_in_profile_logs_in_once_for_the_whole_crawl(
     sent = [r for r in site.requests if r.context_id == used[0].id and r.resource_type == "document"]
     assert len(sent) == 6 and all("sid" in r.cookie_names for r in sent)  # every page as the profile's user
     assert listed.structured_content["sessions"] == []
+
+
+@pytest.mark.anyio
+async def test_every_refused_or_failed_page_is_counted_with_its_reason(
+    crawlkeeper_app: Any, site: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crawlkeeper.errors import CrawlError
+
+    site.add_page(f"{SITE}/p/0", '<html><title>P0</title><a href="/p/1">one</a><a href="/broken">broken</a>'
+                  '<a href="https://intranet.example.com/x">intranet</a><a href="https://cdn.example.com/ok">cdn</a>'
+                  '<a href="/away">away</a></html>')
+    site.add_page(f"{SITE}/p/1", "<html><title>P1</title><p>one</p></html>")
+    site.add_page(f"{SITE}/broken", "<html></html>")
+    site.add_page(f"{SITE}/away", "<html></html>", redirect="https://elsewhere.org/")
+    site.add_page("https://cdn.example.com/ok", "<html><title>CDN</title><p>ok</p></html>")
+
+    async def resolver(host: str, port: int) -> list[str]:  # an in-scope name that resolves to a private address
+        return ["10.1.2.3"] if host.startswith("intranet.") else ["93.184.215.14"]
+
+    crawlkeeper_app.gate.resolver = resolver
+    real_crawl = crawlkeeper_app.backend.crawl
+
+    async def crawl(page: Any, url: str, options: Any) -> Any:
+        if url.endswith("/broken"):
+            raise CrawlError(f"could not load {url}: net::ERR_CONNECTION_RESET")
+        return await real_crawl(page, url, options)
+
+    monkeypatch.setattr(crawlkeeper_app.backend, "crawl", crawl)
+    data = await site_crawl.crawl_site(crawlkeeper_app, f"{SITE}/p/0", scope="same-domain", max_pages=20,
+                                       max_depth=1)
+    pages = {p["url"]: p for p in data["pages"]}
+    assert set(pages) == {f"{SITE}/p/0", f"{SITE}/p/1", f"{SITE}/broken", "https://cdn.example.com/ok"}
+    assert "ERR_CONNECTION_RESET" in pages[f"{SITE}/broken"]["error"]  # failed: listed with its reason
+    assert all(not p.get("error") for u, p in pages.items() if u != f"{SITE}/broken")
+    skipped = data["skipped"]
+    assert skipped["refused"] == 1  # intranet.example.com: in scope, refused by the egress policy
+    assert skipped["scope"] == 1  # /away redirects out of scope: counted, its page not listed
+    assert skipped["robots"] == 0

@@ -191,3 +191,32 @@ async def test_a_meter_that_cannot_attach_says_why_even_when_the_error_has_no_te
 
     assert await guard.meter_page(Page()) is None
     assert "TimeoutError" in caplog.text, caplog.text
+
+
+@pytest.mark.anyio
+async def test_crawl_many_keeps_as_many_idle_contexts_as_ran_in_parallel_then_shrinks(
+    crawlkeeper_app: Any, site: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crawlkeeper.app import pool
+
+    monkeypatch.setattr(pool, "_IDLE_SHRINK_S", 0.3)
+    urls = [f"{SITE}/p{i}" for i in range(24)]
+
+    async def round_of_crawls() -> None:
+        results = await crawlkeeper_app.crawl_many(urls, concurrency=8)
+        assert all(r.get("status") == 200 for r in results), results
+        for _ in range(50):  # contexts are wiped after their call answered
+            if not any(e.wiping for e in crawlkeeper_app.pool._pool.values()):
+                break
+            await asyncio.sleep(0.01)
+
+    await round_of_crawls()
+    created = len(site.contexts)
+    assert created <= 9, f"{created} contexts for 24 pages at concurrency 8"
+    idle = [len(e.idle) for e in crawlkeeper_app.pool._pool.values()]
+    assert sum(idle) >= 6, f"only {idle} idle contexts kept after 8 crawls at once"
+    await round_of_crawls()
+    assert len(site.contexts) == created, "the second round created contexts instead of reusing the idle ones"
+    await asyncio.sleep(0.6)
+    assert [len(e.idle) for e in crawlkeeper_app.pool._pool.values()] == [2], "the burst's contexts were kept"
+    assert sum(1 for c in site.contexts if not c.closed) == 2

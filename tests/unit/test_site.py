@@ -67,7 +67,7 @@ def test_index_and_pages_have_title_h1_and_text(site: Any) -> None:
     status, _, body, _ = _fetch(site.url("/"))
     assert status == 200
     assert "<title>Crawlkeeper test site</title>" in body
-    for link in ("/login", "/private", "/cookies", "/long", "/links"):
+    for link in ("/login", "/private", "/cookies", "/links"):
         assert f'href="{link}"' in body
     for path in ("/", "/login", "/cookies", "/links", "/form-echo", "/nope"):
         _, _, page, _ = _fetch(site.url(path))
@@ -258,3 +258,15 @@ def test_a_handler_subclass_adds_exact_and_prefix_routes() -> None:
         assert _fetch(running.url("/login"))[0] == 200  # the login site's routes are kept
     with ck_site.TestSite() as plain:
         assert _fetch(plain.url("/hello"))[0] == 404
+
+
+def test_every_same_site_link_of_the_shipped_site_is_served(site: Any) -> None:
+    # The index once linked /long, which only the repo's test-only site serves: a 404 for plugin authors.
+    hrefs = set()
+    for page in ("/", "/links"):
+        body = _fetch(site.url(page))[2]
+        hrefs |= {h for h in re.findall(r'href="([^"]+)"', body) if h.startswith("/")}
+    assert {"/login", "/private", "/cookies", "/links", "/tiny"} <= hrefs
+    for href in sorted(hrefs):
+        assert _fetch(site.url(href))[0] != 404, href
+    assert "Four links stay on this site" in _fetch(site.url("/links"))[2]

@@ -203,3 +203,28 @@ async def test_list_profiles_and_sessions_start_empty(crawlkeeper_client: Callab
         sessions = await client.call_tool("list_sessions", {})
     assert profiles.structured_content == {"profiles": []}
     assert sessions.structured_content == {"sessions": []}
+
+
+@pytest.mark.anyio
+async def test_every_tool_is_documented_for_agents_and_in_the_client_allowlist(
+    crawlkeeper_client: Callable[..., Any]
+) -> None:
+    import re
+
+    async with crawlkeeper_client() as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+    assert len(names) >= 9
+    readme, claude_code = _repo_texts("README.md", "examples/clients/claude_code.md")
+    allowed = set(re.findall(r'"mcp__crawlkeeper__(\w+)"', claude_code))
+    for name in sorted(names):
+        assert re.search(rf"^{name}\(", readme, re.M), f"README has no agent-side example of {name}(...)"
+        assert name in allowed, f"examples/clients/claude_code.md's tool allowlist misses {name}"
+        assert f"`{name}`" in claude_code, f"claude_code.md's list of tools misses {name}"
+    assert allowed <= names, f"the allowlist names tools the server does not have: {allowed - names}"
+
+
+def _repo_texts(*paths: str) -> list[str]:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    return [(root / path).read_text() for path in paths]

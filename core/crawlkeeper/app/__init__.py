@@ -14,7 +14,8 @@ Where a behaviour lives (each part owns its state; :class:`App` builds them and 
 - ``runner``: crawling: the path every page-loading tool takes (``run_on_page``), the ``js_code`` policy,
   ``crawl``/``crawl_many`` and shaping their results.
 - ``page_limits``: work on a page under its deadline and meter, abandoning and parking pages.
-- ``pool``: the session-less context pool (a context per crawl, wiped before reuse).
+- ``pool``: the session-less context pool (a context per crawl, wiped before reuse; as many idle as ran at once).
+- ``warmup``: the background warm-up (import, launch, the first call's page) after ``initialize``.
 - ``contexts``: setting up a context (headers bound to its sites, watched pages, quiet closing).
 """
 

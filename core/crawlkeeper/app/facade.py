@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from ..browser import BrowserBackend, PageLoad, PageResult, is_current, lost_with, make_backend
 from ..config import Config
 from ..egress import EgressPolicy
-from ..errors import SessionError, first_line
+from ..errors import SessionError
 from ..fairness import FairLimiter
 from ..handle import Server
 from ..logs import scrub_secrets
@@ -36,6 +36,7 @@ from .opening import SessionOpener, cookie_names
 from .page_limits import PageHandler
 from .pool import ContextPool
 from .runner import PageRunner, PageTarget, ProgressCallback
+from .warmup import WarmUp
 
 log = logging.getLogger("crawlkeeper.app")
 
@@ -76,7 +77,8 @@ class App:
         self.tools = ToolRegistry()
         self.logins = Logins(config, pm, self.hooks, now)
         self.layers = OptionLayers(config, self.hooks, self.profiles, self.sessions)
-        self.pool = ContextPool(self.backend, self.gate, self.pages)
+        self.pool = ContextPool(self.backend, self.gate, self.pages,
+                                max_parallel=settings.limits.max_concurrent_crawls)
         self.durability = Durability(config, self.keeper, self.sessions, self.hooks, self.backend, self.gate,
                                      self.layers, self.limiter, self.logins, now)
         self.sessions.on_closed = self.durability.session_closed
@@ -85,7 +87,7 @@ class App:
         self.runner = PageRunner(config, self.sessions, self.layers, self.gate, self.limiter, self.logins,
                                  self.pages, self.pool, self.durability, self.opener, self.pager, self.backend)
         self._started = False
-        self._warmup: asyncio.Task[None] | None = None
+        self.warmup = WarmUp(config, self.backend, self.gate, self.layers, self.pool)
 
     @property
     def auth_methods(self) -> dict[str, tuple[str, AuthMethod]]:
@@ -107,34 +109,26 @@ class App:
         self.profiles.refresh(force=True)
         self.keeper.store = self.hooks.call("crawlkeeper_state_store", config=self.config)
 
-    async def startup(self) -> None:
+    async def startup(self, *, warm_up: bool = True) -> None:
+        """Start the app: startup hooks, housekeeping and (unless ``warm_up`` is false: the stdio server starts
+        it once the client's ``initialize`` was answered, see :meth:`start_warm_up`) the browser warm-up."""
         if self._started:
             return
         await self.hooks.acall("crawlkeeper_startup", server=self.server)
         self._started = True
         if self.keeper.enabled:
             self._housekeeping = asyncio.get_running_loop().create_task(self.durability.keep_house())
-        mode = self.config.settings.browser.warmup
-        if mode != "off" and hasattr(self.backend, "warm_up"):
-            self._warmup = asyncio.get_running_loop().create_task(self._warm_up(mode))
+        if warm_up:
+            self.start_warm_up()
 
-    async def _warm_up(self, mode: str) -> None:
-        """Use the time an agent spends thinking after ``initialize``: import crawl4ai (off the event loop),
-        then launch the browser, so the first call does not pay ~2 s for them. Failures surface on that call."""
-        try:
-            await self.backend.warm_up()  # type: ignore[attr-defined]
-            if mode == "launch":
-                await self.gate.ensure_browser(self.policy)
-            log.info("warm-up done (%s)", mode)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.info("warm-up failed (%s); the first call will try again", first_line(exc))
+    def start_warm_up(self) -> None:
+        """Start ``[browser] warmup`` in the background, once (later calls do nothing; see :class:`WarmUp`)."""
+        if self._started:
+            self.warmup.start()
 
     async def shutdown(self) -> None:
         """Save and close every session (reason ``shutdown``), run shutdown hooks, close the browser and proxies."""
-        if self._warmup is not None and not self._warmup.done():
-            self._warmup.cancel()
+        await self.warmup.cancel()  # its pooled context, if any, is closed below
         try:
             if self._housekeeping is not None:
                 self._housekeeping.cancel()

@@ -3,6 +3,7 @@ before the browser sees it. The browser itself is started here, behind the proxy
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -28,6 +29,9 @@ class EgressGate:
         self.backend = backend
         self.resolver = resolver
         self._proxies: dict[EgressPolicy, EgressProxy] = {}
+        #: Set while a warm-up launches the browser (cleared until it is done): calls wait for it rather than
+        #: starting a second import and launch beside it.
+        self.warming: asyncio.Event | None = None
 
     def policy_for(self, profile: Profile | None) -> EgressPolicy:
         if profile is None or not profile.security:
@@ -62,8 +66,11 @@ class EgressGate:
         except OSError:
             raise CrawlError(f"could not load {safe_url(url)}: the host name does not resolve") from None
 
-    async def ensure_browser(self, policy: EgressPolicy) -> str | None:
-        """Start the browser if needed (behind the egress proxy) and return the proxy for ``policy``."""
+    async def ensure_browser(self, policy: EgressPolicy, *, warming: bool = False) -> str | None:
+        """Start the browser if needed (behind the egress proxy) and return the proxy for ``policy``. A call
+        arriving while the warm-up starts it waits for the warm-up (``warming``: the warm-up itself)."""
+        if not warming and self.warming is not None and not self.warming.is_set():
+            await self.warming.wait()
         if not getattr(self.backend, "needs_proxy", True):
             await self.backend.start()
             return None

@@ -57,6 +57,11 @@ _COOKIE_VALUE_RE = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
 _REDACTED_HEADERS = frozenset({"authorization", "proxy-authorization"})
 
 
+def _count_word(n: int) -> str:
+    words = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine")
+    return words[n] if n < len(words) else str(n)
+
+
 class SiteHandler(RouteHandler):
     """The request handler of :class:`TestSite`: the login site's routes; subclass it to add routes (see the
     module docstring, and :class:`~crawlkeeper.testing.serving.RouteHandler` for the route tables).
@@ -75,6 +80,20 @@ class SiteHandler(RouteHandler):
         "/tiny": "_tiny",
     }
     POST_ROUTES: ClassVar[frozenset[str]] = frozenset({"/login", "/logout", "/form-echo"})
+    #: The index page's navigation (href, text); a subclass adding pages may link them here.
+    NAV_LINKS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("/login", "Log in"),
+        ("/private", "Private area"),
+        ("/cookies", "Cookie echo"),
+        ("/links", "Links"),
+    )
+    #: The same-site links of ``/links`` (href, text); every one is served.
+    INTERNAL_LINKS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("/", "Home"),
+        ("/login", "Log in"),
+        ("/cookies", "Cookie echo"),
+        ("/tiny", "Tiny page"),
+    )
 
     @property
     def site(self) -> TestSite:
@@ -117,13 +136,8 @@ class SiteHandler(RouteHandler):
     def _index(self) -> None:
         content = (
             "<p>This is a small website used to test crawlkeeper against a real headless browser.</p>\n"
-            '<ul id="nav">\n'
-            '<li><a href="/login">Log in</a></li>\n'
-            '<li><a href="/private">Private area</a></li>\n'
-            '<li><a href="/cookies">Cookie echo</a></li>\n'
-            '<li><a href="/long">Long page</a></li>\n'
-            '<li><a href="/links">Links</a></li>\n'
-            "</ul>\n" + filler("Index", 2)
+            '<ul id="nav">\n' + "".join(f'<li><a href="{h}">{t}</a></li>\n' for h, t in self.NAV_LINKS)
+            + "</ul>\n" + filler("Index", 2)
         )
         self._send_page(200, "Crawlkeeper test site", content)
 
@@ -212,13 +226,7 @@ class SiteHandler(RouteHandler):
         self._redirect(status, self._param("to") or "/")
 
     def _links(self) -> None:
-        internal = [
-            ("/", "Home"),
-            ("/login", "Log in"),
-            ("/cookies", "Cookie echo"),
-            ("/long?n=10", "A short long page"),
-            ("/tiny", "Tiny page"),
-        ]
+        internal = list(self.INTERNAL_LINKS)
         external = [
             ("https://example.com/", "Example home"),
             ("https://example.com/docs", "Example docs"),
@@ -227,7 +235,7 @@ class SiteHandler(RouteHandler):
         items = [f'<li><a class="internal" href="{h}">{t}</a></li>' for h, t in internal]
         items += [f'<li><a class="external" href="{h}">{t}</a></li>' for h, t in external]
         content = (
-            "<p>Five links stay on this site and three point to example.com.</p>\n"
+            f"<p>{_count_word(len(internal))} links stay on this site and three point to example.com.</p>\n"
             '<ul id="links">\n' + "\n".join(items) + "\n</ul>\n" + filler("Links", 2)
         )
         self._send_page(200, "Links", content)

@@ -1,0 +1,111 @@
+"""The background warm-up (``[browser] warmup``): what an agent's first call would otherwise wait for, done while
+the agent thinks after ``initialize``. Over stdio it starts once the handshake is answered (see
+:func:`after_handshake`); elsewhere when the app starts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..browser import BrowserBackend
+from ..config import Config
+from ..errors import first_line
+from ..models import CrawlRequest
+from ..options import CrawlOptions
+from .gate import EgressGate
+from .layers import OptionLayers
+from .pool import ContextPool
+
+log = logging.getLogger("crawlkeeper.app")
+
+
+class WarmUp:
+    """Import crawl4ai (off the event loop), launch the browser, open the first session-less call's context and
+    page, and run crawl4ai's processing once. Calls arriving meanwhile wait for it (``gate.warming``) instead of
+    starting the same work beside it; its failures surface on the first call, which tries again."""
+
+    def __init__(self, config: Config, backend: BrowserBackend, gate: EgressGate, layers: OptionLayers,
+                 pool: ContextPool) -> None:
+        self.mode = config.settings.browser.warmup
+        self.backend = backend
+        self.gate = gate
+        self.layers = layers
+        self.pool = pool
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start it in the background, once (later calls do nothing)."""
+        if self.task is not None or self.mode == "off" or not hasattr(self.backend, "warm_up"):
+            return
+        self.gate.warming = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def cancel(self) -> None:
+        """Stop it (shutdown); what it opened is closed with the pool."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            await asyncio.wait({self.task}, timeout=2)
+
+    async def _run(self) -> None:
+        started = time.perf_counter()
+        stages: list[str] = []
+
+        def stage(name: str) -> None:
+            stages.append(f"{name} {time.perf_counter() - started:.2f} s")
+
+        reserved = None
+        options: CrawlOptions | None = None
+        try:
+            try:
+                await self.backend.warm_up()  # type: ignore[attr-defined]
+                stage("imported")
+                if self.mode == "launch":
+                    proxy = await self.gate.ensure_browser(self.gate.policy, warming=True)
+                    stage("launched")
+                    request = CrawlRequest(url="http://localhost/", profile=None, session=None, arguments={})
+                    layers = self.layers.layers(request)
+                    options = self.layers.crawl_options(request, layers)
+                    reserved = self.pool.reserve(self.layers.context_options(request, layers), self.gate.policy,
+                                                 proxy)
+            finally:
+                if self.gate.warming is not None:
+                    self.gate.warming.set()  # the browser is up (or failed): waiting calls go on
+            filling = asyncio.ensure_future(self.pool.fill(*reserved)) if reserved is not None else None
+            try:
+                warm_pipeline = getattr(self.backend, "warm_pipeline", None)
+                if options is not None and warm_pipeline is not None:
+                    try:
+                        await warm_pipeline(options)  # CPU here while Chromium starts the pooled page's renderer
+                        stage("processing warmed")
+                    except Exception as exc:
+                        log.debug("warming crawl4ai's processing failed: %s", first_line(exc))
+                if filling is not None:
+                    await filling
+                    stage("page open")
+            finally:
+                if filling is not None and not filling.done():
+                    filling.cancel()  # shutdown: the pooled page is not wanted any more
+            log.info("warm-up done (%s) in %.2f s (%s)", self.mode, time.perf_counter() - started,
+                     ", ".join(stages))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("warm-up failed (%s); the first call will try again", first_line(exc))
+
+
+def after_handshake(start: Callable[[], None]) -> Callable[..., Any]:
+    """MCP server middleware calling ``start`` once the client's handshake is answered: the stdio server starts
+    the app without its warm-up, since importing crawl4ai beside ``initialize`` made the handshake slower."""
+
+    async def middleware(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
+        result = await call_next(ctx)
+        if ctx.method == "initialize":  # its answer is written after this returns
+            asyncio.get_running_loop().call_later(0.05, start)
+        else:
+            start()  # a client that skipped initialize; a no-op once started
+        return result
+
+    return middleware
