@@ -417,10 +417,10 @@ _FILLER = "<p>" + "hostile page filler text " * 40 + "</p>\n"  # ~1 KB, compress
 
 
 @functools.lru_cache(maxsize=4)
-def gzip_bomb(mb: int) -> bytes:
+def gzip_bomb(mb: float) -> bytes:
     """``mb`` MB of HTML, gzipped (100 MB -> ~100 KB); built once per size."""
     out = io.BytesIO()
-    chunk = (_FILLER * 1024).encode()  # ~1 MB
+    chunk = (_FILLER * 64).encode()  # ~64 KB
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9) as gz:
         gz.write(b"<!doctype html><html><head><title>bomb</title></head><body>\n")
         written = 0
@@ -483,7 +483,7 @@ class _HostileHandler(BaseHTTPRequestHandler):
 
     def _r_gzip_bomb(self, query: dict[str, str]) -> None:
         """A small gzip body (with an honest, small Content-Length) that inflates to ``mb`` MB of HTML."""
-        body = gzip_bomb(int(query.get("mb", "100")))
+        body = gzip_bomb(float(query.get("mb", "100")))
         self._send(200, body, headers=(("Content-Encoding", "gzip"),))
 
     def _r_stream(self, query: dict[str, str]) -> None:
@@ -507,6 +507,11 @@ class _HostileHandler(BaseHTTPRequestHandler):
         """A normal page whose script fetches the endless stream (a subresource, not the document)."""
         self._send(200, _hostile_page("big fetch", "<p id=x>fetching</p>",
                               "fetch('/stream').then(r => r.text()).then(t => { window.t = t; });"))
+
+    def _r_framed(self, query: dict[str, str]) -> None:
+        """A harmless page framing ``src`` (another site's page: a cross-site iframe runs in its own renderer)."""
+        src = html.escape(query.get("src", "/"), quote=True)
+        self._send(200, _hostile_page("framed", f'<iframe src="{src}" width=300 height=200></iframe>'))
 
     def _r_alloc(self, query: dict[str, str]) -> None:
         """A page whose script allocates memory without end: JavaScript objects (``kind=heap``, bounded by
@@ -562,7 +567,8 @@ class _HostileHandler(BaseHTTPRequestHandler):
 class HostileSite:
     """The hostile routes on 127.0.0.1, served from a background thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host  # another loopback address (127.0.0.3) is another site: its frames are cross-site
         self.hits: collections.Counter[str] = collections.Counter()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -571,7 +577,7 @@ class HostileSite:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> HostileSite:
-        server = _HostileServer(("127.0.0.1", 0), _HostileHandler)
+        server = _HostileServer((self.host, 0), _HostileHandler)
         server.site = self
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -589,7 +595,7 @@ class HostileSite:
     @property
     def base_url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{self.host}:{self._server.server_address[1]}"
 
     def url(self, path: str) -> str:
         return self.base_url + path

@@ -333,8 +333,12 @@ class ChromiumBackend(PageWork):
         if options.extra_headers:
             kwargs["extra_http_headers"] = options.extra_headers
         proxy = playwright_proxy(proxy_url or self.proxy_url)
+        tag = ""
         if proxy:
+            if "username" in proxy:  # the context's own tag: the egress proxy meters its responses by it
+                tag = guard.new_tag()
+                proxy["username"] += "." + tag
             kwargs["proxy"] = proxy
         context = await self._browser.new_context(**kwargs)
-        guard.watch_context(context)  # closes popups and other pages the site opens
+        guard.watch_context(context, tag)  # closes popups and other pages the site opens
         return context

@@ -8,6 +8,11 @@
   renderer as it consumes the body, which is also what makes its memory grow: the network service holds
   only a small pipe buffer ahead of it. When a response (or the page's total) passes the limit the meter
   trips: the crawl waiting on it fails at once and the page is abandoned.
+- For plain HTTP the egress proxy counts the same decoded bytes at network speed (the renderer takes in HTML at
+  2-3 MB/s, so at ``max_page_mb = 20`` the meter alone tripped ~8 s in): each context authenticates to the proxy
+  with its own tag (:attr:`ContextGuard.tag`), the proxy asks the context's guard for the limit and cuts a
+  response that passes it, and the guard trips the meters of the context's pages with the same error. The proxy
+  also sees what the page's own DevTools session does not: cross-site (out-of-process) iframes and workers.
 - :class:`ContextGuard` closes every page of a context that crawlkeeper did not open itself (popups, also
   those opened by ``js_code``, which Chromium's popup blocker lets through as user-initiated) the moment it
   appears, except while an auth plugin's login runs (OAuth-style popups), and sweeps leftovers after it.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -57,6 +63,7 @@ class PageMeter:
         """Open a DevTools session on ``page`` and start counting (response bodies are not buffered)."""
         cdp = await page.context.new_cdp_session(page)
         meter = cls(page, cdp)
+        cdp.on("Network.requestWillBeSent", meter._on_request)
         cdp.on("Network.responseReceived", meter._on_response)
         cdp.on("Network.dataReceived", meter._on_data)
         cdp.on("Network.loadingFinished", meter._on_done)
@@ -80,6 +87,11 @@ class PageMeter:
         self._total = 0
         self._sizes.clear()
 
+    def _on_request(self, params: dict[str, Any]) -> None:
+        # Known before the egress proxy sees the request: a cut it reports can say what the response was.
+        url = params.get("request", {}).get("url", "")
+        self._kinds[params.get("requestId", "")] = (params.get("type", "Other"), url)
+
     def _on_response(self, params: dict[str, Any]) -> None:
         url = params.get("response", {}).get("url", "")
         self._kinds[params.get("requestId", "")] = (params.get("type", "Other"), url)
@@ -102,12 +114,18 @@ class PageMeter:
         self._total += int(params.get("dataLength", 0))
         limit_mb = self.max_bytes / 1_048_576
         if size > self.max_bytes:
-            what = "its HTML" if kind == "Document" else f"a {kind.lower()} response it loaded ({safe_url(url)})"
-            self._trip(f"{what} passed {size / 1_048_576:.1f} MB once decompressed, above max_page_mb = "
-                       f"{limit_mb:g}")
+            self._trip(_too_large(kind, url, size, self.max_bytes))
         elif self._total > TOTAL_FACTOR * self.max_bytes:
             self._trip(f"it received {self._total / 1_048_576:.1f} MB (decompressed) in all, above "
                        f"{TOTAL_FACTOR} x max_page_mb = {TOTAL_FACTOR * limit_mb:g} MB")
+
+    def exceeded_upstream(self, url: str, size: int) -> None:
+        """The egress proxy cut a response of this page's context at ``size`` decoded bytes."""
+        if not self.max_bytes or self.problem:
+            return
+        # The page's own responses are known by URL; a cross-site iframe's or a worker's are not.
+        kind = next((k for k, u in self._kinds.values() if u == url), "")
+        self._trip(_too_large(kind, url, size, self.max_bytes))
 
     def _trip(self, problem: str) -> None:
         self.problem = problem
@@ -128,6 +146,16 @@ class PageMeter:
             self.cdp.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": "all"})
             for origin in origins
         )), _CDP_TIMEOUT_S)
+
+
+def _too_large(kind: str, url: str, size: int, max_bytes: int) -> str:
+    if kind == "Document":
+        what = "its HTML"
+    elif kind:
+        what = f"a {kind.lower()} response it loaded ({safe_url(url)})"
+    else:
+        what = f"a response it loaded ({safe_url(url)})"
+    return f"{what} passed {size / 1_048_576:.1f} MB once decompressed, above max_page_mb = {max_bytes / 1_048_576:g}"
 
 
 def too_large_message(url: str, problem: str) -> str:
@@ -161,8 +189,9 @@ async def race_meter(work: Any, meter: PageMeter | None) -> Any:
 class ContextGuard:
     """Tracks the pages crawlkeeper opened in one context and closes every other page as soon as it appears."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, tag: str = "") -> None:
         self.context = context
+        self.tag = tag  # in the context's egress proxy user name: the proxy asks this guard for its limit
         self.ours: weakref.WeakSet[Any] = weakref.WeakSet()
         self.closed_pages = 0
         self._opening = 0
@@ -183,6 +212,21 @@ class ContextGuard:
             self._opening -= 1
             if not self._opening:
                 self._opened.set()
+
+    @property
+    def max_bytes(self) -> int:
+        """The largest decoded response the egress proxy lets through for this context now: the limit of the
+        call running on its page (0 between calls, when its pages are parked and nothing is metered)."""
+        return max((m.max_bytes for m in self._meters()), default=0)
+
+    def exceeded(self, url: str, size: int) -> None:
+        """The egress proxy cut a response of this context: every running crawl on its pages fails at once."""
+        log.info("cut %s at %.1f MB (decompressed): above max_page_mb", safe_url(url), size / 1_048_576)
+        for meter in self._meters():
+            meter.exceeded_upstream(url, size)
+
+    def _meters(self) -> list[PageMeter]:
+        return [m for m in (_METERS.get(p) for p in list(self.ours)) if m is not None and m.max_bytes]
 
     @contextlib.contextmanager
     def allow_pages(self) -> Iterator[None]:
@@ -232,6 +276,7 @@ def _url_of(page: Any) -> str:
 
 _GUARDS: weakref.WeakKeyDictionary[Any, ContextGuard] = weakref.WeakKeyDictionary()
 _METERS: weakref.WeakKeyDictionary[Any, PageMeter] = weakref.WeakKeyDictionary()
+_TAGGED: weakref.WeakValueDictionary[str, ContextGuard] = weakref.WeakValueDictionary()
 
 
 def guard_of(context: Any) -> ContextGuard | None:
@@ -242,9 +287,22 @@ def meter_of(page: Any) -> PageMeter | None:
     return _METERS.get(page)
 
 
-def watch_context(context: Any) -> ContextGuard:
-    guard = _GUARDS[context] = ContextGuard(context)
+def new_tag() -> str:
+    """A fresh tag for a context's egress proxy user name (see :func:`watch_context`)."""
+    return secrets.token_hex(6)
+
+
+def watch_context(context: Any, tag: str = "") -> ContextGuard:
+    """Guard ``context``; with ``tag`` (the one in its egress proxy user name), the proxy meters it too."""
+    guard = _GUARDS[context] = ContextGuard(context, tag)
+    if tag:
+        _TAGGED[tag] = guard
     return guard
+
+
+def body_limit(tag: str) -> ContextGuard | None:
+    """What the egress proxy asks about a connection from the context tagged ``tag``."""
+    return _TAGGED.get(tag)
 
 
 async def meter_page(page: Any) -> PageMeter | None:
@@ -253,7 +311,9 @@ async def meter_page(page: Any) -> PageMeter | None:
         meter = _METERS[page] = await PageMeter.attach(page)
         page.on("crash", lambda _page: meter.crash())
     except Exception as exc:
-        log.warning("cannot meter the page's downloads (max_page_mb applies to Content-Length only): %s", exc)
+        # Under load the exception's text can be empty (a bare TimeoutError): its type and repr say what it was.
+        log.warning("cannot meter the page's downloads (max_page_mb applies to Content-Length only): %s: %r",
+                    type(exc).__name__, exc)
         return None
     return meter
 
