@@ -29,6 +29,7 @@ from common import Stats, server_params, temp_dir, tree_rss_mb, unguarded_app, w
 from sites import ReposTestSite
 
 RESULTS = Path(__file__).parent / "results"
+Rows = list[tuple[str, Stats, Stats | None]]  # (section, figure, its baseline)
 
 
 def header(title: str) -> None:
@@ -52,10 +53,14 @@ async def direct_crawler():  # type: ignore[no-untyped-def]
     return crawler
 
 
+#: ``--smoke`` only proves every path runs: no warm-up call before each contender's one sample.
+WARMUP = True
+
+
 async def interleaved(n: int, fns: dict[str, object]) -> dict[str, Stats]:
-    """Round-robin sampling so machine noise hits every contender alike."""
+    """Round-robin sampling so machine noise hits every contender alike (after one warm-up call each)."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
+    for fn in fns.values() if WARMUP else ():
         await fn()  # type: ignore[operator]
     for _ in range(n):
         for name, fn in fns.items():
@@ -65,14 +70,10 @@ async def interleaved(n: int, fns: dict[str, object]) -> dict[str, Stats]:
     return {name: Stats(name, s) for name, s in samples.items()}
 
 
-async def bench_overhead(site: TestSite, client, repeats: int) -> list[tuple[str, Stats, Stats | None]]:  # type: ignore[no-untyped-def]
-    from playwright.async_api import async_playwright
-
+async def bench_overhead(site: TestSite, client, pw, crawler, repeats: int) -> list[tuple[str, Stats, Stats | None]]:  # type: ignore[no-untyped-def]
     url = site.url("/")
-    pw = await async_playwright().start()
     browser = await pw.chromium.launch(executable_path=find_browser().path, args=launch_args([]))
     context = await browser.new_context()
-    crawler = await direct_crawler()
     config = direct_run_config()
 
     async def raw() -> None:
@@ -91,19 +92,16 @@ async def bench_overhead(site: TestSite, client, repeats: int) -> list[tuple[str
 
     stats = await interleaved(repeats, {"raw Playwright goto+content": raw, "crawl4ai arun (direct)": direct,
                                         "crawlkeeper crawl_url (MCP stdio)": mcp})
-    await crawler.close()
     await browser.close()
-    await pw.stop()
     raw_s, direct_s, mcp_s = stats.values()
     return [("floor", raw_s, None), ("crawl4ai", direct_s, raw_s), ("overhead", mcp_s, direct_s),
             ("overhead-floor", Stats(mcp_s.name + " ", mcp_s.samples), raw_s)]
 
 
-async def bench_throughput(site: TestSite, client, pages: int, repeats: int) -> list[tuple[str, Stats, Stats | None]]:  # type: ignore[no-untyped-def]
+async def bench_throughput(site: TestSite, client, crawler, pages: int, repeats: int) -> Rows:  # type: ignore[no-untyped-def]
     from crawl4ai.async_dispatcher import SemaphoreDispatcher
 
     urls = [site.url(f"/long?n=20&page={i}") for i in range(pages)]
-    crawler = await direct_crawler()
     config = direct_run_config()
 
     async def direct() -> None:
@@ -117,14 +115,12 @@ async def bench_throughput(site: TestSite, client, pages: int, repeats: int) -> 
 
     stats = await interleaved(repeats, {f"arun_many {pages} pages, concurrency 8": direct,
                                         f"crawl_many {pages} pages, concurrency 8": mcp})
-    await crawler.close()
     direct_s, mcp_s = stats.values()
     return [("throughput", direct_s, None), ("throughput", mcp_s, direct_s)]
 
 
-async def bench_sessions(site: TestSite, client, pid: int, repeats: int, counts: list[int]) -> tuple[list, list[str]]:  # type: ignore[no-untyped-def]
-    from playwright.async_api import async_playwright
-
+async def bench_sessions(site: TestSite, client, pw, pid: int, repeats: int, counts: list[int],  # type: ignore[no-untyped-def]
+                         settle_s: float) -> tuple[list, list[str]]:
     url = site.url("/")
     ids: list[str] = []
 
@@ -138,8 +134,6 @@ async def bench_sessions(site: TestSite, client, pid: int, repeats: int, counts:
         assert not r.is_error, r.content[0].text
         ids.append(r.structured_content["session_id"])
 
-    pw = await async_playwright().start()
-
     async def fresh_browser() -> None:
         browser = await pw.chromium.launch(executable_path=find_browser().path, args=launch_args([]))
         context = await browser.new_context()
@@ -150,7 +144,6 @@ async def bench_sessions(site: TestSite, client, pid: int, repeats: int, counts:
     stats = await interleaved(repeats, {"fresh browser per session (launch+goto)": fresh_browser,
                                         "create_session, cookie-only": cookie_only,
                                         "create_session, with url": with_url})
-    await pw.stop()
     for sid in ids:
         await client.call_tool("close_session", {"session_id": sid})
     fresh, cookie, with_u = stats.values()
@@ -159,7 +152,7 @@ async def bench_sessions(site: TestSite, client, pid: int, repeats: int, counts:
     memory = []
     for kind, args in (("cookie-only", {"cookies": [{"name": "k", "value": "v", "url": url}]}),
                        ("with url (page open)", {"url": url})):
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(settle_s)
         base = tree_rss_mb(pid, "uss")
         made: list[str] = []
         for count in counts:
@@ -167,7 +160,7 @@ async def bench_sessions(site: TestSite, client, pid: int, repeats: int, counts:
                 r = await client.call_tool("create_session", args)
                 assert not r.is_error, r.content[0].text
                 made.append(r.structured_content["session_id"])
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(settle_s)
             uss = tree_rss_mb(pid, "uss")
             memory.append(f"  {count:3d} idle sessions, {kind:<20}: tree USS {uss:7.1f} MB, +{uss - base:7.1f} MB "
                           f"over {base:.1f} MB = {(uss - base) / count:5.1f} MB per session")
@@ -195,7 +188,8 @@ async def bench_startup(config: Path, repeats: int) -> list[tuple[str, Stats, St
             ("startup", Stats("serve: tools/list answered", tools), floor_s)]
 
 
-async def bench_egress(site: TestSite, config: Path, repeats: int) -> list[tuple[str, Stats, Stats | None]]:
+async def bench_egress(site: TestSite, config: Path, with_policy, repeats: int) -> Rows:  # type: ignore[no-untyped-def]
+    """``with_policy``: a started app as shipped (section 6 measures the guards on the same one)."""
     import functools
 
     import crawlkeeper.app.gate
@@ -203,11 +197,9 @@ async def bench_egress(site: TestSite, config: Path, repeats: int) -> list[tuple
     from crawlkeeper.runtime import build_app
 
     url = site.url("/")
-    with_policy = build_app(config)
     without = build_app(config)
     without.backend.needs_proxy = False  # type: ignore[attr-defined]
     open_proxy = build_app(config)  # the proxy without its credentials (what they cost: Playwright's interception)
-    await with_policy.startup()
     await without.startup()
     await open_proxy.startup()
     crawlkeeper.app.gate.EgressProxy = functools.partial(EgressProxy, require_auth=False)  # type: ignore[misc]
@@ -222,19 +214,15 @@ async def bench_egress(site: TestSite, config: Path, repeats: int) -> list[tuple
             "in-process crawl, egress policy on": lambda: with_policy.crawl(url),
         })
     finally:
-        await with_policy.shutdown()
         await without.shutdown()
         await open_proxy.shutdown()
     off, no_auth, on = stats.values()
     return [("egress", off, None), ("egress", no_auth, off), ("egress", on, off), ("egress", on, no_auth)]
 
 
-async def bench_guards(site: TestSite, config: Path, repeats: int) -> list[tuple[str, Stats, Stats | None]]:
-    from crawlkeeper.runtime import build_app
-
+async def bench_guards(site: TestSite, config: Path, guarded, repeats: int) -> list[tuple[str, Stats, Stats | None]]:  # type: ignore[no-untyped-def]
+    """``guarded``: a started app as shipped, against one crawling as crawlkeeper did before the guards."""
     url = site.url("/")
-    guarded = build_app(config)
-    await guarded.startup()
     before, before_crawl = await unguarded_app(config)
 
     async def unguarded() -> None:
@@ -246,7 +234,6 @@ async def bench_guards(site: TestSite, config: Path, repeats: int) -> list[tuple
             "session-less crawl, wiped + parked + metered": lambda: guarded.crawl(url),
         })
     finally:
-        await guarded.shutdown()
         await before.shutdown()
     off, on = stats.values()
     return [("guards", off, None), ("guards", on, off)]
@@ -259,10 +246,15 @@ async def main() -> int:
     parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args()
     args.quick = args.quick or args.smoke
+    global WARMUP
+    WARMUP = not args.smoke
     repeats = 1 if args.smoke else 3 if args.quick else 15
     pages = 2 if args.smoke else 8 if args.quick else 50
     counts = [1] if args.smoke else [1, 3] if args.quick else [1, 10, 50]
     from mcp import Client
+    from playwright.async_api import async_playwright
+
+    from crawlkeeper.runtime import build_app
 
     folder = temp_dir()
     config = write_config(folder)
@@ -275,38 +267,57 @@ async def main() -> int:
         table += await bench_startup(config, repeats if args.quick else 8)
         for _, s, b in table[-3:]:
             print(s.row(b), flush=True)
-        async with Client(server_params(config)) as client:
-            import psutil
+        # One Playwright driver and one direct crawl4ai crawler serve every section that needs them: each launch
+        # costs seconds and measures nothing.
+        pw = await async_playwright().start()
+        crawler = await direct_crawler()
+        try:
+            async with Client(server_params(config)) as client:
+                import psutil
 
-            server_pid = max((p for p in psutil.Process().children(recursive=False)
-                              if "crawlkeeper" in " ".join(p.cmdline())), key=lambda p: p.create_time()).pid
-            header("1. MCP overhead (warm, small local page)")
-            rows = await bench_overhead(site, client, repeats)
-            table += rows[:3]
-            for _, s, b in rows:
-                print(s.row(b), flush=True)
-            header("2. throughput")
-            rows = await bench_throughput(site, client, pages, max(1 if args.smoke else 2, repeats // 5))
+                server_pid = max((p for p in psutil.Process().children(recursive=False)
+                                  if "crawlkeeper" in " ".join(p.cmdline())), key=lambda p: p.create_time()).pid
+                header("1. MCP overhead (warm, small local page)")
+                rows = await bench_overhead(site, client, pw, crawler, repeats)
+                table += rows[:3]
+                for _, s, b in rows:
+                    print(s.row(b), flush=True)
+                header("2. throughput")
+                rows = await bench_throughput(site, client, crawler, pages,
+                                              max(1 if args.smoke else 2, repeats // 5))
+                table += rows
+                for _, s, b in rows:
+                    print(s.row(b, unit="s ", scale=1.0), flush=True)
+                closing, crawler = crawler, None
+                await closing.close()
+                header("3. sessions")
+                rows, memory = await bench_sessions(site, client, pw, server_pid,
+                                                    1 if args.smoke else max(3, repeats // 2), counts,
+                                                    settle_s=0.2 if args.smoke else 1.0)
+                table += rows
+                for _, s, b in rows:
+                    print(s.row(b), flush=True)
+                print("\n".join(memory), flush=True)
+        finally:
+            if crawler is not None:
+                await crawler.close()
+            await pw.stop()
+        shipped = build_app(config)  # as shipped: section 5's "policy on" and section 6's "guarded"
+        await shipped.startup()
+        try:
+            header("5. egress policy cost (in-process, same warm browser each)")
+            rows = await bench_egress(site, config, shipped, repeats)
             table += rows
             for _, s, b in rows:
-                print(s.row(b, unit="s ", scale=1.0), flush=True)
-            header("3. sessions")
-            rows, memory = await bench_sessions(site, client, server_pid, 1 if args.smoke else max(3, repeats // 2),
-                                                counts)
+                print(s.row(b), flush=True)
+            header("6. hostile-page guards' cost (in-process, warm session-less crawl)")
+            # a few-% effect: more samples
+            rows = await bench_guards(site, config, shipped, repeats if args.quick else repeats * 4)
             table += rows
             for _, s, b in rows:
                 print(s.row(b), flush=True)
-            print("\n".join(memory), flush=True)
-        header("5. egress policy cost (in-process, same warm browser each)")
-        rows = await bench_egress(site, config, repeats)
-        table += rows
-        for _, s, b in rows:
-            print(s.row(b), flush=True)
-        header("6. hostile-page guards' cost (in-process, warm session-less crawl)")
-        rows = await bench_guards(site, config, repeats if args.quick else repeats * 4)  # a few-% effect: more samples
-        table += rows
-        for _, s, b in rows:
-            print(s.row(b), flush=True)
+        finally:
+            await shipped.shutdown()
     RESULTS.mkdir(exist_ok=True)
     data = [{"section": sec, "name": s.name, "samples": s.samples, "baseline": b.name if b else None,
              "ratio": (s.median / b.median) if b else None} for sec, s, b in table]

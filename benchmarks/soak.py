@@ -1,7 +1,7 @@
 """Soak: many crawls with session churn against the local site; does memory or process count creep?
 
-    .venv/bin/python benchmarks/soak.py                # 1,000 crawls
-    .venv/bin/python benchmarks/soak.py --crawls 100   # the size the test suite runs
+    .venv/bin/python benchmarks/soak.py                            # 1,000 crawls, a new session every 10
+    .venv/bin/python benchmarks/soak.py --crawls 25 --churn-every 3  # the leak check the test suite runs
 
 Runs the real app in-process (real Chromium, egress proxy on), and reports the RSS of the whole process tree
 (this Python process plus the browser), open browser contexts and pages, and Chromium processes at the start
@@ -38,7 +38,7 @@ def snapshot(app) -> dict[str, float]:  # type: ignore[no-untyped-def]
     }
 
 
-async def soak(crawls: int, seed: int = 7) -> dict[str, object]:
+async def soak(crawls: int, churn_every: int = 10, seed: int = 7) -> dict[str, object]:
     rng = random.Random(seed)
     config = write_config(temp_dir())
     with ReposTestSite() as site:
@@ -52,14 +52,16 @@ async def soak(crawls: int, seed: int = 7) -> dict[str, object]:
             start = snapshot(app)
             started = time.perf_counter()
             live: list[str] = []
-            errors = 0
+            errors = created_n = closed_n = 0
             for i in range(crawls):
-                if i % 10 == 0:  # churn: a new session every 10 crawls, at most 3 alive
+                if i % churn_every == 0:  # churn: a new session every few crawls, at most 3 alive
                     created = await app.create_session(cookies=[{"name": "soak", "value": f"v{i}",
                                                                  "url": site.base_url}])
                     live.append(created["session_id"])
+                    created_n += 1
                     if len(live) > 3:
                         await app.close_session(live.pop(0))
+                        closed_n += 1
                 session = rng.choice([None, *live])
                 try:
                     await app.crawl(site.url(rng.choice(paths)), session_id=session)
@@ -67,6 +69,7 @@ async def soak(crawls: int, seed: int = 7) -> dict[str, object]:
                     errors += 1
             for sid in live:
                 await app.close_session(sid)
+                closed_n += 1
             elapsed = time.perf_counter() - started
             # Closed pages' renderers take a moment to exit: let counts settle (up to 5 s) before reading them.
             for _ in range(20):
@@ -77,20 +80,26 @@ async def soak(crawls: int, seed: int = 7) -> dict[str, object]:
         finally:
             await app.shutdown()
     growth = (end["rss_mb"] - start["rss_mb"]) / start["rss_mb"] * 100
-    return {"crawls": crawls, "errors": errors, "seconds": round(elapsed, 1), "start": start, "end": end,
+    return {"crawls": crawls, "churn_every": churn_every, "errors": errors, "sessions_created": created_n,
+            "sessions_closed": closed_n, "seconds": round(elapsed, 1), "start": start, "end": end,
             "rss_growth_pct": round(growth, 1)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="crawlkeeper soak")
     parser.add_argument("--crawls", type=int, default=1000)
+    parser.add_argument("--churn-every", type=int, default=10, metavar="N",
+                        help="create a session every N crawls (at most 3 alive: the oldest is closed)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    report = asyncio.run(soak(args.crawls))
+    if args.crawls < 1 or args.churn_every < 1:
+        parser.error("--crawls and --churn-every must be at least 1")
+    report = asyncio.run(soak(args.crawls, args.churn_every))
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{report['crawls']} crawls in {report['seconds']} s, {report['errors']} errors")
+    print(f"{report['crawls']} crawls (a new session every {report['churn_every']}) in {report['seconds']} s, "
+          f"{report['errors']} errors")
     for key in ("rss_mb", "uss_mb", "contexts", "pages", "chromium_processes", "sessions"):
         print(f"  {key:<20} start {report['start'][key]:>8}   end {report['end'][key]:>8}")
     print(f"  RSS growth {report['rss_growth_pct']} % (goal < 10 %)")

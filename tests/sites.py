@@ -33,15 +33,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
-from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
 
 from crawlkeeper.testing.serving import (
     HTML,
     SENTENCES,
     BadRequest,
+    RouteHandler,
+    SiteServer,
     filler,
     loopback_family,
     page_text,
@@ -417,10 +420,10 @@ _FILLER = "<p>" + "hostile page filler text " * 40 + "</p>\n"  # ~1 KB, compress
 
 
 @functools.lru_cache(maxsize=4)
-def gzip_bomb(mb: int) -> bytes:
+def gzip_bomb(mb: float) -> bytes:
     """``mb`` MB of HTML, gzipped (100 MB -> ~100 KB); built once per size."""
     out = io.BytesIO()
-    chunk = (_FILLER * 1024).encode()  # ~1 MB
+    chunk = (_FILLER * 64).encode()  # ~64 KB
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9) as gz:
         gz.write(b"<!doctype html><html><head><title>bomb</title></head><body>\n")
         written = 0
@@ -436,45 +439,66 @@ def _hostile_page(title: str, body: str, script: str = "") -> bytes:
             f"<p>{_FILLER}</p>{body}<script>{script}</script></body></html>").encode()
 
 
-class _HostileServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    site: HostileSite
+_Site = TypeVar("_Site", bound="_LoopbackSite")
 
 
-class _HostileHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _HostileServer
+class _LoopbackSite:
+    """Lifecycle of the test-only sites below on :class:`crawlkeeper.testing.serving.SiteServer` (the plumbing
+    under the shipped ``TestSite``): a threaded loopback server that never prints, ``with`` or start/stop,
+    ``url(path)``; a handler's unexpected errors land in ``errors``."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        return
+    handler_class: ClassVar[type[BaseHTTPRequestHandler]]
 
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        site = self.server.site
-        with site.lock:
-            site.hits[parts.path] += 1
-        route = getattr(self, "_r_" + parts.path.strip("/").replace("-", "_"), None)
-        try:
-            if route is None:
-                self._send(404, _hostile_page("missing", ""))
-            else:
-                route(query)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
-            self.close_connection = True
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._family = loopback_family(host)
+        self.host = host
+        self.port = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.errors: list[str] = []
+        self._server: SiteServer | None = None
+        self._thread: threading.Thread | None = None
 
-    def _send(self, status: int, body: bytes, content_type: str = HTML,
-              headers: tuple[tuple[str, str], ...] = ()) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if not any(name.lower() == "cache-control" for name, _ in headers):
-            self.send_header("Cache-Control", "no-store")
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+    def __enter__(self: _Site) -> _Site:
+        server = SiteServer((self.host, 0), self._family, self)
+        self.port = int(server.server_address[1])
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()  # endless responses end
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.close_connections()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{url_host(self.host)}:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def _record(self, path: str, method: str, headers: Message) -> None:
+        return None
+
+    def _record_error(self, message: str) -> None:
+        with self.lock:
+            self.errors.append(message)
+
+
+class _HostileHandler(RouteHandler):
+    """Routes are the methods ``_r_<path>`` (``-`` as ``_``), called with the query's last values."""
+
+    def _route(self) -> None:
+        route = getattr(self, "_r_" + self._route_path.strip("/").replace("-", "_"), None)
+        if route is None:
+            self._send(404, _hostile_page("missing", ""))
+        else:
+            route({k: v[-1] for k, v in self._query.items()})
 
     # -- routes ----------------------------------------------------------------------------------
 
@@ -483,7 +507,7 @@ class _HostileHandler(BaseHTTPRequestHandler):
 
     def _r_gzip_bomb(self, query: dict[str, str]) -> None:
         """A small gzip body (with an honest, small Content-Length) that inflates to ``mb`` MB of HTML."""
-        body = gzip_bomb(int(query.get("mb", "100")))
+        body = gzip_bomb(float(query.get("mb", "100")))
         self._send(200, body, headers=(("Content-Encoding", "gzip"),))
 
     def _r_stream(self, query: dict[str, str]) -> None:
@@ -507,6 +531,11 @@ class _HostileHandler(BaseHTTPRequestHandler):
         """A normal page whose script fetches the endless stream (a subresource, not the document)."""
         self._send(200, _hostile_page("big fetch", "<p id=x>fetching</p>",
                               "fetch('/stream').then(r => r.text()).then(t => { window.t = t; });"))
+
+    def _r_framed(self, query: dict[str, str]) -> None:
+        """A harmless page framing ``src`` (another site's page: a cross-site iframe runs in its own renderer)."""
+        src = html.escape(query.get("src", "/"), quote=True)
+        self._send(200, _hostile_page("framed", f'<iframe src="{src}" width=300 height=200></iframe>'))
 
     def _r_alloc(self, query: dict[str, str]) -> None:
         """A page whose script allocates memory without end: JavaScript objects (``kind=heap``, bounded by
@@ -559,40 +588,20 @@ class _HostileHandler(BaseHTTPRequestHandler):
                               " (sessionStorage.getItem('ss_mark') || '') + ']';"))
 
 
-class HostileSite:
-    """The hostile routes on 127.0.0.1, served from a background thread."""
+class HostileSite(_LoopbackSite):
+    """The hostile routes on a loopback address (127.0.0.1 by default), served from a background thread;
+    ``count(path)`` is how many requests reached ``path``."""
 
-    def __init__(self) -> None:
+    handler_class = _HostileHandler
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)  # another loopback address (127.0.0.3) is another site: its frames are cross-site
         self.hits: collections.Counter[str] = collections.Counter()
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
         self.streamed = 0
-        self._server: _HostileServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> HostileSite:
-        server = _HostileServer(("127.0.0.1", 0), _HostileHandler)
-        server.site = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            with contextlib.suppress(OSError):
-                self._server.server_close()
-
-    @property
-    def base_url(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def url(self, path: str) -> str:
-        return self.base_url + path
+    def _record(self, path: str, method: str, headers: Message) -> None:
+        with self.lock:
+            self.hits[path] += 1
 
     def count(self, path: str) -> int:
         with self.lock:
@@ -620,76 +629,43 @@ def html_page(title: str, body: str, head: str = "") -> bytes:
             f"<body>{body}</body></html>").encode()
 
 
-class _ExtraServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _ExtraHandler(RouteHandler):
+    """Answers from the routes registered on its :class:`ExtraSite` (exact paths, then ``prefix*``)."""
+
+    server: SiteServer
+
+    def _route(self) -> None:
+        site: ExtraSite = self.server.site  # type: ignore[assignment]
+        with site.lock:
+            site.requests.append((self.command, self.path, self.headers.get("user-agent", "")))
+        handler = site.routes.get(self._route_path) or site._prefix_route(self._route_path)
+        if handler is None:
+            status, headers, body = 404, {"content-type": "text/html"}, html_page("Not found", "<p>none</p>")
+        else:
+            try:
+                status, headers, body = handler(Request(self.command, self._route_path, self._query, self.headers))
+            except Exception as exc:  # a test bug: answer 500 rather than hanging the browser
+                status, headers, body = 500, {"content-type": "text/plain"}, repr(exc).encode()
+        rest = [(k, v) for k, v in headers.items() if k.lower() != "content-type"]
+        kind = next((v for k, v in headers.items() if k.lower() == "content-type"), HTML)
+        self._send(status, body, kind, rest)
 
 
-class ExtraSite:
+class ExtraSite(_LoopbackSite):
     """``with ExtraSite() as site: site.page("/x", "<p>..</p>"); site.url("/x")``."""
 
+    handler_class = _ExtraHandler
+
     def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
         self.routes: dict[str, Handler] = {}
         self.requests: list[tuple[str, str, str]] = []
-        self.lock = threading.Lock()
-        site = self
-
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def do_GET(self) -> None:
-                self._serve()
-
-            def do_HEAD(self) -> None:
-                self._serve()
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                if length:
-                    self.rfile.read(length)
-                self._serve()
-
-            def _serve(self) -> None:
-                parts = urlsplit(self.path)
-                with site.lock:
-                    site.requests.append((self.command, self.path, self.headers.get("user-agent", "")))
-                handler = site.routes.get(parts.path) or site._prefix_route(parts.path)
-                if handler is None:
-                    status, headers, body = 404, {"content-type": "text/html"}, html_page("Not found", "<p>none</p>")
-                else:
-                    try:
-                        status, headers, body = handler(Request(self.command, parts.path, parse_qs(parts.query),
-                                                                self.headers))
-                    except Exception as exc:  # a test bug: answer 500 rather than hanging the browser
-                        status, headers, body = 500, {"content-type": "text/plain"}, repr(exc).encode()
-                try:
-                    self.send_response(status)
-                    headers = {"content-type": "text/html; charset=utf-8", **headers}
-                    for key, value in headers.items():
-                        self.send_header(key, value)
-                    self.send_header("content-length", str(len(body)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(body)
-                except OSError:
-                    pass
-
-        self._server = _ExtraServer((host, 0), _Handler)
-        self.port = self._server.server_address[1]
-        self.host = host
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def _prefix_route(self, path: str) -> Handler | None:
         for prefix, handler in self.routes.items():
             if prefix.endswith("*") and path.startswith(prefix[:-1]):
                 return handler
         return None
-
-    def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}{path}"
 
     def page(self, path: str, body: bytes | str, *, status: int = 200, headers: dict[str, str] | None = None,
              delay_s: float = 0.0) -> None:
@@ -708,11 +684,3 @@ class ExtraSite:
     def hits(self, path: str) -> int:
         with self.lock:
             return sum(1 for _, p, _ in self.requests if urlsplit(p).path == path)
-
-    def __enter__(self) -> ExtraSite:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()

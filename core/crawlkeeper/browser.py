@@ -359,7 +359,7 @@ class ChromiumBackend(PageWork):
         proxy = playwright_proxy(proxy_url or self.proxy_url)
         if proxy:
             kwargs["proxy"] = proxy
-        return kwargs
+        return kwargs  # without the context's tag: equal options give equal arguments (the spare's key)
 
     async def _make_spare(self, kwargs: dict[str, Any]) -> Any:
         context = await self._make_context(kwargs)
@@ -371,6 +371,11 @@ class ChromiumBackend(PageWork):
     async def _make_context(self, kwargs: dict[str, Any]) -> Any:
         if self._browser is None:
             raise BrowserUnavailable("the browser is not running; retry the call")
+        tag = ""
+        proxy = kwargs.get("proxy")
+        if proxy and "username" in proxy:  # the context's own tag: the egress proxy meters its responses by it
+            tag = guard.new_tag()
+            kwargs = {**kwargs, "proxy": {**proxy, "username": f"{proxy['username']}.{tag}"}}
         context = await self._browser.new_context(**kwargs)
-        guard.watch_context(context)  # closes popups and other pages the site opens
+        guard.watch_context(context, tag)  # closes popups and other pages the site opens
         return context

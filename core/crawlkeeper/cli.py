@@ -384,10 +384,24 @@ def login(config_path: str | None, session_id: str, url: str, profile: str | Non
     async def wait_for_enter() -> None:
         await asyncio.to_thread(sys.stdin.readline)
 
+    # Tests play the person through the browser's debugging connection (see login_debug_args for why it is
+    # acceptable here, and only here). Checked before anything starts.
+    port = os.environ.get("CRAWLKEEPER_LOGIN_DEBUG_PORT", "").strip()
+    if port:
+        from .launch import login_debug_args
+
+        try:
+            login_debug_args([], port)
+        except ValueError as exc:
+            fail(exc, 2)
+        click.echo(f"warning: CRAWLKEEPER_LOGIN_DEBUG_PORT is set: any local process can drive this login window "
+                   f"through 127.0.0.1:{port} while it is open (tests only; unset it)", err=True)
+
     def work(app: Any) -> Any:
-        port = os.environ.get("CRAWLKEEPER_LOGIN_DEBUG_PORT")
-        if port:  # tests play the person through the browser's debugging connection (loopback only)
-            app.backend.extra_args.append(f"--remote-debugging-port={int(port)}")
+        if port:
+            from .launch import login_debug_args
+
+            app.backend.extra_args = login_debug_args(app.backend.extra_args, port)
         click.echo(f"A browser window opens at {url}. Log in there, then press Enter here (or close the window).",
                    err=True)
         return run_login(app, session_id, url, profile, wait_for_person=wait_for_enter)

@@ -140,6 +140,12 @@ class LimitsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_concurrent_crawls: int = Field(8, ge=1, le=256)
     max_queued_calls: int = Field(64, ge=0, le=100_000)
+    adapt_to_cpu: bool = Field(
+        True,
+        description="While the machine's CPUs are saturated (Linux CPU pressure) and every crawl slot is busy, "
+        "run fewer crawls at once, down to one per CPU: the others wait in the queue, where their timeout_s "
+        "does not run, instead of starving each other into timeouts.",
+    )
     max_browser_mb: int = Field(
         2048, ge=256, le=1_048_576,
         description="Memory the browser's process tree may use (sized for a 4 GB machine). Each renderer's "

@@ -49,6 +49,13 @@ class FairLimiter:
     def running_for(self, client: str) -> int:
         return self._running_by.get(client, 0)
 
+    def resize(self, concurrency: int) -> None:
+        """Change the global number of slots (the CPU governor does, see :mod:`crawlkeeper.pressure`). Running
+        crawls are never stopped: after a shrink, waiting calls start once enough of them finished; after a
+        growth, they start at once, in the usual fair order."""
+        self.concurrency = max(1, concurrency)
+        self._dispatch()
+
     def set_client_limits(self, per_client: int | None, per_client_queued: int | None) -> None:
         """Turn per-client caps on (the HTTP transport does, from ``[server]``)."""
         self.per_client = per_client

@@ -1,12 +1,12 @@
 """A fleet of remote browsers (``[browser] endpoints``): placement, health, and the endpoint of every context.
 
 Each endpoint is driven by its own :class:`~crawlkeeper.browser.ChromiumBackend` (one connection, one
-crawl4ai crawler). The fleet looks like one backend to the core: a new context goes to the healthy endpoint
-with the fewest open contexts, and every later call on that context or its pages goes to the endpoint that holds
-it. ``max_sessions`` bounds an endpoint's sessions only: a session-less crawl's pooled context does not count
-against it (those are few, short-lived and recycled), so a full endpoint still takes its share of them. An
-endpoint that fails or disconnects is marked down and probed again with back-off; it rejoins placement as soon as
-a connection succeeds.
+crawl4ai crawler). The fleet looks like one backend to the core: a new session goes to the healthy endpoint with
+the fewest sessions, a session-less crawl's context to the one with the fewest open contexts, and every later
+call on that context or its pages goes to the endpoint that holds it. ``max_sessions`` bounds an endpoint's
+sessions only: a session-less crawl's pooled context does not count against it (those are few, short-lived and
+recycled), so a full endpoint still takes its share of them. An endpoint that fails or disconnects is marked
+down and probed again with back-off; it rejoins placement as soon as a connection succeeds.
 """
 
 from __future__ import annotations
@@ -264,8 +264,8 @@ class FleetBackend:
                 log.exception("crash callback failed")
 
     async def _place(self, session: bool) -> Member:
-        """The endpoint for a new context: the healthy one with the fewest open contexts, for a session among
-        those with room for one more."""
+        """The endpoint for a new context: for a session, the healthy one with the fewest sessions among those
+        with room for one more; for a session-less crawl, the one with the fewest open contexts."""
         now = self.clock()
         retry = [m for m in self.members if not m.backend.alive and m.down_since is not None and now >= m.retry_at]
         if retry:
@@ -280,6 +280,8 @@ class FleetBackend:
                 f"every browser endpoint is full of sessions (max_sessions {limits}); close sessions, or add "
                 "endpoints or raise max_sessions in [browser] endpoints"
             )
+        if session:  # sessions spread by sessions (an idle pooled context must not push them elsewhere)
+            return min(room, key=lambda m: (len(m.sessions) + m.pending_sessions, m.load, m.index))
         return min(room, key=lambda m: (m.load, m.index))
 
     async def new_session_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> Any:

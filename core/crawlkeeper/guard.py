@@ -8,6 +8,11 @@
   renderer as it consumes the body, which is also what makes its memory grow: the network service holds
   only a small pipe buffer ahead of it. When a response (or the page's total) passes the limit the meter
   trips: the crawl waiting on it fails at once and the page is abandoned.
+- For plain HTTP the egress proxy counts the same decoded bytes at network speed (the renderer takes in HTML at
+  2-3 MB/s, so at ``max_page_mb = 20`` the meter alone tripped ~8 s in): each context authenticates to the proxy
+  with its own tag (:attr:`ContextGuard.tag`), the proxy asks the context's guard for the limit and cuts a
+  response that passes it, and the guard trips the meters of the context's pages with the same error. The proxy
+  also sees what the page's own DevTools session does not: cross-site (out-of-process) iframes and workers.
 - :class:`ContextGuard` closes every page of a context that crawlkeeper did not open itself (popups, also
   those opened by ``js_code``, which Chromium's popup blocker lets through as user-initiated) the moment it
   appears, except while an auth plugin's login runs (OAuth-style popups), and sweeps leftovers after it.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +34,15 @@ from urllib.parse import urlsplit
 
 from .attached import Attached
 from .logs import safe_url
+
+# The browser's memory as a whole lives in memory.py; its names stay importable from here.
+from .memory import (  # noqa: F401  (re-exported)
+    MemoryWatchdog,
+    browser_processes,
+    find_browser_process,
+    js_heap_mb,
+    memory_args,
+)
 
 log = logging.getLogger("crawlkeeper.guard")
 
@@ -58,6 +73,7 @@ class PageMeter:
         """Open a DevTools session on ``page`` and start counting (response bodies are not buffered)."""
         cdp = await page.context.new_cdp_session(page)
         meter = cls(page, cdp)
+        cdp.on("Network.requestWillBeSent", meter._on_request)
         cdp.on("Network.responseReceived", meter._on_response)
         cdp.on("Network.dataReceived", meter._on_data)
         cdp.on("Network.loadingFinished", meter._on_done)
@@ -81,6 +97,11 @@ class PageMeter:
         self._total = 0
         self._sizes.clear()
 
+    def _on_request(self, params: dict[str, Any]) -> None:
+        # Known before the egress proxy sees the request: a cut it reports can say what the response was.
+        url = params.get("request", {}).get("url", "")
+        self._kinds[params.get("requestId", "")] = (params.get("type", "Other"), url)
+
     def _on_response(self, params: dict[str, Any]) -> None:
         url = params.get("response", {}).get("url", "")
         self._kinds[params.get("requestId", "")] = (params.get("type", "Other"), url)
@@ -103,12 +124,18 @@ class PageMeter:
         self._total += int(params.get("dataLength", 0))
         limit_mb = self.max_bytes / 1_048_576
         if size > self.max_bytes:
-            what = "its HTML" if kind == "Document" else f"a {kind.lower()} response it loaded ({safe_url(url)})"
-            self._trip(f"{what} passed {size / 1_048_576:.1f} MB once decompressed, above max_page_mb = "
-                       f"{limit_mb:g}")
+            self._trip(_too_large(kind, url, size, self.max_bytes))
         elif self._total > TOTAL_FACTOR * self.max_bytes:
             self._trip(f"it received {self._total / 1_048_576:.1f} MB (decompressed) in all, above "
                        f"{TOTAL_FACTOR} x max_page_mb = {TOTAL_FACTOR * limit_mb:g} MB")
+
+    def exceeded_upstream(self, url: str, size: int) -> None:
+        """The egress proxy cut a response of this page's context at ``size`` decoded bytes."""
+        if not self.max_bytes or self.problem:
+            return
+        # The page's own responses are known by URL; a cross-site iframe's or a worker's are not.
+        kind = next((k for k, u in self._kinds.values() if u == url), "")
+        self._trip(_too_large(kind, url, size, self.max_bytes))
 
     def _trip(self, problem: str) -> None:
         self.problem = problem
@@ -129,6 +156,16 @@ class PageMeter:
             self.cdp.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": "all"})
             for origin in origins
         )), _CDP_TIMEOUT_S)
+
+
+def _too_large(kind: str, url: str, size: int, max_bytes: int) -> str:
+    if kind == "Document":
+        what = "its HTML"
+    elif kind:
+        what = f"a {kind.lower()} response it loaded ({safe_url(url)})"
+    else:
+        what = f"a response it loaded ({safe_url(url)})"
+    return f"{what} passed {size / 1_048_576:.1f} MB once decompressed, above max_page_mb = {max_bytes / 1_048_576:g}"
 
 
 def too_large_message(url: str, problem: str) -> str:
@@ -162,8 +199,9 @@ async def race_meter(work: Any, meter: PageMeter | None) -> Any:
 class ContextGuard:
     """Tracks the pages crawlkeeper opened in one context and closes every other page as soon as it appears."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, tag: str = "") -> None:
         self.context = context
+        self.tag = tag  # in the context's egress proxy user name: the proxy asks this guard for its limit
         self.ours: weakref.WeakSet[Any] = weakref.WeakSet()
         self.closed_pages = 0
         self._opening = 0
@@ -184,6 +222,21 @@ class ContextGuard:
             self._opening -= 1
             if not self._opening:
                 self._opened.set()
+
+    @property
+    def max_bytes(self) -> int:
+        """The largest decoded response the egress proxy lets through for this context now: the limit of the
+        call running on its page (0 between calls, when its pages are parked and nothing is metered)."""
+        return max((m.max_bytes for m in self._meters()), default=0)
+
+    def exceeded(self, url: str, size: int) -> None:
+        """The egress proxy cut a response of this context: every running crawl on its pages fails at once."""
+        log.info("cut %s at %.1f MB (decompressed): above max_page_mb", safe_url(url), size / 1_048_576)
+        for meter in self._meters():
+            meter.exceeded_upstream(url, size)
+
+    def _meters(self) -> list[PageMeter]:
+        return [m for m in (_METERS.get(p) for p in list(self.ours)) if m is not None and m.max_bytes]
 
     @contextlib.contextmanager
     def allow_pages(self) -> Iterator[None]:
@@ -234,6 +287,7 @@ def _url_of(page: Any) -> str:
 # Kept on the context/page itself: a guard holds its context and a meter its page (see attached.py).
 _GUARDS: Attached[ContextGuard] = Attached("guard")
 _METERS: Attached[PageMeter] = Attached("meter")
+_TAGGED: weakref.WeakValueDictionary[str, ContextGuard] = weakref.WeakValueDictionary()
 
 
 def guard_of(context: Any) -> ContextGuard | None:
@@ -244,9 +298,22 @@ def meter_of(page: Any) -> PageMeter | None:
     return _METERS.get(page)
 
 
-def watch_context(context: Any) -> ContextGuard:
-    guard = _GUARDS[context] = ContextGuard(context)
+def new_tag() -> str:
+    """A fresh tag for a context's egress proxy user name (see :func:`watch_context`)."""
+    return secrets.token_hex(6)
+
+
+def watch_context(context: Any, tag: str = "") -> ContextGuard:
+    """Guard ``context``; with ``tag`` (the one in its egress proxy user name), the proxy meters it too."""
+    guard = _GUARDS[context] = ContextGuard(context, tag)
+    if tag:
+        _TAGGED[tag] = guard
     return guard
+
+
+def body_limit(tag: str) -> ContextGuard | None:
+    """What the egress proxy asks about a connection from the context tagged ``tag``."""
+    return _TAGGED.get(tag)
 
 
 async def meter_page(page: Any) -> PageMeter | None:
@@ -255,136 +322,8 @@ async def meter_page(page: Any) -> PageMeter | None:
         meter = _METERS[page] = await PageMeter.attach(page)
         page.on("crash", lambda _page: meter.crash())
     except Exception as exc:
-        log.warning("cannot meter the page's downloads (max_page_mb applies to Content-Length only): %s", exc)
+        # Under load the exception's text can be empty (a bare TimeoutError): its type and repr say what it was.
+        log.warning("cannot meter the page's downloads (max_page_mb applies to Content-Length only): %s: %r",
+                    type(exc).__name__, exc)
         return None
     return meter
-
-
-# -- the browser's memory ---------------------------------------------------------------------------------
-
-
-def js_heap_mb(max_browser_mb: int) -> int:
-    """The V8 old-space limit per renderer: a quarter of the browser's budget, 128-2048 MB. A page that
-    allocates past it crashes its own renderer (the crawl fails), not the machine."""
-    return max(128, min(2048, max_browser_mb // 4))
-
-
-def memory_args(max_browser_mb: int, extra: list[str]) -> list[str]:
-    """Chromium flags enforcing ``max_browser_mb`` (unless the operator set ``--js-flags`` themselves)."""
-    if any(arg.startswith("--js-flags") for arg in extra):
-        return []
-    return [f"--js-flags=--max-old-space-size={js_heap_mb(max_browser_mb)}"]
-
-
-def _proc_mb(proc: Any) -> float:
-    """A process's proportional memory (PSS: shared pages split between their users) in MB; RSS if the
-    kernel has no ``smaps_rollup``. RSS would count Chromium's shared libraries once per renderer."""
-    try:
-        with open(f"/proc/{proc.pid}/smaps_rollup", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    try:
-        return float(proc.memory_info().rss) / 1_048_576
-    except Exception:
-        return 0.0
-
-
-class MemoryWatchdog:
-    """Keeps the browser's process tree under ``max_mb``: when it is over, the renderer using the most
-    memory is killed. Its pages crash (their crawls fail with a clear error and are replaced); the browser,
-    other contexts' renderers and the server live on."""
-
-    def __init__(self, root_pid: int, max_mb: int, *, interval_s: float = 0.25) -> None:
-        self.root_pid = root_pid
-        self.max_mb = max_mb
-        self.interval_s = interval_s
-        self.kills: list[tuple[float, int, float]] = []  # (monotonic time, pid, MB)
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    def killed_recently(self, within_s: float = 10.0) -> bool:
-        import time
-
-        return bool(self.kills) and time.monotonic() - self.kills[-1][0] < within_s
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(self.check)
-            except Exception as exc:  # never let a /proc hiccup stop the watchdog
-                log.debug("memory watchdog: %s", exc)
-            await asyncio.sleep(self.interval_s)
-
-    def check(self) -> int | None:
-        """One sample; the pid of the renderer it killed, if any."""
-        import time
-
-        import psutil
-
-        try:
-            root = psutil.Process(self.root_pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return None
-        sizes = [(p, _proc_mb(p)) for p in procs]
-        total = sum(mb for _, mb in sizes)
-        if total <= self.max_mb:
-            return None
-        renderers = [(p, mb) for p, mb in sizes if _is_renderer(p)]
-        if not renderers:
-            return None
-        victim, mb = max(renderers, key=lambda item: item[1])
-        try:
-            victim.kill()
-        except psutil.Error:
-            return None
-        self.kills.append((time.monotonic(), victim.pid, mb))
-        del self.kills[:-20]
-        log.warning("the browser used %.0f MB, above [limits] max_browser_mb = %d: stopped the renderer using "
-                    "the most (%.0f MB); its pages fail, everything else keeps running", total, self.max_mb, mb)
-        return victim.pid
-
-
-def _is_renderer(proc: Any) -> bool:
-    try:
-        return "--type=renderer" in proc.cmdline()
-    except Exception:
-        return False
-
-
-def find_browser_process(before: set[int]) -> int | None:
-    """The pid of the Chromium browser process this process launched just now (not in ``before``)."""
-    try:
-        import psutil
-
-        for proc in psutil.Process().children(recursive=True):
-            if proc.pid in before:
-                continue
-            cmdline = proc.cmdline()
-            if cmdline and not any(a.startswith("--type=") for a in cmdline) and "--remote-debugging-pipe" in cmdline:
-                return proc.pid
-    except Exception as exc:
-        log.debug("cannot find the browser process: %s", exc)
-    return None
-
-
-def browser_processes() -> set[int]:
-    """Pids of the Chromium browser processes this process launched so far."""
-    try:
-        import psutil
-
-        return {p.pid for p in psutil.Process().children(recursive=True)
-                if "--remote-debugging-pipe" in (p.cmdline() or [])}
-    except Exception:
-        return set()

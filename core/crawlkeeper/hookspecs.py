@@ -246,7 +246,9 @@ def crawlkeeper_state_store(config: Config) -> StateStore | None:
     ``delete(key)``, ``list()``, ``acquire(key)``, ``release(key)`` (each may be ``async def``). Blobs are
     already encrypted by the core; ``save`` must replace atomically. ``acquire`` raises
     :class:`~crawlkeeper.store.LeaseHeld` when another live process holds the key, and takes over the lease
-    of a process that died. No store at all (``statefile`` disabled, no replacement): sessions live in
+    of a process that died. The core calls ``acquire`` before every call on an active session (so a replica
+    whose lease lapsed and was taken over lets the session go): for a lease this process holds it must return
+    at once, without a round trip. No store at all (``statefile`` disabled, no replacement): sessions live in
     memory only, as long as the process.
 
     :param config: the server configuration.

@@ -74,11 +74,15 @@ FORBIDDEN_BROWSER_FLAGS = (
 )
 
 
-def check_browser_args(args: Iterable[str]) -> None:
-    """Raise ValueError naming the first launch flag that would switch the egress policy (or isolation) off."""
+def check_browser_args(args: Iterable[str], *, allow: Iterable[str] = ()) -> None:
+    """Raise ValueError naming the first launch flag that would switch the egress policy (or isolation) off.
+    ``allow`` names forbidden flags a caller adds itself, for a reason it documents (see :func:`login_debug_args`)."""
+    allowed = {a.lower() for a in allow}
     for arg in args:
         flag = arg.strip().split("=", 1)[0].lower()
         flag = "--" + flag.lstrip("-")
+        if flag in allowed:
+            continue
         for forbidden in FORBIDDEN_BROWSER_FLAGS:
             name = forbidden.split("=", 1)[0]
             if flag == name and (forbidden == name or arg.strip().lower().startswith(forbidden.lower())):
@@ -86,3 +90,26 @@ def check_browser_args(args: Iterable[str]) -> None:
                     f"browser flag {arg.split('=', 1)[0]!r} is not allowed: it would bypass crawlkeeper's egress "
                     "policy or weaken the browser's isolation (use [security] allow_private to reach private hosts)"
                 )
+
+
+#: The only forbidden flag crawlkeeper adds itself, and only in ``crawlkeeper login`` (see below).
+LOGIN_DEBUG_FLAG = "--remote-debugging-port"
+
+
+def login_debug_args(extra: list[str], port: str) -> list[str]:
+    """``extra`` plus the DevTools port that ``CRAWLKEEPER_LOGIN_DEBUG_PORT`` asks of ``crawlkeeper login``, checked.
+
+    Tests play the person at the login window through this port. Why this one forbidden flag is acceptable
+    there: ``login`` is an interactive command a person runs on their own desktop (``serve``, which pages and
+    agents reach, never reads the variable); Chromium binds the port to 127.0.0.1 only; the value must be a
+    plain port number, so nothing else can ride in on it; and the result still goes through
+    :func:`check_browser_args`, exempting only this flag. What remains (any local process may drive that login
+    window while it is open) is said in a warning every time. Raises ValueError for a bad value.
+    """
+    value = port.strip()
+    if not value.isdigit() or not 1024 <= int(value) <= 65535:
+        raise ValueError(f"CRAWLKEEPER_LOGIN_DEBUG_PORT must be a port number from 1024 to 65535, not {port!r}; "
+                         "unset it (it is for tests only)")
+    args = [*extra, f"{LOGIN_DEBUG_FLAG}={int(value)}"]
+    check_browser_args(args, allow=(LOGIN_DEBUG_FLAG,))
+    return args

@@ -63,7 +63,8 @@ class StateStore(Protocol):
 
     async def acquire(self, key: str) -> None:
         """Take the lease of ``key`` for this process; raise :class:`LeaseHeld` if a live process holds it.
-        Taking a lease this process already holds is a no-op."""
+        Taking a lease this process already holds is a no-op, and cheap: the core calls this before every call
+        on an active session, to notice a lease that lapsed and was taken over by another process."""
 
     async def release(self, key: str) -> None:
         """Give the lease of ``key`` back (no error when not held)."""

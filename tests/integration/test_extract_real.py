@@ -61,3 +61,15 @@ async def test_extract_in_a_logged_in_session_and_schema_errors(server: Server, 
     message = await server.error("extract", {"url": test_site.url("/private"),
                                              "schema": {"baseSelector": "p", "fields": [{"name": "x"}]}})
     assert "fields.0.type" in message
+
+
+def test_a_schema_matching_100000_nodes_builds_only_the_capped_items() -> None:
+    # No browser, but crawl4ai's real parsing: BeautifulSoup takes ~8 s of CPU for 100,000 nodes whatever the
+    # cap (a unit test cannot afford it; the extraction runs in a thread, so the server keeps serving).
+    from crawlkeeper.extraction import ExtractSchema, extract_items
+
+    html = "<html><body>" + "".join(f'<p class="n">node {i}</p>' for i in range(100_000)) + "</body></html>"
+    schema = ExtractSchema.model_validate({"baseSelector": "p.n", "fields": [{"name": "t", "type": "text"}]})
+    items, total = extract_items(html, "https://example.com/many", schema, 1000)
+    assert (len(items), total) == (1000, 100_000)  # the tool reports dropped = total - count = 99,000
+    assert items[0] == {"t": "node 0"} and items[-1] == {"t": "node 999"}

@@ -9,13 +9,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import psutil
 import pytest
 
-from helpers import browsers, descendants, mcp_server, survivors, write_config
+from helpers import Server, browsers, descendants, import_baseline_s, mcp_server, survivors, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -33,67 +34,77 @@ def browser_main(server_proc: psutil.Process) -> psutil.Process:
     raise AssertionError("no Chromium browser process found under the server")
 
 
+# One server for the three tests below (each used to start its own: a server and a browser launch each). One
+# crawl slot and one queued call (the queue test needs them; the others call one at a time) and no state store
+# (the crash test: with one, sessions come back, see test_durable_real.py). The crash test runs last: it kills
+# the browser.
+SHARED = '[plugins]\ndisable = ["statefile"]\n[limits]\nmax_concurrent_crawls = 1\nmax_queued_calls = 1\n'
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    async with mcp_server(write_config(tmp_path_factory.mktemp("reliability"), SHARED)) as srv:
+        yield srv
+
+
 @pytest.mark.anyio
-async def test_browser_crash_loses_sessions_clearly_and_recovers(tmp_path: Path, test_site) -> None:
-    # Without a state store (with one, sessions come back: test_durable_real.py).
-    async with mcp_server(write_config(tmp_path, '[plugins]\ndisable = ["statefile"]\n')) as server:
-        created = await server.ok("create_session", {"url": test_site.url("/")})
-        sid = created["session_id"]
-        other = (await server.ok("create_session", {}))["session_id"]
-        browser_main(server.process).kill()
-        await anyio.sleep(0.5)
-        message = await server.error("crawl_url", {"url": test_site.url("/"), "session_id": sid})
-        assert "browser crashed" in message and "create" in message
-        message = await server.error("crawl_url", {"url": test_site.url("/"), "session_id": other})
-        assert "browser crashed" in message
-        # The next session-less call relaunches the browser; sessions work again.
+async def test_timeouts_hangs_and_huge_pages_give_clear_errors(server: Server, test_site) -> None:
+    sid = (await server.ok("create_session", {"url": test_site.url("/")}))["session_id"]
+    for path in ("/slow?s=30", "/loop"):
         started = time.monotonic()
-        page = await server.ok("crawl_url", {"url": test_site.url("/")})
-        assert page["status"] == 200 and time.monotonic() - started < 20
-        fresh = await server.ok("create_session", {"url": test_site.url("/")})
-        assert (await server.ok("crawl_url", {"url": test_site.url("/links"),
-                                              "session_id": fresh["session_id"]}))["status"] == 200
-        listed = await server.ok("list_sessions")
-        assert [s["session_id"] for s in listed["sessions"]] == [fresh["session_id"]]
-        assert f"session {sid} closed (crashed)" in server.log()
+        message = await server.error("crawl_url", {"url": test_site.url(path), "timeout_s": 3,
+                                                   "session_id": sid})
+        elapsed = time.monotonic() - started
+        assert "timed out after 3 s" in message, message
+        assert elapsed < 3 + 4, f"{path}: answered after {elapsed:.1f} s"
+        # The session survives a timeout (its cookies are kept) and serves the next call.
+        assert (await server.ok("crawl_url", {"url": test_site.url("/"), "session_id": sid}))["status"] == 200
+    started = time.monotonic()
+    message = await server.error("crawl_url", {"url": test_site.url("/big?mb=30")})
+    assert "too large" in message and "max_page_mb" in message
+    assert time.monotonic() - started < 10
+    assert (await server.ok("crawl_url", {"url": test_site.url("/")}))["status"] == 200
 
 
 @pytest.mark.anyio
-async def test_timeouts_hangs_and_huge_pages_give_clear_errors(tmp_path: Path, test_site) -> None:
-    async with mcp_server(write_config(tmp_path)) as server:
-        sid = (await server.ok("create_session", {"url": test_site.url("/")}))["session_id"]
-        for path in ("/slow?s=30", "/loop"):
-            started = time.monotonic()
-            message = await server.error("crawl_url", {"url": test_site.url(path), "timeout_s": 3,
-                                                       "session_id": sid})
-            elapsed = time.monotonic() - started
-            assert "timed out after 3 s" in message, message
-            assert elapsed < 3 + 4, f"{path}: answered after {elapsed:.1f} s"
-            # The session survives a timeout (its cookies are kept) and serves the next call.
-            assert (await server.ok("crawl_url", {"url": test_site.url("/"), "session_id": sid}))["status"] == 200
-        started = time.monotonic()
-        message = await server.error("crawl_url", {"url": test_site.url("/big?mb=30")})
-        assert "too large" in message and "max_page_mb" in message
-        assert time.monotonic() - started < 10
-        assert (await server.ok("crawl_url", {"url": test_site.url("/")}))["status"] == 200
+async def test_queue_limit_gives_busy_error(server: Server, test_site) -> None:
+    await server.ok("crawl_url", {"url": test_site.url("/")})  # warm the browser
+    results: list[object] = []
+
+    async def one(i: int) -> None:
+        results.append(await server.call("crawl_url", {"url": test_site.url(f"/slow?s=1.5&i={i}")}))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(one, i)
+    errors = [r.content[0].text for r in results if r.is_error]  # type: ignore[attr-defined]
+    assert errors and all("busy" in e and "retry" in e for e in errors), errors
+    assert len(errors) < 4
 
 
 @pytest.mark.anyio
-async def test_queue_limit_gives_busy_error(tmp_path: Path, test_site) -> None:
-    config = write_config(tmp_path, "[limits]\nmax_concurrent_crawls = 1\nmax_queued_calls = 1\n")
-    async with mcp_server(config) as server:
-        await server.ok("crawl_url", {"url": test_site.url("/")})  # warm the browser
-        results: list[object] = []
-
-        async def one(i: int) -> None:
-            results.append(await server.call("crawl_url", {"url": test_site.url(f"/slow?s=1.5&i={i}")}))
-
-        async with anyio.create_task_group() as tg:
-            for i in range(4):
-                tg.start_soon(one, i)
-        errors = [r.content[0].text for r in results if r.is_error]  # type: ignore[attr-defined]
-        assert errors and all("busy" in e and "retry" in e for e in errors), errors
-        assert len(errors) < 4
+async def test_browser_crash_loses_sessions_clearly_and_recovers(server: Server, test_site) -> None:
+    created = await server.ok("create_session", {"url": test_site.url("/")})
+    sid = created["session_id"]
+    other = (await server.ok("create_session", {}))["session_id"]
+    browser_main(server.process).kill()
+    await anyio.sleep(0.5)
+    message = await server.error("crawl_url", {"url": test_site.url("/"), "session_id": sid})
+    assert "browser crashed" in message and "create" in message
+    message = await server.error("crawl_url", {"url": test_site.url("/"), "session_id": other})
+    assert "browser crashed" in message
+    # The next session-less call relaunches the browser; sessions work again. (A launch takes about 1 s; the
+    # bound grows with how slow this machine is right now: 20.7 s were seen at load 40 on 2 cores.)
+    bound = 20 + 5 * import_baseline_s()
+    started = time.monotonic()
+    page = await server.ok("crawl_url", {"url": test_site.url("/")})
+    assert page["status"] == 200 and time.monotonic() - started < bound
+    fresh = await server.ok("create_session", {"url": test_site.url("/")})
+    assert (await server.ok("crawl_url", {"url": test_site.url("/links"),
+                                          "session_id": fresh["session_id"]}))["status"] == 200
+    listed = await server.ok("list_sessions")
+    assert [s["session_id"] for s in listed["sessions"]] == [fresh["session_id"]]
+    assert f"session {sid} closed (crashed)" in server.log()
 
 
 def test_sigkill_leaves_no_browser_and_next_start_cleans_leftovers(tmp_path: Path, test_site) -> None:
@@ -140,15 +151,19 @@ def test_sigkill_leaves_no_browser_and_next_start_cleans_leftovers(tmp_path: Pat
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def test_soak_100_crawls_returns_to_baseline() -> None:
-    """The 1,000-crawl soak lives in benchmarks/; a 100-crawl run is part of the suite."""
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--crawls", "100", "--json"],
-                         capture_output=True, text=True, timeout=240, cwd=ROOT / "benchmarks")
+@pytest.mark.timeout(600)  # about 20 s quiet; minutes on a loaded box
+def test_soak_leak_check_returns_to_baseline() -> None:
+    """The 1,000-crawl soak lives in benchmarks/soak.py; the suite runs its leak check small: 25 crawls with a
+    session created every 3 (9 created, 6 of them closed mid-run), the same assertions as the long run."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--crawls", "25",
+                          "--churn-every", "3", "--json"],
+                         capture_output=True, text=True, timeout=580, cwd=ROOT / "benchmarks")
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["errors"] == 0
+    assert report["sessions_created"] == 9 and report["sessions_closed"] == 9, report
     for key in ("contexts", "pages", "chromium_processes", "sessions"):
         assert report["end"][key] <= report["start"][key], (key, report)
     # USS is what the tree really holds; the suite's bound is looser than the benchmark's 10 % goal because a
-    # 100-crawl run is dominated by warm-up noise.
+    # short run is dominated by warm-up noise.
     assert report["end"]["uss_mb"] < report["start"]["uss_mb"] * 1.3, report

@@ -227,3 +227,14 @@ async def test_the_core_asks_for_session_contexts_for_sessions_only(crawlkeeper_
     assert (await crawlkeeper_app.crawl("https://example.com/", session_id="s"))["restored"] is True
     assert made == ["session", "session"]  # a restore makes a session context too
     await crawlkeeper_app.shutdown()
+
+
+@pytest.mark.anyio
+async def test_sessions_spread_by_sessions_not_by_idle_pooled_contexts() -> None:
+    fleet, _fakes, _ = make_fleet(None, None)
+    for _ in range(3):  # session-less crawls' idle pooled contexts on the first endpoint (a warm-up leaves one)
+        await fleet.new_context(ContextOptions())
+    fleet.members[1].contexts.clear()  # as if the second one's pooled context had closed
+    sessions = [await fleet.new_session_context(ContextOptions()) for _ in range(2)]
+    assert sorted(fleet.endpoint_of(c) or "" for c in sessions) == ["ws://127.0.0.1:9000/pw", "ws://127.0.0.1:9001/pw"]
+    assert fleet.session_counts() == {"ws://127.0.0.1:9000/pw": 1, "ws://127.0.0.1:9001/pw": 1}

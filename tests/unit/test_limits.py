@@ -150,6 +150,50 @@ async def test_meter_trips_per_response_and_in_total() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_cut_in_the_egress_proxy_fails_the_crawls_of_that_context_only() -> None:
+    class Context:
+        def on(self, *_: Any) -> None:
+            pass
+
+    ours, other = Context(), Context()
+    tag = guard.new_tag()
+    watched = guard.watch_context(ours, tag)
+    guard.watch_context(other, guard.new_tag())
+    page, stray = _FakePage(), _FakePage()
+    watched.ours.add(page)
+    meter = guard._METERS[page] = guard.PageMeter(page, _FakeCdp())
+    assert guard.body_limit(tag) is watched and guard.body_limit("unknown") is None
+    assert watched.max_bytes == 0  # between calls nothing is metered: the proxy pipes as before
+    meter.arm(20 * 1_048_576)
+    assert watched.max_bytes == 20 * 1_048_576
+    guard._METERS[stray] = guard.PageMeter(stray, _FakeCdp())  # not ours: a popup the guard closes
+    # The proxy cuts before the browser saw the response: the request is what the meter knows.
+    meter._on_request({"requestId": "doc", "type": "Document", "request": {"url": "http://a.test/p"}})
+    watched.exceeded("http://a.test/p", 21 * 1_048_576)
+    above = "once decompressed, above max_page_mb = 20"
+    assert meter.tripped.is_set() and meter.problem == f"its HTML passed 21.0 MB {above}"
+    meter.arm(20 * 1_048_576)
+    watched.exceeded("http://b.test/frame?token=s3cr3t", 21 * 1_048_576)  # a cross-site frame's: unknown here
+    assert meter.problem == f"a response it loaded (http://b.test/frame) passed 21.0 MB {above}"
+    await asyncio.sleep(0)
+
+
+@pytest.mark.anyio
+async def test_a_meter_that_cannot_attach_says_why_even_when_the_error_has_no_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Context:
+        async def new_cdp_session(self, page: Any) -> Any:
+            raise asyncio.TimeoutError()  # what a loaded browser gives: str() is ""
+
+    class Page:
+        context = Context()
+
+    assert await guard.meter_page(Page()) is None
+    assert "TimeoutError" in caplog.text, caplog.text
+
+
+@pytest.mark.anyio
 async def test_crawl_many_keeps_as_many_idle_contexts_as_ran_in_parallel_then_shrinks(
     crawlkeeper_app: Any, site: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,5 +1,5 @@
-"""Unit tests for tests/sites.py: the test-only routes ``ReposTestSite`` adds to the shipped login site, and the
-``HitCounter`` sentinel (the shipped site itself is tested in test_site.py)."""
+"""Unit tests for tests/sites.py: the test-only routes ``ReposTestSite`` adds to the shipped login site, the
+``HitCounter`` sentinel, and ``HostileSite``/``ExtraSite`` (the shipped site itself is tested in test_site.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from test_site import _fetch
 
-from sites import HitCounter, ReposTestSite
+from sites import ExtraSite, HitCounter, HostileSite, ReposTestSite, html_page
 
 
 @pytest.fixture
@@ -174,3 +174,51 @@ def test_test_only_routes_never_print(capfd: pytest.CaptureFixture[str]) -> None
             _fetch(running.url(path))
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_hostile_site_counts_requests_and_keeps_its_own_pages() -> None:
+    with HostileSite() as hostile:
+        status, headers, body, _ = _fetch(hostile.url("/"))
+        assert status == 200 and "hostile index" in body and headers["Cache-Control"] == "no-store"
+        status, _, body, _ = _fetch(hostile.url("/nope?x=1"))
+        assert status == 404 and "<title>missing</title>" in body
+        _, headers, _, _ = _fetch(hostile.url("/cacheable"))
+        assert headers.get_all("Cache-Control") == ["max-age=600"]  # the route's own caching, not no-store too
+        _, _, body, _ = _fetch(hostile.url("/popups?n=2"))
+        assert body.count("window.open('/interval?popup='") == 1 and "i < 2;" in body  # the query is read
+        assert (hostile.count("/"), hostile.count("/nope"), hostile.count("/cacheable")) == (1, 1, 1)
+        assert hostile.errors == []
+
+
+def test_hostile_site_on_another_loopback_address_and_its_stream_ends_at_exit() -> None:
+    with HostileSite("127.0.0.3") as hostile:
+        assert hostile.base_url.startswith("http://127.0.0.3:")
+        with socket.create_connection(("127.0.0.3", hostile.port), timeout=5) as sock:
+            sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"Transfer-Encoding: chunked" in sock.recv(65536)
+            while hostile.streamed < 1_000_000:
+                sock.recv(1 << 20)
+    assert hostile.stopping.is_set()  # the endless response stopped with the site
+
+
+def test_extra_site_routes_records_and_answers() -> None:
+    with ExtraSite() as extra:
+        extra.page("/a", html_page("A", "<p>a</p>"))
+        extra.page("/robots.txt", "User-agent: *\n", headers={"content-type": "text/plain"})
+        extra.page("/away", b"", status=302, headers={"location": "/a"})
+        extra.route("/tree/*", lambda request: (200, {"X-Path": request.path}, request.query["q"][0].encode()))
+        extra.route("/broken", lambda request: 1 / 0)  # type: ignore[arg-type,return-value]
+        status, headers, body, _ = _fetch(extra.url("/a"))
+        assert (status, headers["Content-Type"], "<title>A</title>" in body) == (200, "text/html; charset=utf-8", True)
+        assert _fetch(extra.url("/robots.txt"))[1]["Content-Type"] == "text/plain"
+        status, headers, _, _ = _fetch(extra.url("/away"))
+        assert (status, headers["Location"]) == (302, "/a")
+        status, headers, body, _ = _fetch(extra.url("/tree/x/y?q=hello"), headers={"User-Agent": "probe"})
+        assert (status, headers["X-Path"], body) == (200, "/tree/x/y", "hello")
+        status, _, body, _ = _fetch(extra.url("/nothing"))
+        assert status == 404 and "<title>Not found</title>" in body
+        status, _, body, _ = _fetch(extra.url("/broken"))
+        assert status == 500 and "ZeroDivisionError" in body
+        assert _fetch(extra.url("/a"), data={"k": "v"})[0] == 200  # POST: the body is read, the route answers
+        assert ("GET", "/tree/x/y?q=hello", "probe") in extra.requests  # method, path with query, user agent
+        assert (extra.hits("/a"), extra.hits("/tree/x/y"), extra.hits("/nothing")) == (2, 1, 1)

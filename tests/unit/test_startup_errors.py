@@ -272,3 +272,28 @@ def test_trace_lines_reach_stderr_even_at_a_quiet_level(
     assert result.exit_code == 0
     assert "hook crawlkeeper_auth_methods -> " in result.stderr  # the command's own level is WARNING
     assert "hook crawlkeeper_" not in result.stdout
+
+
+def test_the_login_debug_port_is_checked_like_every_other_launch_flag() -> None:
+    from crawlkeeper.launch import check_browser_args, login_debug_args
+
+    assert login_debug_args(["--lang=fr"], " 9333 ") == ["--lang=fr", "--remote-debugging-port=9333"]
+    for bad in ("abc", "80", "99999", "9333 --proxy-server=http://evil", "-1", "9333=x"):
+        with pytest.raises(ValueError, match="CRAWLKEEPER_LOGIN_DEBUG_PORT must be a port number"):
+            login_debug_args([], bad)
+    with pytest.raises(ValueError, match="--proxy-server"):  # the exemption covers that one flag only
+        login_debug_args(["--proxy-server=http://127.0.0.1:1"], "9333")
+    with pytest.raises(ValueError, match="--remote-debugging-port"):  # still refused in [browser] extra_args
+        check_browser_args(["--remote-debugging-port=9333"])
+
+
+def test_crawlkeeper_login_refuses_a_bad_debug_port_before_starting_anything(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setenv("CRAWLKEEPER_LOGIN_DEBUG_PORT", "9333 --proxy-server=http://evil")
+    started: list[object] = []
+    monkeypatch.setattr("crawlkeeper.cli._run_on_store", lambda *a, **k: started.append(a))
+    result = CliRunner().invoke(main, ["login", "s1", "http://127.0.0.1:1/", "--config", str(tmp_path / "c.toml")])
+    assert result.exit_code == 2, result.output
+    assert "CRAWLKEEPER_LOGIN_DEBUG_PORT must be a port number" in result.output and not started

@@ -23,6 +23,7 @@ from ..models import AuthMethod, ConfigLayer, CrawlRequest, Profile, Session
 from ..options import ContextOptions, CrawlOptions
 from ..paging import ContentPager
 from ..plugins import Hooks, PluginManager
+from ..pressure import Governor, cpu_floor
 from ..principal import LOCAL, LOCAL_ID, Principal
 from ..profiles import ProfileStore
 from ..sessions import SessionRegistry
@@ -88,6 +89,7 @@ class App:
                                  self.pages, self.pool, self.durability, self.opener, self.pager, self.backend)
         self._started = False
         self.warmup = WarmUp(config, self.backend, self.gate, self.layers, self.pool)
+        self._governor: asyncio.Task[None] | None = None  # fits the crawl slots to the CPU left (pressure.py)
 
     @property
     def auth_methods(self) -> dict[str, tuple[str, AuthMethod]]:
@@ -118,6 +120,11 @@ class App:
         self._started = True
         if self.keeper.enabled:
             self._housekeeping = asyncio.get_running_loop().create_task(self.durability.keep_house())
+        limits = self.config.settings.limits
+        governor = Governor(self.limiter, ceiling=limits.max_concurrent_crawls,
+                            floor=cpu_floor(limits.max_concurrent_crawls))
+        if limits.adapt_to_cpu and governor.floor < governor.ceiling and governor.available:
+            self._governor = asyncio.get_running_loop().create_task(governor.run())
         if warm_up:
             self.start_warm_up()
 
@@ -129,6 +136,9 @@ class App:
     async def shutdown(self) -> None:
         """Save and close every session (reason ``shutdown``), run shutdown hooks, close the browser and proxies."""
         await self.warmup.cancel()  # its pooled context, if any, is closed below
+        if self._governor is not None:
+            self._governor.cancel()
+            self._governor = None
         try:
             if self._housekeeping is not None:
                 self._housekeeping.cancel()

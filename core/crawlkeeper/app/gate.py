@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
+from .. import guard
 from ..browser import BrowserBackend
 from ..config import SecuritySettings
 from ..egress import EgressPolicy, EgressProxy, EgressRefused
@@ -48,6 +49,7 @@ class EgressGate:
         proxy = self._proxies.get(policy)
         if proxy is None:
             proxy = self._proxies[policy] = EgressProxy(policy, self.resolver)
+            proxy.body_limits = guard.body_limit  # plain-HTTP responses cut at max_page_mb at network speed
             if proxy.credentials is not None:  # a local process holding them could use the proxy: never log them
                 register_secret(proxy.credentials.password)
                 register_secret(proxy.credentials.header.split(" ", 1)[1])

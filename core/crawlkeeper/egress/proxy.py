@@ -8,9 +8,11 @@ import contextlib
 import hmac
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .hosts import EgressRefused, _authority_of, _bad_host, _parse_port, _split_authority
+from .metering import BodyLimit, DecodedCounter, accepted_codings, metered_pipe
 from .policy import EgressPolicy, Resolver
 from .wire import (
     _HOP_BY_HOP,
@@ -46,6 +48,11 @@ class ProxyCredentials:
         """The ``Proxy-Authorization`` value that carries them (Basic)."""
         return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
 
+    def tagged(self, tag: str) -> ProxyCredentials:
+        """The same credentials with ``tag`` in the user name (``USER.TAG``): the proxy accepts them and tells the
+        connections of one browser context (which authenticates with them) from those of the others."""
+        return ProxyCredentials(f"{self.username}.{tag}", self.password)
+
     def __repr__(self) -> str:
         return "ProxyCredentials(***)"
 
@@ -61,6 +68,10 @@ class EgressProxy:
     Any local process can connect to 127.0.0.1, so every request must carry this proxy's own random
     credentials (``Proxy-Authorization: Basic``, see :attr:`credentials`); without them the answer is ``407``
     and nothing is resolved or contacted. ``require_auth=False`` switches that off (tests only).
+
+    A user name may carry a tag (``USER.TAG``, see :meth:`ProxyCredentials.tagged`): one per browser context.
+    ``body_limits(tag)`` (if set) says how large a decoded plain-HTTP response of that context may grow; one that
+    grows past it is cut at once (both connections reset) and its :class:`BodyLimit` is told.
     """
 
     def __init__(
@@ -82,11 +93,13 @@ class EgressProxy:
         self.credentials: ProxyCredentials | None = (
             (credentials or ProxyCredentials.random()) if require_auth else None
         )
-        self._expected = self.credentials.header.encode("latin-1") if self.credentials else None
+        self._expected = self.credentials.password.encode() if self.credentials else None
+        self.body_limits: Callable[[str], BodyLimit | None] | None = None
+        self._metered = 0  # responses being metered now (they share the read-ahead budget)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._transports: set[asyncio.BaseTransport] = set()
-        self.stats: dict[str, int] = {"allowed": 0, "refused": 0, "errors": 0, "unauthorized": 0}
+        self.stats: dict[str, int] = {"allowed": 0, "refused": 0, "errors": 0, "unauthorized": 0, "cut": 0}
 
     @property
     def url(self) -> str:
@@ -184,7 +197,8 @@ class EgressProxy:
             method, target, version, headers = _parse_request_head(head)
         except _BadRequest as exc:
             raise _Reply("400 Bad Request", f"Bad request: {exc}.") from None
-        if self._expected is not None and not self._authorized(headers):
+        tag = self._authorized(headers)
+        if tag is None:
             self.stats["unauthorized"] += 1
             logger.debug("egress proxy: a request without this proxy's credentials was refused")
             raise _Reply(
@@ -195,19 +209,32 @@ class EgressProxy:
         if method == "CONNECT":
             await self._connect(target, reader, writer, upstream)
         elif "://" in target[:16]:
-            await self._forward(method, target, version, headers, reader, writer, upstream)
+            await self._forward(method, target, version, headers, reader, writer, upstream, tag)
         else:
             raise _Reply(
                 "400 Bad Request", "Bad request: this is a forward proxy; absolute URI or CONNECT needed."
             )
 
-    def _authorized(self, headers: list[tuple[str, str]]) -> bool:
+    def _authorized(self, headers: list[tuple[str, str]]) -> str | None:
+        """None if the request lacks this proxy's credentials, else the user name's tag ("" for none)."""
         expected = self._expected
-        if expected is None:
-            return True
+        if expected is None or self.credentials is None:
+            return ""
         given = [v for k, v in headers if k.lower() == "proxy-authorization"]
-        # compare_digest: how much of the credential matched must not show in the response time.
-        return len(given) == 1 and hmac.compare_digest(given[0].encode("latin-1"), expected)
+        if len(given) != 1:
+            return None
+        scheme, _, encoded = given[0].partition(" ")
+        try:
+            user, sep, password = base64.b64decode(encoded.strip(), validate=True).partition(b":")
+        except ValueError:
+            return None
+        # compare_digest: how much of the password matched must not show in the response time.
+        if scheme.lower() != "basic" or not sep or not hmac.compare_digest(password, expected):
+            return None
+        name, dot, tag = user.decode("latin-1").partition(".")
+        if name != self.credentials.username or (dot and not tag):
+            return None
+        return tag
 
     async def _open(
         self, host: str, port: int, upstream: list[asyncio.StreamWriter]
@@ -269,6 +296,7 @@ class EgressProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         upstream: list[asyncio.StreamWriter],
+        tag: str = "",
     ) -> None:
         scheme, _, rest = target.partition("://")
         scheme = scheme.lower()
@@ -303,15 +331,21 @@ class EgressProxy:
             raise _Reply("400 Bad Request", f"Bad request: {exc}") from None
         ureader, uwriter = await self._open(raw_host, port, upstream)
 
+        meter = self.body_limits(tag) if tag and self.body_limits is not None and not upgrade else None
+        limit = meter.max_bytes if meter is not None else 0
         drop = set(_HOP_BY_HOP)
         if upgrade:
             drop -= {"connection"}
         else:
             drop |= connection - {"host"}
+        if limit:
+            drop.add("accept-encoding")  # only codings the meter can count (see accepted_codings)
         out = [f"{method} {path} {version}"]
         if "host" not in lower:
             out.append(f"Host: {authority.rpartition('@')[2]}")
         out += [f"{k}: {v}" for k, v in headers if k.lower() not in drop]
+        if limit and "accept-encoding" in lower:
+            out.append(f"Accept-Encoding: {accepted_codings()}")
         if not upgrade:
             out.append("Connection: close")
         out += ["", ""]
@@ -338,7 +372,25 @@ class EgressProxy:
                     continue
                 writer.write(_rewrite_response_head(rhead))
                 break
-            await _pipe(ureader, writer, eof=False)
+            if meter is None or not limit or method == "HEAD":
+                await _pipe(ureader, writer, eof=False)
+                return
+            self._metered += 1
+            try:
+                counter = DecodedCounter.for_response(rhead)
+                whole = await metered_pipe(ureader, writer, counter, limit, lambda: self._metered)
+            finally:
+                self._metered -= 1
+            if not whole:
+                self.stats["cut"] += 1
+                logger.debug("egress cut a response at %d decoded bytes (limit %d)", counter.decoded, limit)
+                try:  # first: the crawl fails with the size error, not with the browser's network error
+                    meter.exceeded(f"{scheme}://{authority.rpartition('@')[2]}{path}", counter.decoded)
+                except Exception:
+                    logger.exception("a body limit's exceeded() failed")
+                # Reset, not a clean close: the browser must see a failed load, not a short page.
+                writer.transport.abort()
+                uwriter.transport.abort()
         finally:
             if c2u is not None:
                 c2u.cancel()

@@ -275,7 +275,9 @@ class RouteHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
         if length is not None:
             self.send_header("Content-Length", str(length))
-        self.send_header("Cache-Control", "no-store")
+        headers = list(headers)
+        if not any(key.lower() == "cache-control" for key, _ in headers):
+            self.send_header("Cache-Control", "no-store")  # unless the route chose its own caching
         for key, value in headers:
             self.send_header(key, value)
         if self.close_connection:
