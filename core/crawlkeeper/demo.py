@@ -83,7 +83,9 @@ async def run_demo(config_path: str | None = None) -> int:
                 "document.querySelector('#password').value = 'wonderland';"
                 "document.querySelector('#submit').click();"
             )
-            await call("crawl_url", {"url": site.url("/login"), "session_id": "alice", "js_code": login_js})
+            login = await call("crawl_url", {"url": site.url("/login"), "session_id": "alice", "js_code": login_js})
+            _show("crawl_url /login as alice, js_code filling and submitting the form",
+                  f"ended on {login['final_url']} (status {login['status']})")
             private = await call("crawl_url", {"url": site.url("/private"), "session_id": "alice",
                                                "css_selector": "#welcome, h1"})
             _show(f"crawl_url {private['final_url']} as alice (status {private['status']})", private["content"])
