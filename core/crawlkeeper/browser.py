@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from . import guard
+from .early import EarlyLaunch
 from .endpoints import Endpoint
 from .errors import BrowserUnavailable, first_line
 from .launch import launch_args
@@ -193,6 +194,7 @@ class ChromiumBackend(PageWork):
         self._closing = False
         # One unused context made in advance: resuming a session then skips Chromium's ~65-250 ms (spare.py).
         self.spare = SpareContext(self._make_spare, enabled=spare_context)
+        self.early = EarlyLaunch()
 
     @property
     def description(self) -> str:
@@ -235,11 +237,15 @@ class ChromiumBackend(PageWork):
 
             if self.generation == 0:
                 _crawl4ai.check_compatible()  # an incompatible crawl4ai must fail loudly, not leak cookies
+            # A browser launched at process start (see early.py) is taken over; else it is launched now.
+            early = await self.early.take() if self.generation == 0 else None
+            if self.generation == 0 and early is None:
                 await asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
-            args = launch_args(self.extra_args)
-            if self.max_browser_mb:
-                args += guard.memory_args(self.max_browser_mb, self.extra_args)
-            before = guard.browser_processes() if self.max_browser_mb and not self.endpoint else set()
+            args = self._launch_args()
+            if early is not None:
+                before = early.before
+            else:
+                before = guard.browser_processes() if self.max_browser_mb and not self.endpoint else set()
             endpoint = self.endpoint
             crawler = _crawl4ai.make_crawler(
                 executable_path=None if endpoint else self.candidate.path,
@@ -249,6 +255,7 @@ class ChromiumBackend(PageWork):
                 after_goto=_check_page_size,
                 before_retrieve_html=_run_call_scripts,
                 connect=(lambda pw: endpoint.connect(pw)) if endpoint else None,
+                adopt=(early.playwright, early.browser) if early is not None else None,
             )
             try:
                 await crawler.start()
@@ -275,7 +282,28 @@ class ChromiumBackend(PageWork):
             generation = self.generation
             self._browser.on("disconnected", lambda _b: self._disconnected(generation))
             self._start_watchdog(before)
-            log.info("browser started: %s (generation %d)", self.description, generation)
+            log.info("browser started: %s (generation %d%s)", self.description, generation,
+                     ", launched early and taken over" if early is not None else "")
+
+    def _launch_args(self) -> list[str]:
+        args = launch_args(self.extra_args)
+        if self.max_browser_mb:
+            args += guard.memory_args(self.max_browser_mb, self.extra_args)
+        return args
+
+    def launch_early(self) -> bool:
+        """Start launching the local browser now, before crawl4ai is imported (see :mod:`crawlkeeper.early`);
+        :meth:`start` takes it over. False (nothing started) for a remote browser, a missing binary, or a browser
+        already running or launching: those go the usual way, and report their errors on first use."""
+        if self.endpoint is not None or self.candidate.problem or self.alive or self.early.pending \
+                or self.generation:
+            return False
+        from ._crawl4ai import launch_kwargs
+
+        self.early.start(launch_kwargs(executable_path=self.candidate.path, headless=self.headless,
+                                       args=self._launch_args(), proxy=playwright_proxy(self.proxy_url)),
+                         watch_processes=bool(self.max_browser_mb))
+        return True
 
     def _start_watchdog(self, before: set[int]) -> None:
         if not self.max_browser_mb or self.endpoint:
@@ -317,6 +345,7 @@ class ChromiumBackend(PageWork):
     async def close(self) -> None:
         self._closing = True
         try:
+            await self.early.close()  # a launch under way (shutdown before first use) leaves no browser
             await self._discard()
         finally:
             self._closing = False

@@ -79,6 +79,15 @@ class EgressGate:
             await self.backend.start()
         return await self.proxy_url(policy)
 
+    async def launch_early(self) -> bool:
+        """Start launching the browser behind the egress proxy now, if the backend can before crawl4ai is
+        imported (see :mod:`crawlkeeper.early`): True when a launch was started."""
+        launch = getattr(self.backend, "launch_early", None)
+        if launch is None or self.backend.alive or not getattr(self.backend, "needs_proxy", True):
+            return False
+        self.backend.proxy_url = await self.proxy_url(self.policy)  # type: ignore[attr-defined]
+        return bool(launch())
+
     async def close(self) -> None:
         """Stop every egress proxy (after the browser closed)."""
         for proxy in self._proxies.values():

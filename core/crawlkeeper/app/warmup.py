@@ -44,6 +44,16 @@ class WarmUp:
         self.gate.warming = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
+    async def launch_early(self) -> None:
+        """With ``launch``: start launching Chromium now, while Python still imports (the MCP SDK, then
+        crawl4ai); the warm-up then takes that browser over. Its failure is logged, never raised."""
+        if self.mode != "launch" or not hasattr(self.backend, "warm_up"):
+            return
+        try:
+            await self.gate.launch_early()
+        except Exception as exc:
+            log.info("could not start the browser early (%s); the warm-up will launch it", first_line(exc))
+
     async def cancel(self) -> None:
         """Stop it (shutdown); what it opened is closed with the pool."""
         if self.task is not None and not self.task.done():
