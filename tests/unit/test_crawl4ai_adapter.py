@@ -210,3 +210,17 @@ def test_the_early_launch_passes_exactly_what_crawl4ai_would_launch_with(
         ours = _crawl4ai.launch_kwargs(executable_path="/usr/bin/true", headless=True, args=list(args),
                                        proxy=proxy_)
         assert {k: (dict(v) if k == "proxy" else v) for k, v in built.items()} == ours
+
+
+def test_user_agent_data_is_parsed_once_not_per_browser_config() -> None:
+    """fake_useragent parses its ~14,000-line list in every crawl4ai BrowserConfig (three on the way to the first
+    crawl); the adapter makes that once per process. Pinned: a fake_useragent upgrade that renames ``load``
+    would silently bring the cost back."""
+    from fake_useragent import fake
+
+    from crawlkeeper import _crawl4ai
+
+    _crawl4ai.make_crawler(executable_path=None, headless=True, args=[], proxy=None)
+    _crawl4ai.make_crawler(executable_path=None, headless=True, args=[], proxy=None)
+    assert hasattr(fake.load, "cache_info"), "fake_useragent.fake.load is gone: see _share_user_agent_data"
+    assert fake.load.cache_info().misses == 1

@@ -135,6 +135,24 @@ async def test_the_first_start_mid_launch_takes_the_early_browser_over_without_a
 
 
 @pytest.mark.anyio
+async def test_the_early_browser_serves_contexts_before_crawl4ai_takes_it_over(
+    backend: tuple[ChromiumBackend, FakePlaywright, list[FakeCrawler]],
+) -> None:
+    """The warm-up opens the first call's page while crawl4ai still imports: ``start_browser`` is the browser
+    alone; the first crawl (``start``) then hands that same browser to crawl4ai."""
+    chromium, playwright, made = backend
+    chromium.launch_early()
+    await chromium.start_browser()
+    assert chromium.alive and not made, "crawl4ai was needed to get the browser up"
+    await chromium.start_browser()
+    await chromium._crawler_ready()  # what crawl() and load() do first
+    assert len(made) == 1 and made[0].adopt == (playwright, playwright.browsers[0])
+    assert len(playwright.launches) == 1 and chromium.generation == 1
+    await chromium.close()
+    assert playwright.stopped
+
+
+@pytest.mark.anyio
 async def test_a_failed_early_launch_is_logged_and_the_first_start_launches_as_usual(
     backend: tuple[ChromiumBackend, FakePlaywright, list[FakeCrawler]], caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -70,12 +70,14 @@ class WarmUp:
         reserved = None
         proxy: str | None = None
         options: CrawlOptions | None = None
+        # crawl4ai imports in a thread while the browser (launched early, at process start) comes up and the
+        # first call's context and page open: neither needs crawl4ai.
+        importing = asyncio.ensure_future(self.backend.warm_up())  # type: ignore[attr-defined]
+        filling = None
         try:
             try:
-                await self.backend.warm_up()  # type: ignore[attr-defined]
-                stage("imported")
                 if self.mode == "launch":
-                    proxy = await self.gate.ensure_browser(self.gate.policy, warming=True)
+                    proxy = await self.gate.ensure_browser(self.gate.policy, warming=True, browser_only=True)
                     stage("launched")
                     request = CrawlRequest(url="http://localhost/", profile=None, session=None, arguments={})
                     layers = self.layers.layers(request)
@@ -86,6 +88,11 @@ class WarmUp:
                 if self.gate.warming is not None:
                     self.gate.warming.set()  # the browser is up (or failed): waiting calls go on
             filling = asyncio.ensure_future(self.pool.fill(*reserved)) if reserved is not None else None
+            await importing
+            stage("imported")
+            if self.mode == "launch":
+                await self.backend.start()  # crawl4ai takes the browser over (the gate skips a running browser)
+                stage("crawl4ai ready")
             try:
                 warm_pipeline = getattr(self.backend, "warm_pipeline", None)
                 if options is not None and warm_pipeline is not None:
@@ -108,6 +115,13 @@ class WarmUp:
             raise
         except Exception as exc:
             log.info("warm-up failed (%s); the first call will try again", first_line(exc))
+        finally:
+            if not importing.done():
+                importing.cancel()  # the thread finishes the import; nobody waits for it
+            elif not importing.cancelled() and importing.exception() is not None:
+                log.debug("importing crawl4ai failed: %s", first_line(importing.exception()))
+            if filling is not None and not filling.done():
+                filling.cancel()
 
     def _prime_spare(self, proxy: str | None) -> None:
         """The spare context for a session without a profile, the most common kind (see spare.py), made after the
