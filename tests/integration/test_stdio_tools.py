@@ -52,7 +52,7 @@ async def test_initialize_is_fast_and_the_browser_warms_up_before_the_first_craw
     # and that very browser answered the first call: one launch, taken over by crawl4ai.
     log = server.log()
     assert "browser launched early" in log, log[-2000:]
-    assert log.count("browser started:") == 1 and "launched early and taken over" in log, log[-2000:]
+    assert log.count("browser started:") == 1 and "(generation 1, launched early)" in log, log[-2000:]
 
     warm = []
     for _ in range(5):
