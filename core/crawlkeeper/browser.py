@@ -279,6 +279,9 @@ class ChromiumBackend(PageWork):
                                      f"{first_line(exc)}. Run `crawlkeeper doctor` for details") from exc
         self._adopted = None  # crawl4ai owns it now: its close() closes the browser and stops the driver
         self._crawler = crawler
+        # Orphans of a killed earlier run: left until now, off the start-up path (ours is not an orphan, and its
+        # profile folder's lock names a live process, so both survive the sweep); nobody waits for it.
+        asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
 
     async def _launch(self) -> None:
         await self._discard()

@@ -48,8 +48,10 @@ class BrowserSettings(ContextOptions):
     )
     warmup: Literal["launch", "import", "off"] = Field(
         "launch",
-        description="At start-up, in the background: import crawl4ai and launch the browser (launch), only "
-        "import (import: the first call launches it), or nothing (off: a server never used costs nothing).",
+        description="At start-up, in the background: launch the browser at once (beside the MCP SDK import, "
+        "before initialize is answered), import crawl4ai and open the first call's page (launch), only import "
+        "crawl4ai (import: the first call launches the browser), or nothing (off: a server never used costs "
+        "nothing).",
     )
     spare_context: bool = Field(
         True,

@@ -19,7 +19,6 @@ from typing import Any
 
 from . import guard
 from .errors import first_line
-from .local import cleanup_stale
 
 log = logging.getLogger("crawlkeeper.browser")
 
@@ -72,8 +71,8 @@ class EarlyLaunch:
 
     async def _launch(self, launch: dict[str, Any], watch_processes: bool) -> Launched:
         started = time.perf_counter()
-        # What a killed earlier run left behind goes first, as before a normal first launch.
-        await asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
+        # What a killed earlier run left behind is cleaned up later (ChromiumBackend._attach_crawler): scanning
+        # /proc here would take the CPU and interpreter lock the MCP SDK import needs before `initialize`.
         before = guard.browser_processes() if watch_processes else set()
         playwright = await self.start_playwright()
         try:
