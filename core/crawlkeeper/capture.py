@@ -13,7 +13,9 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .models import Session
 from .saved import SavedState, json_metadata
@@ -24,6 +26,106 @@ _SS_MARKER = "__crawlkeeper_restored__"
 _CAPTURE_TIMEOUT_S = 5.0
 
 _SESSION_STORAGE_JS = "() => [location.origin, JSON.stringify(Object.assign({}, sessionStorage))]"
+
+# Everything the end of a call needs from the page, in one round trip: its origin, its sessionStorage and
+# localStorage (without the restore marker), and whether the origin holds IndexedDB databases (only Playwright's
+# storage_state can read those). A storage that cannot be read (an opaque origin) comes back null.
+_PAGE_STORAGE_JS = """async () => {
+  const dump = (name) => { try { const s = window[name], o = {};
+    for (let i = 0; i < s.length; i++) { const k = s.key(i); if (k !== "__MARKER__") o[k] = s.getItem(k); }
+    return JSON.stringify(o); } catch (e) { return null; } };
+  let idb = null;
+  try { idb = (await indexedDB.databases()).length > 0; } catch (e) {}
+  return [location.origin, dump("sessionStorage"), dump("localStorage"), idb];
+}""".replace("__MARKER__", _SS_MARKER)
+
+
+@dataclass
+class PageStorage:
+    """What :func:`read_page_storage` found on the page's origin (None: could not be read)."""
+
+    origin: str
+    session_storage: dict[str, str] | None
+    local_storage: dict[str, str] | None
+    indexed_db: bool | None
+
+
+async def read_page_storage(page: Any) -> PageStorage | None:
+    """The storage of the origin ``page`` is on, in one evaluation; None on about:blank, a closed page, a page in
+    the middle of a navigation, or an answer that is not what the script returns (a stand-in page)."""
+    if page is None or _closed(page) or not str(page.url).startswith(("http://", "https://")):
+        return None
+    try:
+        got = await asyncio.wait_for(page.evaluate(_PAGE_STORAGE_JS), 2)
+    except Exception as exc:
+        log.debug("page storage not read (%s)", type(exc).__name__)
+        return None
+    if not (isinstance(got, list | tuple) and len(got) == 4 and isinstance(got[0], str) and got[0] != "null"):
+        return None
+
+    def items(raw: Any) -> dict[str, str] | None:
+        return {str(k): str(v) for k, v in json.loads(raw).items()} if isinstance(raw, str) else None
+
+    try:
+        return PageStorage(got[0], items(got[1]), items(got[2]), got[3] if isinstance(got[3], bool) else None)
+    except (ValueError, AttributeError):
+        return None
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL as ``location.origin`` spells it (default ports dropped)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    default = 80 if parts.scheme == "http" else 443
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def watch_origins(context: Any, into: set[str]) -> bool:
+    """Add to ``into`` the origin of every document any frame of any page of ``context`` commits to from now on
+    (redirect chains through other sites, OAuth logins, popups). Playwright reports frame navigations to the
+    client anyway: listening costs no round trip. False when ``context`` cannot be watched (a stand-in)."""
+    on = getattr(context, "on", None)
+    if on is None:
+        return False
+
+    def navigated(frame: Any) -> None:
+        origin = origin_of(str(getattr(frame, "url", "")))
+        if origin is not None:
+            into.add(origin)
+
+    def watch_page(page: Any) -> None:
+        page.on("framenavigated", navigated)
+
+    on("page", watch_page)
+    for page in list(getattr(context, "pages", None) or []):
+        watch_page(page)
+    return True
+
+
+def with_local_storage(origins: list[dict[str, Any]], origin: str, items: dict[str, str]) -> list[dict[str, Any]]:
+    """``origins`` (Playwright's storage-state list) with ``origin``'s localStorage replaced by ``items`` and no
+    IndexedDB (the page found none there); an origin left with nothing is dropped. Order is kept, so an unchanged
+    storage hashes the same."""
+    entry = {"origin": origin, "localStorage": [{"name": k, "value": v} for k, v in items.items()]}
+    out: list[dict[str, Any]] = []
+    found = False
+    for current in origins:
+        if current.get("origin") == origin:
+            found = True
+            if items:
+                out.append(entry)
+        else:
+            out.append(current)
+    if not found and items:
+        out.append(entry)
+    return out
+
 
 
 async def capture(session: Session, previous: dict[str, dict[str, str]] | None = None,
@@ -133,4 +235,7 @@ async def apply(context: Any, state: SavedState) -> None:
         await context.add_init_script(storage_script("sessionStorage", origin_name, items))
 
 
-__all__ = ["apply", "capture", "read_session_storage", "storage_script"]
+__all__ = [
+    "PageStorage", "apply", "capture", "origin_of", "read_page_storage", "read_session_storage", "storage_script",
+    "watch_origins", "with_local_storage",
+]

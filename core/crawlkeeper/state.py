@@ -18,11 +18,22 @@ import contextlib
 import logging
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .capture import _closed, _storage_state, apply, capture, read_session_storage, storage_script
+from .capture import (
+    _closed,
+    _storage_state,
+    apply,
+    capture,
+    read_page_storage,
+    read_session_storage,
+    storage_script,
+    watch_origins,
+    with_local_storage,
+)
 from .errors import SessionError
 from .logs import register_secret
 from .models import Session
@@ -125,6 +136,10 @@ class _Kept:
     # localStorage/IndexedDB read at the end of the last call, while the page was still on the site; nothing
     # of the site runs between calls (the page is parked), so it stays exact until the next call ends.
     origins: list[dict[str, Any]] | None = None
+    # Origins the session's pages committed documents to since the last call ended, and the context watched
+    # for them (a weak reference: a hibernated or crashed session's context must not be kept alive by this).
+    visited: set[str] = field(default_factory=set)
+    watching: weakref.ref[Any] | None = None
 
 
 class SessionKeeper:
@@ -260,6 +275,11 @@ class SessionKeeper:
         kept.saved_at = time.time()
         kept.times = (state.last_used_at, state.expires_at)
         kept.session_storage = dict(state.session_storage)
+        # What was loaded is the storage of every origin (the restore puts it back as each is visited): the end of
+        # a call then reads only the origin its page is on, unless the call took the page elsewhere too.
+        kept.origins = [dict(o) for o in state.storage.get("origins") or []]
+        kept.watching = None
+        self._watch(session, kept)
 
     def was_saved(self, session: Session) -> bool:
         kept = self._kept.get((session.owner, session.id))
@@ -308,22 +328,56 @@ class SessionKeeper:
         """At the end of a call, while the page is still on the site: remember its sessionStorage, and its
         localStorage/IndexedDB for the next save.
 
-        Read now, this costs one evaluation in the open page; read by a save after the page was parked,
-        Playwright would open a hidden page and load every origin again (about a crawl's cost, for every save
-        of every session: with 20 busy clients that doubled the browser's work and saves timed out).
+        Usually one evaluation in the open page (origin, sessionStorage, localStorage, whether IndexedDB exists):
+        only that origin can have changed when the call's pages committed to no other origin. Playwright's full
+        ``storage_state(indexed_db=True)`` (several round trips, its IndexedDB script, a hidden page for every
+        origin no page is on) is read only when the origin holds IndexedDB, the call went through other origins
+        (a login redirecting through an identity provider, a popup), or nothing was read before. Read by a save
+        after the page was parked, Playwright would load every origin again in a hidden page.
         """
         if not (self.enabled and session.durable and not session.closed):
             return
         kept = self._kept.setdefault((session.owner, session.id), _Kept())
-        await read_session_storage(session, kept.session_storage)
-        kept.origins = None  # if the read below fails, the next save reads everything itself
+        first = self._watch(session, kept)
+        visited = set(kept.visited)
+        kept.visited.clear()
         page = session.page
+        found = await read_page_storage(page)
+        if found is None:
+            if page is not None and str(page.url).startswith(("http://", "https://")):
+                await read_session_storage(session, kept.session_storage)  # a stand-in page: the old way
+            elif not visited and not first:
+                return  # the call left no site open and went nowhere: nothing can have changed
+        elif found.session_storage is not None:
+            if found.session_storage:
+                kept.session_storage[found.origin] = found.session_storage
+            else:
+                kept.session_storage.pop(found.origin, None)
+        if (found is not None and not first and kept.origins is not None and found.indexed_db is False
+                and found.local_storage is not None and not visited - {found.origin}):
+            kept.origins = with_local_storage(kept.origins, found.origin, found.local_storage)
+            return
+        kept.origins = None  # if the read below fails, the next save reads everything itself
         if page is None or _closed(page) or not str(page.url).startswith(("http://", "https://")):
-            return  # nothing of a site is open: a save would not need to load one either
+            return  # nothing of a site is open: the save reads it
         try:
             kept.origins = (await asyncio.wait_for(_storage_state(session.context), 2))["origins"]
         except Exception as exc:  # navigating right now, a page without a document: the save reads it later
             log.debug("session %s: storage not read before parking (%s)", session.id, type(exc).__name__)
+
+    def _watch(self, session: Session, kept: _Kept) -> bool:
+        """Start gathering the origins ``session``'s pages visit (once per context). True when it starts now:
+        what happened before is unknown, so the caller reads everything once."""
+        context = session.context
+        if kept.watching is not None and kept.watching() is context:
+            return False
+        kept.visited.clear()
+        try:
+            ref = weakref.ref(context)
+        except TypeError:  # a stand-in without weak references: not watched (every call reads everything)
+            return True
+        kept.watching = ref if watch_origins(context, kept.visited) else None
+        return True
 
     def touched(self, session: Session) -> None:
         """A call used ``session``: save it within ``save_delay_s`` (at most one save per window)."""

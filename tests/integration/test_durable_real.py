@@ -16,6 +16,7 @@ import pytest
 from crawlkeeper.testing.site import TestSite
 
 from helpers import browsers, descendants, mcp_server, write_config
+from sites import ExtraSite
 
 pytestmark = pytest.mark.integration
 
@@ -41,17 +42,38 @@ READ_STORAGE = [
 ]
 
 
+def identity_provider(app: TestSite) -> ExtraSite:
+    """Another origin a login passes through: it keeps its own token in localStorage, then sends the page back
+    to the app, as an OAuth provider does (the call ends on the app's origin)."""
+    idp = ExtraSite()
+    idp.page("/authorize", "<html><body><p>signing in</p><script>localStorage.setItem('idp', 'idp-token');"
+             f" setTimeout(() => location.replace({app.url('/')!r}), 50);</script></body></html>")
+    idp.page("/show", "<html><body><p id='t'>?</p><script>document.getElementById('t').textContent ="
+             " 'IDP=' + localStorage.getItem('idp');</script></body></html>")
+    return idp
+
+
 def files_under(*roots: Path) -> list[Path]:
     return [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
 
 
 @pytest.mark.anyio
 async def test_a_login_survives_a_restart_with_all_its_storage(tmp_path: Path, test_site: TestSite) -> None:
+    with identity_provider(test_site) as idp:
+        await _login_survives_a_restart(tmp_path, test_site, idp)
+
+
+async def _login_survives_a_restart(tmp_path: Path, test_site: TestSite, idp: ExtraSite) -> None:
     config = write_config(tmp_path / "restart")
     async with mcp_server(config, log_name="first.log") as server:
         await server.ok("create_session", {"session_id": "gh", "url": test_site.url("/login")})
         await server.ok("crawl_url", {"session_id": "gh", "url": test_site.url("/login"), "js_code": FILL_AND_SUBMIT})
         await server.ok("crawl_url", {"session_id": "gh", "url": test_site.url("/"), "js_code": SET_STORAGE})
+        # A call that passes through another origin and ends on the app: that origin's storage is saved too
+        # (the end of a call reads only the page's own origin unless the call went elsewhere).
+        back = await server.ok("crawl_url", {"session_id": "gh", "url": idp.url("/authorize"),
+                                             "wait_for": f"js:() => location.port === '{test_site.port}'"})
+        assert back["final_url"] == test_site.url("/")
         private = await server.ok("crawl_url", {"session_id": "gh", "url": test_site.url("/private")})
         assert "Welcome, alice!" in private["content"]
         assert private["restored"] is False
@@ -75,6 +97,8 @@ async def test_a_login_survives_a_restart_with_all_its_storage(tmp_path: Path, t
         assert "LS=local-value" in storage["content"]
         assert "SS=session-value" in storage["content"]
         assert "IDB=idb-value" in storage["content"]
+        other = await server.ok("crawl_url", {"session_id": "gh", "url": idp.url("/show"), "output": "text"})
+        assert "IDP=idp-token" in other["content"], "the other origin's localStorage was not saved"
         again = await server.error("create_session", {"session_id": "gh"})
         assert "already exists" in again
     # no cookie value in plaintext anywhere: the store, the key, the logs, crawl4ai's cache

@@ -282,7 +282,9 @@ class Durability:
 
     async def sweep_expired(self) -> list[str]:
         """Delete saved, inactive sessions whose ``expires_at`` has passed (expiry deletes the state)."""
-        deleted = []
+        deleted: list[str] = []
+        if not self.keeper.enabled:
+            return deleted
         now = self.clock()
         for owner, sid in await self.keeper.stored_pairs():
             if self.sessions.peek(sid, owner) is not None or (owner, sid) in self._restoring:
