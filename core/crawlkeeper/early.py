@@ -1,9 +1,10 @@
-"""Launching the local Chromium before crawl4ai is imported (``[browser] warmup = "launch"``).
+"""Launching the local Chromium before crawl4ai is imported (``[browser] warmup = "launch"`` / ``"early"``).
 
 A server answers ``initialize`` only after importing the MCP SDK (about 1.6 s of CPU on a quiet machine), and
 crawl4ai takes as long again. Launching Chromium needs neither: Playwright's node driver and Chromium start in
 their own processes, so they use the second core while Python imports. :class:`EarlyLaunch` starts Playwright
-and Chromium at process start with the launch arguments crawl4ai would use
+and Chromium beside the crawl4ai import (``launch``) or at process start (``early``) with the launch arguments
+crawl4ai would use
 (:func:`crawlkeeper._crawl4ai.launch_kwargs`); :meth:`ChromiumBackend.start
 <crawlkeeper.browser.ChromiumBackend.start>` then hands that browser to crawl4ai instead of launching one. A
 launch that failed is logged and forgotten: the first use launches as it always did and reports its own error.

@@ -46,10 +46,13 @@ def serve_stdio(app: App) -> None:
         return build_server(app, owns_app=False)
 
     async def main() -> None:
-        # Chromium is launched first (warmup = "launch"): its driver and browser start in other processes, on
+        # With warmup = "early" Chromium is launched first: its driver and browser start in other processes, on
         # the second core, while this process imports the MCP SDK (most of the time before `initialize` can be
-        # answered) in a thread; the event loop only waits on their pipes meanwhile.
-        await app.launch_early()
+        # answered) in a thread. On a busy machine that CPU is not free and initialize waits longer: "launch"
+        # (the default) launches once initialize is answered, beside the crawl4ai import.
+        if app.config.settings.browser.warmup == "early":
+            log.info("launching the browser early, while the MCP SDK imports (warmup = \"early\")")
+            await app.launch_early()
         try:
             server = await asyncio.to_thread(make_server)
             from .server import SHUTDOWN_BUDGET_S  # imported by now

@@ -202,12 +202,13 @@ async def test_no_early_launch_for_a_remote_browser_or_a_missing_binary(monkeypa
 
 @pytest.mark.anyio
 async def test_the_app_launches_early_only_with_warmup_launch(crawlkeeper_config: Any) -> None:
-    """``App.launch_early`` (what the stdio server calls before importing the MCP SDK) starts the launch behind
-    the egress proxy with warmup = launch, and nothing with import or off."""
+    """``App.launch_early`` (what the warm-up calls first, and the stdio server before importing the MCP SDK with
+    warmup = early) starts the launch behind the egress proxy with launch or early, and nothing with import or
+    off."""
     from crawlkeeper.app import App
     from crawlkeeper.plugins import create_plugin_manager
 
-    for mode, expected in (("launch", 1), ("import", 0), ("off", 0)):
+    for mode, expected in (("launch", 1), ("early", 1), ("import", 0), ("off", 0)):
         crawlkeeper_config.settings.browser.warmup = mode
         chromium = ChromiumBackend(executable_path="/bin/sh", spare_context=False)
         playwright = FakePlaywright(launch_s=0)

@@ -31,6 +31,8 @@ class WarmUp:
     def __init__(self, config: Config, backend: BrowserBackend, gate: EgressGate, layers: OptionLayers,
                  pool: ContextPool) -> None:
         self.mode = config.settings.browser.warmup
+        #: Both launch the browser; "early" already at process start (see :meth:`launch_early`).
+        self.launches = self.mode in ("launch", "early")
         self.backend = backend
         self.gate = gate
         self.layers = layers
@@ -45,9 +47,10 @@ class WarmUp:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def launch_early(self) -> None:
-        """With ``launch``: start launching Chromium now, while Python still imports (the MCP SDK, then
-        crawl4ai); the warm-up then takes that browser over. Its failure is logged, never raised."""
-        if self.mode != "launch" or not hasattr(self.backend, "warm_up"):
+        """With ``launch`` or ``early``: start launching Chromium now, while Python still imports (crawl4ai; with
+        ``early``, called at process start, the MCP SDK too); the warm-up then takes that browser over. Its
+        failure is logged, never raised."""
+        if not self.launches or not hasattr(self.backend, "warm_up"):
             return
         try:
             await self.gate.launch_early()
@@ -70,13 +73,14 @@ class WarmUp:
         reserved = None
         proxy: str | None = None
         options: CrawlOptions | None = None
-        # crawl4ai imports in a thread while the browser (launched early, at process start) comes up and the
-        # first call's context and page open: neither needs crawl4ai.
+        # crawl4ai imports in a thread while the browser comes up (launched now, or at process start with
+        # "early") and the first call's context and page open: neither needs crawl4ai.
+        await self.launch_early()
         importing = asyncio.ensure_future(self.backend.warm_up())  # type: ignore[attr-defined]
         filling = None
         try:
             try:
-                if self.mode == "launch":
+                if self.launches:
                     proxy = await self.gate.ensure_browser(self.gate.policy, warming=True, browser_only=True)
                     stage("launched")
                     request = CrawlRequest(url="http://localhost/", profile=None, session=None, arguments={})
@@ -90,7 +94,7 @@ class WarmUp:
             filling = asyncio.ensure_future(self.pool.fill(*reserved)) if reserved is not None else None
             await importing
             stage("imported")
-            if self.mode == "launch":
+            if self.launches:
                 await self.backend.start()  # crawl4ai takes the browser over (the gate skips a running browser)
                 stage("crawl4ai ready")
             try:
@@ -104,7 +108,7 @@ class WarmUp:
                 if filling is not None:
                     await filling
                     stage("page open")
-                if self.mode == "launch":
+                if self.launches:
                     self._prime_spare(proxy)
             finally:
                 if filling is not None and not filling.done():
