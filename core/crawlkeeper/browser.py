@@ -374,8 +374,11 @@ class ChromiumBackend(PageWork):
         tag = ""
         proxy = kwargs.get("proxy")
         if proxy and "username" in proxy:  # the context's own tag: the egress proxy meters its responses by it
+            from .egress.proxy import ProxyCredentials  # the one place the USER.TAG form is made
+
             tag = guard.new_tag()
-            kwargs = {**kwargs, "proxy": {**proxy, "username": f"{proxy['username']}.{tag}"}}
+            tagged = ProxyCredentials(proxy["username"], proxy.get("password", "")).tagged(tag)
+            kwargs = {**kwargs, "proxy": {**proxy, "username": tagged.username}}
         context = await self._browser.new_context(**kwargs)
         guard.watch_context(context, tag)  # closes popups and other pages the site opens
         return context

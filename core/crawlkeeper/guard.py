@@ -135,6 +135,8 @@ class PageMeter:
             return
         # The page's own responses are known by URL; a cross-site iframe's or a worker's are not.
         kind = next((k for k, u in self._kinds.values() if u == url), "")
+        if kind in _UNCOUNTED_TYPES:
+            return
         self._trip(_too_large(kind, url, size, self.max_bytes))
 
     def _trip(self, problem: str) -> None:
@@ -226,7 +228,8 @@ class ContextGuard:
     @property
     def max_bytes(self) -> int:
         """The largest decoded response the egress proxy lets through for this context now: the limit of the
-        call running on its page (0 between calls, when its pages are parked and nothing is metered)."""
+        calls last armed on its pages (0 before any call; after one it stays armed, harmlessly: a parked page
+        loads nothing)."""
         return max((m.max_bytes for m in self._meters()), default=0)
 
     def exceeded(self, url: str, size: int) -> None:

@@ -1,12 +1,15 @@
 """Render the hook reference of docs/plugins.md from the hookspecs, so the guide cannot drift.
 
-``python -m crawlkeeper.hookdoc`` prints it; a test checks docs/plugins.md holds exactly this text
+``python -m crawlkeeper.hookdoc`` prints it, ``python -m crawlkeeper.hookdoc --write`` puts it into
+docs/plugins.md; a test checks docs/plugins.md holds exactly this text
 between the ``<!-- hooks:begin -->`` and ``<!-- hooks:end -->`` markers.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
+from pathlib import Path
 
 from . import hookspecs
 
@@ -39,5 +42,20 @@ def reference_markdown() -> str:
     return "\n".join(parts)
 
 
+def write(guide: Path) -> bool:
+    """Replace the reference between the markers in ``guide``; True if it changed."""
+    text = guide.read_text(encoding="utf-8")
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    updated = text[:start] + reference_markdown() + text[end:]
+    if updated != text:
+        guide.write_text(updated, encoding="utf-8")
+    return updated != text
+
+
 if __name__ == "__main__":  # pragma: no cover
-    print(reference_markdown())
+    # `python -m crawlkeeper.hookdoc` prints the reference; `... --write docs/plugins.md` updates the guide.
+    if sys.argv[1:2] == ["--write"]:
+        target = Path(sys.argv[2] if len(sys.argv) > 2 else "docs/plugins.md")
+        print(f"{target}: {'updated' if write(target) else 'already up to date'}", file=sys.stderr)
+    else:
+        print(reference_markdown())

@@ -190,6 +190,8 @@ def crawlkeeper_session_closing(session: Session, reason: str) -> None:
 
     With reason ``"hibernated"`` (idle, or making room under ``max_sessions``) or ``"shutdown"`` the session's
     state was saved and it comes back on its next use, in this process or the next one: do not log out then.
+    ``"hibernated"`` is also the reason when another crawlkeeper replica took the session over after this
+    process's lease lapsed: its state is that replica's to save, and it lives on there.
 
     :param session: the session being closed.
     :param reason: ``"closed"``, ``"expired"``, ``"evicted"``, ``"shutdown"``, ``"crashed"``, ``"hibernated"``,

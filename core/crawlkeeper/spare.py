@@ -87,6 +87,11 @@ class SpareContext:
         self._refill(kwargs, key, generation, delay_s=0.0)
 
     def _refill(self, kwargs: dict[str, Any], key: str, generation: int, delay_s: float | None = None) -> None:
+        current = self._task
+        if current is not None:  # another taker started one while this one waited for the spare it got
+            if self._key == key and self._generation == generation:
+                return
+            self._drop(current)  # replaced here, never left running unreferenced (it would leak its context)
         self._key, self._generation = key, generation
         delay = self.delay_s if delay_s is None else delay_s
         self._task = asyncio.get_running_loop().create_task(self._make_later(kwargs, delay))

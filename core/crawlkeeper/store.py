@@ -64,7 +64,11 @@ class StateStore(Protocol):
     async def acquire(self, key: str) -> None:
         """Take the lease of ``key`` for this process; raise :class:`LeaseHeld` if a live process holds it.
         Taking a lease this process already holds is a no-op, and cheap: the core calls this before every call
-        on an active session, to notice a lease that lapsed and was taken over by another process."""
+        on an active session, to notice a lease that lapsed and was taken over by another process. When this
+        process's lease lapsed and another process held the key since (even if it has released it again), raise
+        :class:`LeaseHeld` once: this process's copy of the session is stale, so the core lets it go and its next
+        acquire (a restore of the current state) is a fresh one. ``save`` must likewise refuse a write from a
+        process whose lease lapsed and was taken since (a fencing generation; see the Redis example)."""
 
     async def release(self, key: str) -> None:
         """Give the lease of ``key`` back (no error when not held)."""

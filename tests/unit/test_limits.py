@@ -142,6 +142,8 @@ async def test_meter_trips_per_response_and_in_total() -> None:
     meter._on_response({"requestId": "v", "type": "Media", "response": {"url": "https://example.com/v.mp4"}})
     meter._on_data({"requestId": "v", "dataLength": 50_000_000})
     assert not meter.tripped.is_set()  # media streams through bounded buffers
+    meter.exceeded_upstream("https://example.com/v.mp4", 50_000_000)  # the proxy's cut of it: not counted either
+    assert not meter.tripped.is_set()
     meter._on_response({"requestId": "x", "type": "XHR", "response": {"url": "https://example.com/x?token=s3cr3t"}})
     meter._on_data({"requestId": "x", "dataLength": 2_000_000})
     assert "xhr response" in (meter.problem or "") and "s3cr3t" not in (meter.problem or "")

@@ -93,6 +93,25 @@ async def test_a_spare_being_made_is_waited_for_one_still_in_its_delay_is_not() 
     await spare.close()
 
 
+@pytest.mark.parametrize("second", [A, B], ids=["same arguments", "other arguments"])
+async def test_overlapping_takers_leave_no_context_nobody_holds(second: dict[str, Any]) -> None:
+    make = Maker(delay_s=0.05)
+    spare = SpareContext(make, delay_s=0.01)
+    spare.prime(A, 1)
+    await asyncio.sleep(0.01)  # Chromium is making it
+    first = asyncio.ensure_future(spare.take(A, 1))  # waits for the spare being made
+    await asyncio.sleep(0.01)
+    assert await spare.take(second, 1) is None  # meanwhile another caller: no spare for it, a refill starts
+    got = await first
+    assert got is make.made[0]
+    await asyncio.sleep(0.2)
+    await spare.close()
+    await asyncio.sleep(0.1)
+    handed_out = {id(got)}
+    open_ = [c for c in make.made if not c.closed and id(c) not in handed_out]
+    assert not open_, f"{len(open_)} spare context(s) made, never handed out and never closed"
+
+
 async def test_discard_and_close_leave_no_context_open() -> None:
     make = Maker(delay_s=0.05)
     spare = SpareContext(make, delay_s=0.0)

@@ -40,10 +40,35 @@ class BodyLimit(Protocol):
         """A response of ``url`` passed :attr:`max_bytes` (``size`` decoded bytes so far); it is being cut."""
 
 
-def accepted_codings() -> str:
-    """The ``Accept-Encoding`` the proxy sends upstream for metered requests: only codings it can count (zstd,
-    which Chromium also offers, is dropped: a server honouring the header then never uses it)."""
-    return "gzip, deflate, br" if _brotli is not None else "gzip, deflate"
+_COUNTABLE = ("gzip", "x-gzip", "deflate", "identity")
+
+
+def accepted_codings(offered: str) -> str:
+    """The ``Accept-Encoding`` the proxy sends upstream for a metered request: the browser's own list (``offered``)
+    narrowed to the codings the meter can count, q-values kept. Never a coding the browser did not offer:
+    Chromium fails a response whose coding it did not ask for (it offers ``br`` only over HTTPS or to localhost,
+    and ``identity`` for range requests). ``zstd`` and ``*`` are dropped (a server could then pick a coding the
+    meter cannot undo); when nothing is left, ``identity``."""
+    countable = _COUNTABLE + (("br",) if _brotli is not None else ())
+    kept = [token.strip() for token in offered.split(",")
+            if token.split(";", 1)[0].strip().lower() in countable]
+    return ", ".join(kept) or "identity"
+
+
+def streamed_media(head: bytes, ranged: bool) -> bool:
+    """A response the browser streams through its media pipeline (audio/video, or the range of a file a
+    ``ranged`` request asked for), not counted, as the page's DevTools meter does not count Media: the proxy's
+    read-ahead would otherwise cut any video longer than ``max_page_mb`` that the player only ever reads a little
+    of. A body sent with such a type but read whole by a script is still counted by the DevTools meter (as
+    Fetch/XHR), at the renderer's speed."""
+    lines = head.split(b"\r\n")
+    if ranged and b" 206 " in lines[0] + b" ":
+        return True
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-type":
+            return value.strip().lower().startswith((b"audio/", b"video/"))
+    return False
 
 
 class _Inflate:

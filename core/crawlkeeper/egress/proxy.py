@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .hosts import EgressRefused, _authority_of, _bad_host, _parse_port, _split_authority
-from .metering import BodyLimit, DecodedCounter, accepted_codings, metered_pipe
+from .metering import BodyLimit, DecodedCounter, accepted_codings, metered_pipe, streamed_media
 from .policy import EgressPolicy, Resolver
 from .wire import (
     _HOP_BY_HOP,
@@ -345,7 +345,8 @@ class EgressProxy:
             out.append(f"Host: {authority.rpartition('@')[2]}")
         out += [f"{k}: {v}" for k, v in headers if k.lower() not in drop]
         if limit and "accept-encoding" in lower:
-            out.append(f"Accept-Encoding: {accepted_codings()}")
+            offered = ", ".join(v for k, v in headers if k.lower() == "accept-encoding")
+            out.append(f"Accept-Encoding: {accepted_codings(offered)}")
         if not upgrade:
             out.append("Connection: close")
         out += ["", ""]
@@ -372,7 +373,7 @@ class EgressProxy:
                     continue
                 writer.write(_rewrite_response_head(rhead))
                 break
-            if meter is None or not limit or method == "HEAD":
+            if meter is None or not limit or method == "HEAD" or streamed_media(rhead, "range" in lower):
                 await _pipe(ureader, writer, eof=False)
                 return
             self._metered += 1

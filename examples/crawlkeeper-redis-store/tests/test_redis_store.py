@@ -82,6 +82,33 @@ async def test_a_lapsed_lease_is_taken_again_unless_another_replica_took_it(redi
     await first.close()
 
 
+@pytest.mark.anyio
+async def test_a_stalled_replica_never_overwrites_state_written_after_its_lease_lapsed(redis_url: str) -> None:
+    """The lapse nobody sees: another replica takes the session, saves and *releases* it while this one stalls.
+    The lease is free again, yet this replica's copy is stale: it may neither save nor silently take it again."""
+    first, second = RedisStore(redis_url, prefix="t5:", lease_s=1), RedisStore(redis_url, prefix="t5:", lease_s=1)
+    await first.acquire("local/s")
+    await first.save("local/s", b"v1")
+    token = first._tokens["local/s"]
+    first._renewers["local/s"].cancel()  # the stall: no renewal
+    await asyncio.sleep(1.3)
+    await second.acquire("local/s")
+    await second.save("local/s", b"v2")
+    await second.release("local/s")  # hibernated or closed there: the lease is free
+    with pytest.raises(LeaseHeld):
+        await first.save("local/s", b"stale")  # the generation moved on since first's lease
+    first._renewers["local/s"] = asyncio.ensure_future(first._keep("local/s", token))  # the stall ends
+    await asyncio.sleep(0.6)
+    assert "local/s" not in first._tokens  # not taken again: someone held it meanwhile
+    with pytest.raises(LeaseHeld):
+        await first.acquire("local/s")  # once: the core lets its stale copy go...
+    await first.acquire("local/s")  # ...and restores the current state under a fresh lease
+    assert await first.load("local/s") == b"v2"
+    assert await first.lease_violations() == 1
+    await first.close()
+    await second.close()
+
+
 def make_app(folder: Path, redis_url: str) -> App:
     (folder / "crawlkeeper.toml").write_text(
         f'[plugins]\ndisable = ["statefile"]\n[plugins.redisstore]\nurl = "{redis_url}"\nprefix = "t3:"\n'

@@ -3,9 +3,12 @@
 crawlkeeper encrypts every saved session before it reaches a store: Redis only ever holds ciphertext (give
 every replica the same ``CRAWLKEEPER_STATE_KEY``). A session is driven by one replica at a time through a lease:
 ``SET NX PX`` with a random token, renewed while the replica lives, released only by its holder (compare and
-delete), and taken over by another replica once it expires (the holder died). Saves are fenced by the lease: a
-replica that lost its lease cannot overwrite the new holder's state; each refused write is counted in
-``<prefix>stats:lease_violations``.
+delete), and taken over by another replica once it expires (the holder died). Every take of a lease bumps the
+session's generation (``<prefix>gen:<key>``): a replica whose lease lapsed takes it again only if the
+generation is unchanged (nobody held the session meanwhile); otherwise its copy is stale, so its next use of
+the session is refused once (the core then lets it go and restores the current state). Saves are fenced by the
+lease and the generation: a replica that lost its lease cannot overwrite state written after it, even once the
+new holder released it; each refused write is counted in ``<prefix>stats:lease_violations``.
 """
 
 from __future__ import annotations
@@ -25,12 +28,26 @@ from crawlkeeper.store import LeaseHeld
 
 log = logging.getLogger("crawlkeeper_redis_store")
 
-# Renew only what is still ours; delete only what is still ours; write only under our lease (or none).
+# Take a free lease and bump the session's generation; renew only what is still ours; take a lapsed lease again
+# only if nobody took it since (same generation); delete only what is still ours; write only under our lease and
+# generation (a write without a lease, ARGV[3] empty, only when nobody holds one).
+_ACQUIRE = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return redis.call('incr', KEYS[2]) end
+return 0
+"""
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_RETAKE = """
+if redis.call('get', KEYS[2]) ~= ARGV[3] then return 0 end
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 _SAVE = """
 local holder = redis.call('get', KEYS[1])
-if holder and holder ~= ARGV[1] then redis.call('incr', KEYS[3]) return 0 end
+if (holder and holder ~= ARGV[1]) or (ARGV[3] ~= '' and redis.call('get', KEYS[4]) ~= ARGV[3]) then
+  redis.call('incr', KEYS[3])
+  return 0
+end
 redis.call('set', KEYS[2], ARGV[2])
 return 1
 """
@@ -63,8 +80,12 @@ class RedisStore:
         self.prefix, self.lease_ms = prefix, int(lease_s * 1000)
         self.description = f"Redis at {_masked(url)} (lease {lease_s:g} s)"
         self._tokens: dict[str, str] = {}
+        self._generations: dict[str, str] = {}  # of the leases held, and of those lost (see _lost)
+        self._lost: set[str] = set()  # leases that lapsed and were taken over: our copy of the session is stale
         self._renewers: dict[str, asyncio.Task[None]] = {}
+        self._acquire = self.r.register_script(_ACQUIRE)
         self._renew = self.r.register_script(_RENEW)
+        self._retake = self.r.register_script(_RETAKE)
         self._release = self.r.register_script(_RELEASE)
         self._save = self.r.register_script(_SAVE)
 
@@ -74,6 +95,9 @@ class RedisStore:
     def _lease(self, key: str) -> str:
         return f"{self.prefix}lease:{key}"
 
+    def _generation(self, key: str) -> str:
+        return f"{self.prefix}gen:{key}"
+
     @property
     def _violations(self) -> str:
         return f"{self.prefix}stats:lease_violations"
@@ -82,9 +106,13 @@ class RedisStore:
         return await self.r.get(self._state(key))  # type: ignore[no-any-return]
 
     async def save(self, key: str, blob: bytes) -> None:
-        if not await self._save(keys=[self._lease(key), self._state(key), self._violations],
-                                args=[self._tokens.get(key, ""), blob]):
-            log.error("refused to save session %s: another replica holds its lease", key)
+        fenced = key in self._tokens or key in self._lost
+        if key in self._lost or not await self._save(
+                keys=[self._lease(key), self._state(key), self._violations, self._generation(key)],
+                args=[self._tokens.get(key, ""), blob, self._generations.get(key, "") if fenced else ""]):
+            if key in self._lost:
+                await self.r.incr(self._violations)
+            log.error("refused to save session %s: another replica holds its lease, or held it after us", key)
             raise LeaseHeld(key)
 
     async def delete(self, key: str) -> None:
@@ -101,9 +129,19 @@ class RedisStore:
         if key in self._tokens:
             return
         token = uuid.uuid4().hex
-        if not await self.r.set(self._lease(key), token, nx=True, px=self.lease_ms):
-            raise LeaseHeld(key)
-        self._tokens[key] = token
+        if key in self._lost:
+            # Our copy of this session is from before our lease lapsed: take it again only if nobody held it since.
+            self._lost.discard(key)
+            generation = self._generations.pop(key, "")
+            if not await self._retake(keys=[self._lease(key), self._generation(key)],
+                                      args=[token, self.lease_ms, generation]):
+                raise LeaseHeld(key)  # once: the caller lets its stale copy go; its next acquire is a fresh one
+        else:
+            taken = await self._acquire(keys=[self._lease(key), self._generation(key)], args=[token, self.lease_ms])
+            if not taken:
+                raise LeaseHeld(key)
+            generation = str(int(taken))
+        self._tokens[key], self._generations[key] = token, generation
         self._renewers[key] = asyncio.get_running_loop().create_task(self._keep(key, token))
 
     async def _keep(self, key: str, token: str) -> None:
@@ -114,24 +152,29 @@ class RedisStore:
             except redis.RedisError as exc:  # Redis unreachable for a moment: try again before the lease runs out
                 log.warning("could not renew the lease of %s: %s", key, exc)
                 continue
-            if not renewed:
-                # The renewal came after the lease ran out (this process stalled, Redis was away): if no other
-                # replica took the session meanwhile, the lease is simply ours again.
-                try:
-                    retaken = await self.r.set(self._lease(key), token, nx=True, px=self.lease_ms)
-                except redis.RedisError:
-                    retaken = False
-                if retaken:
-                    log.warning("the lease of session %s lapsed before it was renewed; taken again", key)
-                    continue
-                log.error("lost the lease of session %s: it lapsed and another replica took it over", key)
-                if self._tokens.get(key) == token:
-                    del self._tokens[key]
-                    self._renewers.pop(key, None)
-                return
+            if renewed:
+                continue
+            # The renewal came after the lease ran out (this process stalled, Redis was away): if no replica
+            # took the session meanwhile (same generation), the lease is simply ours again.
+            try:
+                retaken = await self._retake(keys=[self._lease(key), self._generation(key)],
+                                             args=[token, self.lease_ms, self._generations.get(key, "")])
+            except redis.RedisError:
+                retaken = False
+            if retaken:
+                log.warning("the lease of session %s lapsed before it was renewed; taken again", key)
+                continue
+            log.error("lost the lease of session %s: it lapsed and another replica took it over", key)
+            if self._tokens.get(key) == token:
+                del self._tokens[key]
+                self._renewers.pop(key, None)
+                self._lost.add(key)  # the generation stays, to re-check at our next acquire
+            return
 
     async def release(self, key: str) -> None:
         token = self._tokens.pop(key, None)
+        self._generations.pop(key, None)
+        self._lost.discard(key)
         task = self._renewers.pop(key, None)
         if task is not None:
             task.cancel()
