@@ -31,6 +31,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
+from browser_cpu import Sample, breakdown, difference
+
 from crawlkeeper.testing.site import TestSite
 
 from browser_servers import BrowserServer, launch_server
@@ -105,6 +107,22 @@ def _split_cpu(servers: list[BrowserServer]) -> tuple[float, float]:
     return ours, theirs
 
 
+def _driver_cpu_s(servers: list[BrowserServer]) -> float:
+    """CPU seconds of this process's Playwright driver(s) (node, not the servers'), part of crawlkeeper's share."""
+    server_pids = {s.proc.pid for s in servers}
+    total = 0.0
+    for child in psutil.Process().children():
+        if child.pid in server_pids:
+            continue
+        try:
+            if "node" in child.name():
+                t = child.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def _pin_threads(cpus: set[int]) -> None:
     """Pin every thread of this process (the site server runs in one) and so what they start later."""
     for thread in psutil.Process().threads():
@@ -141,11 +159,15 @@ async def throughput(site: TestSite, pages: int) -> None:
                 await app.startup()
                 await app.crawl_many([site.url(f"/?warm={i}") for i in range(8)], concurrency=8)
                 ours0, theirs0 = _split_cpu(servers)
+                driver0 = _driver_cpu_s(servers)
+                samples0 = [Sample.of(s.proc.pid) for s in servers]
                 placed0 = sum(app.backend.placements().values())
                 started = time.perf_counter()
                 out = await app.crawl_many([site.url(f"/?n={i}") for i in range(pages)], concurrency=8)
                 seconds = time.perf_counter() - started
                 ours1, theirs1 = _split_cpu(servers)
+                driver1 = _driver_cpu_s(servers)
+                by_kind, started = difference(samples0, [Sample.of(s.proc.pid) for s in servers])
                 contexts = sum(app.backend.placements().values()) - placed0
                 failed = sum(1 for r in out if "error" in r)
                 results[label] = seconds
@@ -153,6 +175,10 @@ async def throughput(site: TestSite, pages: int) -> None:
                 print(f"  {label:<16} {seconds:7.2f} s  {pages / seconds:6.1f} pages/s  failed {failed}  CPU per "
                       f"page: crawlkeeper {per_page[label][0] * 1000:5.1f} ms, browsers "
                       f"{per_page[label][1] * 1000:5.1f} ms; browser contexts opened {contexts}", flush=True)
+                print(f"    endpoints per page: {breakdown(by_kind, pages)}; renderer processes started {started} "
+                      f"({started / pages:.2f} per page); crawlkeeper's own Playwright driver "
+                      f"{(driver1 - driver0) * 1000 / pages:.0f} ms of its {per_page[label][0] * 1000:.0f} ms",
+                      flush=True)
                 if failed:
                     first_error = next(r["error"] for r in out if "error" in r)
                     print(f"  (figure not valid: {failed} pages failed, e.g. {first_error[:200]})", flush=True)

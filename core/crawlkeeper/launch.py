@@ -26,6 +26,15 @@ BASE_ARGS = (
     # WebRTC's STUN/UDP would go around the egress proxy (to private addresses too): no UDP unless proxied.
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",
     "--force-webrtc-ip-handling-policy",
+    # Chromium keeps one warm "spare" renderer for the browser context that navigated last, and replaces it
+    # (kills it, starts another) whenever a *different* context navigates. crawlkeeper's contexts (one per
+    # session, one per concurrent session-less crawl) take turns, so every navigation, the parking on
+    # about:blank included, started and threw away a renderer: measured ~2 renderer starts per page of
+    # crawl_many, ~10-15 % of the browser's CPU per page. A renderer limit stops spares (the only other switch
+    # is a feature flag, and a second --disable-features would replace Playwright's own list). Isolation is
+    # unchanged: a limit is exceeded whenever site isolation or another context needs a process of its own;
+    # it only lets pages of one site in one context share one.
+    "--renderer-process-limit=1",
 )
 
 

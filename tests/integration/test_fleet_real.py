@@ -63,6 +63,21 @@ def endpoints_toml(servers: list[BrowserServer], extra: str = "") -> str:
     return "[browser]\nendpoints = [" + ", ".join(f'"{u}"' for u in urls) + "]\n" + extra
 
 
+def last_renderer(server: BrowserServer) -> int:
+    """The highest ``--renderer-client-id`` among the server's live renderers: Chromium numbers every renderer
+    process it starts, so the difference between two readings counts the renderers started in between."""
+    highest = 0
+    for proc in descendants(psutil.Process(server.proc.pid)):
+        try:
+            args = proc.cmdline()
+        except psutil.Error:
+            continue
+        for arg in args:
+            if arg.startswith("--renderer-client-id="):
+                highest = max(highest, int(arg.split("=", 1)[1]))
+    return highest
+
+
 def login_cookie(site: TestSite, user: str) -> list[dict[str, str]]:
     return [{"name": "ck_session", "value": site.session_token(user), "url": site.url("/")}]
 
@@ -104,6 +119,13 @@ async def test_session_less_crawls_spread_over_endpoints(tmp_path: Path, test_si
         # 4 at a time: each concurrent crawl has its own context, placed on the less loaded endpoint
         spread = app.backend.placements()  # type: ignore[attr-defined]
         assert all(n >= 2 for n in spread.values()), spread
+        # Again, in the pooled contexts: with crawlkeeper's launch flags, contexts taking turns no longer start
+        # (and throw away) a spare renderer at each navigation (the crawl's and the parking's: ~16 here).
+        before = [last_renderer(s) for s in fleet[:2]]
+        result = await app.crawl_many([test_site.url(f"/?t={i}") for i in range(8)], concurrency=4)
+        assert all("error" not in r for r in result), result
+        started = sum(last_renderer(s) - b for s, b in zip(fleet[:2], before, strict=True))
+        assert started <= 2, f"{started} renderer processes started for 8 pages in reused contexts"
     finally:
         await app.shutdown()
 
