@@ -29,6 +29,8 @@ _pattern: re.Pattern[str] | None = None
 MIN_RESULT_SECRET_LEN = 8
 _result_pattern: re.Pattern[str] | None = None
 _result_secrets: tuple[str, ...] = ()  # longest first
+_stale = False  # a secret was registered since the patterns were compiled
+_any_result = False  # a secret long enough for results was registered
 #: Up to this many secrets, ``in`` + ``str.replace`` per secret (a fast substring search, ~0.2 ms per MB each)
 #: beats one regex alternation (which steps through the text character by character: ~50 ms per MB).
 _LOOP_MAX = 32
@@ -41,24 +43,46 @@ _KV_RE = re.compile(r"(?i)(['\"]?(?:value|password|token|secret)['\"]?\s*[:=]\s*
 
 def register_secret(value: str | None) -> None:
     """Never log ``value``: every later log line containing it shows ``***`` instead."""
-    global _pattern, _result_pattern, _result_secrets
+    global _stale, _any_result
     if not value or len(value) < _MIN_SECRET_LEN:
         return
     with _lock:
         if value in _secrets:
             return
         _secrets.add(value)
-        ordered = sorted(_secrets, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(s) for s in ordered))
-        long_ones = [s for s in ordered if len(s) >= MIN_RESULT_SECRET_LEN]
-        if long_ones:
-            _result_pattern = re.compile("|".join(re.escape(s) for s in long_ones))
-            _result_secrets = tuple(long_ones)
+        _stale = True  # compiled on next use: a restore registers a whole jar at once, one compile for all
+        _any_result = _any_result or len(value) >= MIN_RESULT_SECRET_LEN
+
+
+def _compiled() -> tuple[re.Pattern[str] | None, re.Pattern[str] | None, tuple[str, ...]]:
+    """The log pattern, the result pattern and the result secrets (longest first), rebuilt if a secret came."""
+    global _pattern, _result_pattern, _result_secrets, _stale
+    if _stale:
+        with _lock:
+            if _stale:
+                ordered = sorted(_secrets, key=len, reverse=True)
+                _pattern = _uncached("|".join(re.escape(s) for s in ordered))
+                long_ones = [s for s in ordered if len(s) >= MIN_RESULT_SECRET_LEN]
+                if long_ones:
+                    _result_pattern = _uncached("|".join(re.escape(s) for s in long_ones))
+                    _result_secrets = tuple(long_ones)
+                _stale = False
+    return _pattern, _result_pattern, _result_secrets
+
+
+def _uncached(source: str) -> re.Pattern[str]:
+    """Compile without ``re``'s module cache. It keeps the last 512 patterns compiled: every pattern of every
+    secret set (each holding all secrets so far) stayed there, ~9 KB per session at 50 sessions, growing with
+    the square of the secrets (a server that saw 500 sessions' cookies held tens of MB of dead patterns)."""
+    compiler = getattr(re, "_compiler", None)  # Python 3.11+; sre_compile before (same function)
+    if compiler is None:
+        import sre_compile as compiler
+    return compiler.compile(source, 0)
 
 
 def secrets_registered() -> bool:
     """Whether any secret long enough to scrub from results was registered (until then scrubbing is free)."""
-    return _result_pattern is not None
+    return _any_result
 
 
 def scrub_secrets(value: T) -> T:
@@ -66,7 +90,9 @@ def scrub_secrets(value: T) -> T:
 
     Applied to every tool result: a script or a page that echoes a cookie or a header must not hand the value
     to the model. Costs nothing until a secret is registered; one regex pass per string after that."""
-    pattern, found = _result_pattern, _result_secrets
+    if not _any_result:
+        return value
+    _, pattern, found = _compiled()
     if pattern is None:
         return value
     return _scrub_with(pattern, found, value)
@@ -121,7 +147,7 @@ def _safe_url_match(match: re.Match[str]) -> str:
 def scrub(text: str) -> str:
     """Make ``text`` safe to return to a client: registered secrets masked, URLs stripped of credentials,
     query strings and fragments, secret headers masked (for tool results and errors)."""
-    pattern = _pattern
+    pattern = _compiled()[0]
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
     text = _URL_RE.sub(_safe_url_match, text)
@@ -130,7 +156,7 @@ def scrub(text: str) -> str:
 
 def redact(text: str) -> str:
     """Mask registered secrets and secret-looking header or key/value patterns in ``text``."""
-    pattern = _pattern
+    pattern = _compiled()[0]
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
     text = _HEADER_RE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)

@@ -61,7 +61,9 @@ def test_benchmark_script_runs_on_a_tiny_setting(smoke_runs: dict[str, tuple[sub
 
 @pytest.mark.timeout(600)  # two of everything: about 20 s on a quiet 2-core box, minutes on a loaded one
 def test_durable_benchmark_runs_on_a_tiny_setting(smoke_runs: dict[str, tuple[subprocess.Popen[str], Path]]) -> None:
+    # The smoke skips section 6 (restart after kill -9): test_durable_real.py kills a server mid-call and restores
+    # its session in another, which is the same check without two more server starts.
     stdout = finished(smoke_runs["durable"])
-    for section in ("1. memory", "2./3. resuming", "4. saving cost", "5. the spare", "6. restart after kill -9"):
+    for section in ("1. memory", "2./3. resuming", "4. saving cost", "5. the spare", "summary:"):
         assert section in stdout
-    assert "2/2 usable and logged in, 0 corrupt files" in stdout
+    assert "hibernated sessions add" in stdout and "closed next" in stdout

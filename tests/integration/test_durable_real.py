@@ -1,6 +1,7 @@
 """Durable sessions with real Chromium and real `crawlkeeper serve` processes over stdio: a login survives a
 restart (cookies incl. HttpOnly session cookies, localStorage, IndexedDB, sessionStorage), two servers never
-drive one session, `kill -9` loses only unsaved changes, a killed Chromium is recovered from saved state."""
+drive one session, `kill -9` of a server mid-call loses only unsaved changes (its session is restored, logged in,
+by another server), a killed Chromium is recovered from saved state."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from crawlkeeper.testing.site import TestSite
 
-from helpers import browsers, descendants, mcp_server, write_config
+from helpers import RawServer, browsers, descendants, mcp_server, write_config
 from sites import ExtraSite
 
 pytestmark = pytest.mark.integration
@@ -111,20 +112,34 @@ async def _login_survives_a_restart(tmp_path: Path, test_site: TestSite, idp: Ex
 
 
 @pytest.mark.anyio
-async def test_two_servers_never_drive_one_session(tmp_path: Path, test_site: TestSite) -> None:
+async def test_two_servers_never_drive_one_session_and_kill_9_loses_nothing_saved(
+    tmp_path: Path, test_site: TestSite
+) -> None:
     config = write_config(tmp_path / "two")
     cookie = {"name": test_site.SESSION_COOKIE, "value": test_site.session_token("alice"), "url": test_site.url("/")}
-    async with mcp_server(config, log_name="a.log") as first, mcp_server(config, log_name="b.log") as second:
-        await first.ok("create_session", {"session_id": "shared", "cookies": [cookie]})
-        message = await second.error("crawl_url", {"session_id": "shared", "url": test_site.url("/private")})
-        assert "session 'shared' is in use by another crawlkeeper process" in message
-        assert "already exists" in await second.error("create_session", {"session_id": "shared"})
-        listed = {s["session_id"] for s in (await second.ok("list_sessions"))["sessions"]}
-        assert "shared" in listed
-    async with mcp_server(config, log_name="c.log") as third:
-        private = await third.ok("crawl_url", {"session_id": "shared", "url": test_site.url("/private")})
-        assert "Welcome, alice!" in private["content"] and private["restored"] is True
-        assert (await third.ok("close_session", {"session_id": "shared"}))["closed"] is True
+    first = RawServer(config)  # its own process group: killed below as a crashed machine would kill it
+    try:
+        first.initialize()
+        assert not first.call_tool("create_session", {"session_id": "shared", "cookies": [cookie]}).get("isError")
+        async with mcp_server(config, log_name="b.log") as second:
+            message = await second.error("crawl_url", {"session_id": "shared", "url": test_site.url("/private")})
+            assert "session 'shared' is in use by another crawlkeeper process" in message
+            assert "already exists" in await second.error("create_session", {"session_id": "shared"})
+            listed = {s["session_id"] for s in (await second.ok("list_sessions"))["sessions"]}
+            assert "shared" in listed
+            # kill -9 of the first server (and its Chromium) while a call on the session runs: its lease dies
+            # with it, and the state it saved is whole.
+            first.send({"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": {
+                "name": "crawl_url", "arguments": {"session_id": "shared", "url": test_site.url("/private")}}})
+            await anyio.sleep(0.3)
+            first.close()
+            state = tmp_path / "two" / "state"
+            assert {stat.S_IMODE(p.stat().st_mode) for p in state.iterdir() if p.suffix == ".state"} == {0o600}
+            private = await second.ok("crawl_url", {"session_id": "shared", "url": test_site.url("/private")})
+            assert "Welcome, alice!" in private["content"] and private["restored"] is True
+            assert (await second.ok("close_session", {"session_id": "shared"}))["closed"] is True
+    finally:
+        first.close()
     left = [p.name for p in (tmp_path / "two" / "state").iterdir() if p.suffix == ".state"]
     assert left == [_keycheck_name()], "close_session must delete the saved state"
 

@@ -125,3 +125,22 @@ def test_stale_crawl4ai_logs_are_removed(tmp_path: Path, monkeypatch: pytest.Mon
         (tmp_path / name).write_text("http://a.test/?token=x\n")
     _crawl4ai.prepare_environment(tmp_path)
     assert not any((tmp_path / name).exists() for name in _crawl4ai.STALE_LOGS)
+
+
+def test_secret_patterns_of_earlier_secret_sets_are_freed() -> None:
+    # Every new secret rebuilds the pattern of all secrets; re.compile's module cache kept the last 512 of them
+    # (each as large as all secrets so far): what a server that restored many sessions held for nothing.
+    import gc
+    import weakref
+
+    from crawlkeeper import logs
+
+    refs = []
+    for i in range(5):
+        register_secret(f"CANARY-pattern-{i}-5e1d")
+        assert redact(f"x CANARY-pattern-{i}-5e1d y") == f"x {REDACTED} y"
+        assert logs.scrub_secrets([f"CANARY-pattern-{i}-5e1d"]) == [REDACTED]
+        refs += [weakref.ref(p) for p in logs._compiled()[:2] if p is not None]
+    gc.collect()
+    alive = {id(r()) for r in refs if r() is not None}
+    assert len(alive) <= 2, "only the current log and result patterns may stay alive"
