@@ -169,8 +169,13 @@ def first_call_variants(url: str, playwright_mcp: Path | None,
     if compare_with is not None:  # another checkout (e.g. main before a change), its own .venv, same config
         config = write_config(temp_dir(), '[browser]\nwarmup = "launch"\n')
         python = compare_with / ".venv" / "bin" / "python"
+        other_env = env
+        if not python.exists():  # a bare checkout (git worktree): this venv, that checkout's code first
+            python = Path(sys.executable)
+            other_env = {**env, "PYTHONPATH": f"{compare_with / 'core'}{os.pathsep}{compare_with / 'plugins'}"}
         variants[f"{compare_with.name} warmup=launch"] = (
-            [str(python), "-m", "crawlkeeper", "serve", "--config", str(config)], env, "crawl_url", {"url": url})
+            [str(python), "-m", "crawlkeeper", "serve", "--config", str(config)], other_env, "crawl_url",
+            {"url": url})
     return variants
 
 
@@ -193,7 +198,8 @@ async def bench_first_call(url: str, rounds: int, playwright_mcp: Path | None, w
     return out
 
 
-async def bench_idle_memory(url: str, playwright_mcp: Path | None, settle_s: float) -> list[tuple[str, float, float]]:
+async def bench_idle_memory(url: str, playwright_mcp: Path | None, settle_s: float,
+                            compare_with: Path | None = None) -> list[tuple[str, float, float]]:
     """Memory of each server's whole process tree (USS, PSS; MB) ``settle_s`` after initialize (warmup=launch:
     once its browser and pooled page are up), never called: what an MCP client that starts every configured
     server pays for one it never uses."""
@@ -204,7 +210,7 @@ async def bench_idle_memory(url: str, playwright_mcp: Path | None, settle_s: flo
     from common import chromium_count, tree_rss_mb
 
     out = []
-    variants = first_call_variants(url, playwright_mcp, ("launch", "import", "off"))
+    variants = first_call_variants(url, playwright_mcp, ("launch", "early", "import", "off"), compare_with)
     for name, (argv, env, _tool, _args) in variants.items():
         params = StdioServerParameters(command=argv[0], args=argv[1:], env=env, cwd=str(temp_dir()))
         before = {p.pid for p in psutil.Process().children(recursive=True)}
@@ -215,9 +221,9 @@ async def bench_idle_memory(url: str, playwright_mcp: Path | None, settle_s: flo
                 await asyncio.sleep(settle_s)
                 pid = next(p for p in psutil.Process().children() if p.pid not in before).pid
                 deadline = time.monotonic() + 30
-                while name.endswith("=launch") and chromium_count(pid) < 3 and time.monotonic() < deadline:  # noqa: ASYNC110
+                while name.endswith(("=launch", "=early")) and chromium_count(pid) < 3 and time.monotonic() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.5)  # polling a process tree (a loaded machine): there is no event
-                await asyncio.sleep(1 if name.endswith("=launch") else 0)
+                await asyncio.sleep(1 if name.endswith(("=launch", "=early")) else 0)
                 out.append((name, tree_rss_mb(pid, "uss"), tree_rss_mb(pid, "pss")))
     return out
 
@@ -337,7 +343,7 @@ async def main() -> int:
                     print(first_s.row(None if first_s is base_first else base_first))
         if args.only in (None, "memory"):
             print("idle memory of a server never called, 8 s after initialize (whole process tree)")
-            for name, uss, pss in await bench_idle_memory(test_site.url("/links"), peer, 8.0):
+            for name, uss, pss in await bench_idle_memory(test_site.url("/links"), peer, 8.0, args.compare_with):
                 print(f"  {name:<44} USS {uss:7.1f} MB  PSS {pss:7.1f} MB")
     return 0
 
