@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from . import guard
-from .early import EarlyLaunch, Launched
+from .early import EarlyLaunch, EarlyStart, Launched
 from .endpoints import Endpoint
 from .errors import BrowserUnavailable, first_line
 from .launch import launch_args
@@ -154,7 +154,7 @@ async def import_crawl4ai(cache_dir: Path | None) -> None:
     await asyncio.to_thread(__import__, "crawl4ai")
 
 
-class ChromiumBackend(PageWork):
+class ChromiumBackend(PageWork, EarlyStart):
     """One shared Chromium launched by Playwright (through crawl4ai) on first use; relaunched after a crash."""
 
     needs_proxy = True  # every context is forced through the egress proxy
@@ -236,53 +236,6 @@ class ChromiumBackend(PageWork):
             elif self._crawler is None:
                 await self._attach_crawler()
 
-    async def start_browser(self) -> None:
-        """The browser up, crawl4ai perhaps not imported yet: contexts and pages can be made (the warm-up opens
-        the first call's page meanwhile); :meth:`start` (which a crawl calls) then hands the browser to crawl4ai."""
-        if self.alive:
-            return
-        async with self._lock:
-            if self.alive or await self._take_early():
-                return
-        await self.start()
-
-    async def _take_early(self) -> bool:
-        """Take the browser launched early, if one was (waiting for its launch); False: none, or it failed."""
-        if self.generation or not self.early.pending:
-            return False
-        launched = await self.early.take()
-        if launched is None:
-            return False
-        self._adopted = launched
-        self._up(launched.browser, launched.before, "launched early")
-        return True
-
-    async def _attach_crawler(self) -> None:
-        """crawl4ai takes over the browser launched early (imported now if it is not yet)."""
-        launched = self._adopted
-        assert launched is not None
-        await self.warm_up()  # the import, in a thread: the event loop keeps serving meanwhile
-        from . import _crawl4ai
-
-        try:
-            _crawl4ai.check_compatible()  # an incompatible crawl4ai must fail loudly, not leak cookies
-            crawler = _crawl4ai.make_crawler(
-                executable_path=self.candidate.path, headless=self.headless, args=self._launch_args(),
-                proxy=playwright_proxy(self.proxy_url), after_goto=_check_page_size,
-                before_retrieve_html=_run_call_scripts, adopt=(launched.playwright, launched.browser))
-            await crawler.start()
-        except Exception as exc:
-            await self._discard()  # the browser goes (as in a crash: contexts made on it are lost)
-            if isinstance(exc, BrowserUnavailable):
-                raise
-            raise BrowserUnavailable(f"crawl4ai could not take over the browser {self.description}: "
-                                     f"{first_line(exc)}. Run `crawlkeeper doctor` for details") from exc
-        self._adopted = None  # crawl4ai owns it now: its close() closes the browser and stops the driver
-        self._crawler = crawler
-        # Orphans of a killed earlier run: left until now, off the start-up path (ours is not an orphan, and its
-        # profile folder's lock names a live process, so both survive the sweep); nobody waits for it.
-        asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
-
     async def _launch(self) -> None:
         await self._discard()
         if self.candidate.problem:
@@ -339,20 +292,6 @@ class ChromiumBackend(PageWork):
         if self.max_browser_mb:
             args += guard.memory_args(self.max_browser_mb, self.extra_args)
         return args
-
-    def launch_early(self) -> bool:
-        """Start launching the local browser now, before crawl4ai is imported (see :mod:`crawlkeeper.early`);
-        :meth:`start` takes it over. False (nothing started) for a remote browser, a missing binary, or a browser
-        already running or launching: those go the usual way, and report their errors on first use."""
-        if self.endpoint is not None or self.candidate.problem or self.alive or self.early.pending \
-                or self.generation:
-            return False
-        from ._crawl4ai import launch_kwargs
-
-        self.early.start(launch_kwargs(executable_path=self.candidate.path, headless=self.headless,
-                                       args=self._launch_args(), proxy=playwright_proxy(self.proxy_url)),
-                         watch_processes=bool(self.max_browser_mb))
-        return True
 
     def _start_watchdog(self, before: set[int]) -> None:
         if not self.max_browser_mb or self.endpoint:

@@ -16,10 +16,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import guard
-from .errors import first_line
+from .errors import BrowserUnavailable, first_line
+from .local import cleanup_stale
 
 log = logging.getLogger("crawlkeeper.browser")
 
@@ -120,6 +121,98 @@ class EarlyLaunch:
         done, _ = await asyncio.wait({task}, timeout=5)
         if task in done and not task.cancelled() and task.exception() is None:
             await task.result().close()
+
+
+class EarlyStart:
+    """The early-launch half of :class:`~crawlkeeper.browser.ChromiumBackend`: launching ahead, the browser up
+    before crawl4ai (:meth:`start_browser`), and crawl4ai taking it over (which sets ``early``, ``_adopted``,
+    ``_crawler``, ``_lock`` and the launch settings used here)."""
+
+    early: EarlyLaunch
+    _adopted: Launched | None
+    _crawler: Any
+    _lock: asyncio.Lock
+    generation: int
+    endpoint: Any
+    candidate: Any
+    headless: bool
+    proxy_url: str | None
+    max_browser_mb: int | None
+
+    if TYPE_CHECKING:  # provided by ChromiumBackend
+        alive: bool
+        description: str
+
+        async def start(self) -> None: ...
+        async def warm_up(self) -> None: ...
+        async def _discard(self) -> None: ...
+        def _launch_args(self) -> list[str]: ...
+        def _up(self, browser: Any, before: set[int], how: str) -> None: ...
+
+    def launch_early(self) -> bool:
+        """Start launching the local browser now, before crawl4ai is imported (see :mod:`crawlkeeper.early`);
+        :meth:`start` takes it over. False (nothing started) for a remote browser, a missing binary, or a browser
+        already running or launching: those go the usual way, and report their errors on first use."""
+        if self.endpoint is not None or self.candidate.problem or self.alive or self.early.pending \
+                or self.generation:
+            return False
+        from ._crawl4ai import launch_kwargs
+        from .browser import playwright_proxy
+
+        self.early.start(launch_kwargs(executable_path=self.candidate.path, headless=self.headless,
+                                       args=self._launch_args(), proxy=playwright_proxy(self.proxy_url)),
+                         watch_processes=bool(self.max_browser_mb))
+        return True
+
+
+    async def start_browser(self) -> None:
+        """The browser up, crawl4ai perhaps not imported yet: contexts and pages can be made (the warm-up opens
+        the first call's page meanwhile); :meth:`start` (which a crawl calls) then hands the browser to crawl4ai."""
+        if self.alive:
+            return
+        async with self._lock:
+            if self.alive or await self._take_early():
+                return
+        await self.start()
+
+    async def _take_early(self) -> bool:
+        """Take the browser launched early, if one was (waiting for its launch); False: none, or it failed."""
+        if self.generation or not self.early.pending:
+            return False
+        launched = await self.early.take()
+        if launched is None:
+            return False
+        self._adopted = launched
+        self._up(launched.browser, launched.before, "launched early")
+        return True
+
+    async def _attach_crawler(self) -> None:
+        """crawl4ai takes over the browser launched early (imported now if it is not yet)."""
+        launched = self._adopted
+        assert launched is not None
+        await self.warm_up()  # the import, in a thread: the event loop keeps serving meanwhile
+        from . import _crawl4ai
+        from .browser import playwright_proxy
+        from .pages import _check_page_size, _run_call_scripts
+
+        try:
+            _crawl4ai.check_compatible()  # an incompatible crawl4ai must fail loudly, not leak cookies
+            crawler = _crawl4ai.make_crawler(
+                executable_path=self.candidate.path, headless=self.headless, args=self._launch_args(),
+                proxy=playwright_proxy(self.proxy_url), after_goto=_check_page_size,
+                before_retrieve_html=_run_call_scripts, adopt=(launched.playwright, launched.browser))
+            await crawler.start()
+        except Exception as exc:
+            await self._discard()  # the browser goes (as in a crash: contexts made on it are lost)
+            if isinstance(exc, BrowserUnavailable):
+                raise
+            raise BrowserUnavailable(f"crawl4ai could not take over the browser {self.description}: "
+                                     f"{first_line(exc)}. Run `crawlkeeper doctor` for details") from exc
+        self._adopted = None  # crawl4ai owns it now: its close() closes the browser and stops the driver
+        self._crawler = crawler
+        # Orphans of a killed earlier run: left until now, off the start-up path (ours is not an orphan, and its
+        # profile folder's lock names a live process, so both survive the sweep); nobody waits for it.
+        asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
 
 
 def _cancelling() -> bool:

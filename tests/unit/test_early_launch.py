@@ -57,9 +57,9 @@ class FakePlaywright:
 @pytest.fixture(autouse=True)
 def _no_cleanup(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real backend kills orphaned browsers of killed runs; not from unit tests."""
-    import crawlkeeper.browser
+    import crawlkeeper.early
 
-    monkeypatch.setattr(crawlkeeper.browser, "cleanup_stale", lambda tmp_dir=None: (0, 0))
+    monkeypatch.setattr(crawlkeeper.early, "cleanup_stale", lambda tmp_dir=None: (0, 0))
 
 
 async def until(condition: Any, timeout: float = 5.0) -> None:
