@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/tools.py [--quick] [--pages 200] [--only screenshot|site|many|first|memory]
                                          [--rounds N] [--waits 1.5,0.5]
                                          [--playwright-mcp DIR | --no-playwright-mcp]
+                                         [--compare-with CHECKOUT] [--modes launch,off]
 
 - screenshot: crawlkeeper's screenshot (in-process App: egress check, pooled page, load, capture) vs
   Playwright's own goto + page.screenshot on a warm page of its own browser, same page, interleaved.
@@ -13,7 +14,8 @@
   1.5 s and 0.5 s), then the first crawl_url, with [browser] warmup = launch vs off, and playwright-mcp's first
   browser_navigate on the same page (the baseline of the ratios). playwright-mcp is installed once into the
   repo's `.cache/playwright-mcp` (what `./run bench` does); --playwright-mcp DIR uses another folder where
-  `npm install @playwright/mcp` was run.
+  `npm install @playwright/mcp` was run. --compare-with CHECKOUT adds that checkout's server (its own .venv,
+  warmup = launch) to the same interleaved rounds: e.g. /work/main before a change, for initialize/tools/list.
 - memory: each server's process tree (USS, PSS) 8 s after initialize, never called, per warm-up mode.
 Loopback only. Not part of pass/fail.
 """
@@ -151,7 +153,8 @@ Variant = tuple[list[str], dict[str, str], str, dict]  # argv, environment, tool
 
 
 def first_call_variants(url: str, playwright_mcp: Path | None,
-                        modes: tuple[str, ...] = ("launch", "off")) -> dict[str, Variant]:
+                        modes: tuple[str, ...] = ("launch", "off"),
+                        compare_with: Path | None = None) -> dict[str, Variant]:
     env = {**os.environ, "CRAWLKEEPER_LOG_LEVEL": "WARNING"}
     variants: dict[str, Variant] = {}
     if playwright_mcp is not None:
@@ -163,13 +166,20 @@ def first_call_variants(url: str, playwright_mcp: Path | None,
         config = write_config(temp_dir(), f'[browser]\nwarmup = "{mode}"\n')
         variants[f"crawlkeeper warmup={mode}"] = (
             [sys.executable, "-m", "crawlkeeper", "serve", "--config", str(config)], env, "crawl_url", {"url": url})
+    if compare_with is not None:  # another checkout (e.g. main before a change), its own .venv, same config
+        config = write_config(temp_dir(), '[browser]\nwarmup = "launch"\n')
+        python = compare_with / ".venv" / "bin" / "python"
+        variants[f"{compare_with.name} warmup=launch"] = (
+            [str(python), "-m", "crawlkeeper", "serve", "--config", str(config)], env, "crawl_url", {"url": url})
     return variants
 
 
-async def bench_first_call(url: str, rounds: int, playwright_mcp: Path | None,
-                           waits: list[float]) -> dict[float, list[tuple[str, Stats, Stats, Stats]]]:
+async def bench_first_call(url: str, rounds: int, playwright_mcp: Path | None, waits: list[float],
+                           compare_with: Path | None = None,
+                           modes: tuple[str, ...] = ("launch", "off"),
+                           ) -> dict[float, list[tuple[str, Stats, Stats, Stats]]]:
     """Per agent pause: (variant, initialize, tools/list, first call), variants and pauses interleaved."""
-    variants = first_call_variants(url, playwright_mcp)
+    variants = first_call_variants(url, playwright_mcp, modes, compare_with=compare_with)
     samples: dict[tuple[float, str], list[tuple[float, float, float]]] = {(w, k): [] for w in waits for k in variants}
     for _ in range(rounds):
         for wait_s in waits:
@@ -285,6 +295,9 @@ async def main() -> int:
     parser.add_argument("--only", choices=["screenshot", "site", "first", "memory", "many"], default=None)
     parser.add_argument("--rounds", type=int, default=None, help="rounds of the first-call section")
     parser.add_argument("--waits", default="1.5,0.5", help="agent pauses after tools/list, seconds (comma list)")
+    parser.add_argument("--compare-with", type=Path, default=None,
+                        help="first call: also serve from this checkout (its .venv), e.g. main before a change")
+    parser.add_argument("--modes", default="launch,off", help="first call: warm-up modes of this checkout")
     args = parser.parse_args()
     rounds = 2 if args.quick else 5
     with ReposTestSite() as test_site, ExtraSite() as site:
@@ -313,7 +326,8 @@ async def main() -> int:
             peer = None if args.no_playwright_mcp else (args.playwright_mcp or ensure_playwright_mcp())
         if args.only in (None, "first"):
             waits = [float(w) for w in args.waits.split(",")]
-            results = await bench_first_call(test_site.url("/links"), args.rounds or max(1, rounds // 2), peer, waits)
+            results = await bench_first_call(test_site.url("/links"), args.rounds or max(1, rounds // 2), peer, waits,
+                                             args.compare_with, tuple(args.modes.split(",")))
             for wait_s, rows in results.items():
                 print(f"first call over stdio: initialize, tools/list, then the agent thinks {wait_s:g} s")
                 _, base_init, base_list, base_first = rows[0]

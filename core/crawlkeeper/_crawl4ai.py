@@ -100,8 +100,26 @@ def quiet_logger() -> Any:
     return _quiet_logger_class()()
 
 
+@functools.lru_cache(maxsize=1)
+def _share_user_agent_data() -> None:
+    """Parse fake_useragent's browser list once per process, not for every ``BrowserConfig``.
+
+    crawl4ai 0.9 builds a ``ValidUAGenerator`` (a fake_useragent ``UserAgent``) in every ``BrowserConfig``, even
+    with a fixed user agent, and each parses a ~14,000-line JSON-lines file: 0.1-0.3 s of CPU, three times on the
+    way to the first crawl (compatibility check, crawler, its strategy). ``UserAgent`` only reads the list, so one
+    parsed copy serves them all. Only a speed-up: any other fake_useragent layout is left alone."""
+    try:
+        from fake_useragent import fake
+    except ImportError:  # pragma: no cover - crawl4ai without fake_useragent
+        return
+    load = getattr(fake, "load", None)
+    if callable(load) and not hasattr(load, "cache_info"):
+        fake.load = functools.lru_cache(maxsize=1)(load)
+
+
 def check_compatible() -> None:
     """Raise RuntimeError if the crawl4ai internals this adapter relies on are not there."""
+    _share_user_agent_data()
     import crawl4ai
     from crawl4ai.browser_manager import BrowserManager
 
@@ -146,12 +164,16 @@ def make_crawler(
     before_retrieve_html: Any = None,
     cdp_url: str | None = None,
     connect: Callable[[Any], Awaitable[Any]] | None = None,
+    adopt: tuple[Any, Any] | None = None,
 ) -> AsyncWebCrawler:
     """An ``AsyncWebCrawler`` whose browser is launched from ``executable_path`` with ``args``
     (or, with ``cdp_url``, a running browser it connects to; or, with ``connect``, the browser that
-    ``await connect(playwright)`` returns)."""
+    ``await connect(playwright)`` returns; or, with ``adopt = (playwright, browser)``, a browser already
+    launched with :func:`launch_kwargs` of the same arguments, which crawl4ai then owns as if it had launched it:
+    its ``close()`` closes the browser and stops that Playwright)."""
     from crawl4ai import AsyncWebCrawler, BrowserConfig
 
+    _share_user_agent_data()
     config = BrowserConfig(headless=headless, verbose=False, extra_args=list(args), browser_type="chromium",
                            cdp_url=cdp_url, cache_cdp_connection=False)
     logger = quiet_logger()
@@ -181,6 +203,8 @@ def make_crawler(
     manager.session_ttl = NEVER
     if connect is not None:
         manager._start_impl = functools.partial(_start_connected, manager, connect)
+    elif adopt is not None:
+        manager._start_impl = functools.partial(_start_adopted, manager, *adopt)
     if after_goto is not None:
         crawler.crawler_strategy.set_hook("after_goto", after_goto)
     if before_retrieve_html is not None:
@@ -202,6 +226,66 @@ async def _start_connected(manager: Any, connect: Callable[[Any], Awaitable[Any]
     manager.default_context = manager.browser
     manager._browser_endpoint_key = manager._compute_browser_endpoint_key()
     BrowserManager._global_pages_in_use.setdefault(manager._browser_endpoint_key, set())
+
+
+async def _start_adopted(manager: Any, playwright: Any, browser: Any) -> None:
+    """``BrowserManager._start_impl`` for a browser launched before crawl4ai was imported (see
+    :mod:`crawlkeeper.early`): the state crawl4ai's launch branch leaves, without launching."""
+    from crawl4ai.browser_manager import BrowserManager
+
+    manager._using_cached_cdp = False
+    manager.playwright = playwright
+    manager.browser = browser
+    manager.default_context = browser
+    manager._browser_endpoint_key = manager._compute_browser_endpoint_key()
+    BrowserManager._global_pages_in_use.setdefault(manager._browser_endpoint_key, set())
+
+
+#: The flags ``BrowserManager._build_browser_args`` of crawl4ai 0.9 passes with crawlkeeper's ``BrowserConfig``
+#: (a copy, so a browser can be launched before crawl4ai is imported; ``tests/unit/test_crawl4ai_adapter.py`` holds
+#: :func:`launch_kwargs` equal to what crawl4ai builds, so an upgrade that changes them fails there).
+CRAWL4AI_ARGS = (
+    "--disable-gpu",
+    "--disable-gpu-compositing",
+    "--disable-software-rasterizer",
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-infobars",
+    "--window-position=0,0",
+    "--disable-blink-features=AutomationControlled",
+    "--window-position=400,0",
+    "--disable-renderer-backgrounding",
+    "--disable-ipc-flooding-protection",
+    "--force-color-profile=srgb",
+    "--mute-audio",
+    "--disable-background-timer-throttling",
+    "--disable-features=MediaRouter,DialMediaRouteProvider",
+    "--disable-component-update",
+    "--disable-domain-reliability",
+    "--window-size=1080,600",
+)
+
+
+def launch_kwargs(*, executable_path: str | None, headless: bool, args: list[str],
+                  proxy: dict[str, str] | None) -> dict[str, Any]:
+    """Playwright ``chromium.launch`` arguments equal to those :func:`make_crawler`'s launch uses, built without
+    importing crawl4ai."""
+    flags = list(dict.fromkeys([*CRAWL4AI_ARGS, *args]))
+    sandbox = os.environ.get("CRAWL4AI_CHROMIUM_SANDBOX", "false").lower() == "true"
+    if sandbox:
+        flags = [f for f in flags if f != "--no-sandbox"]
+    launch: dict[str, Any] = {"headless": headless, "args": flags}
+    if sandbox:
+        launch["chromium_sandbox"] = True
+    if executable_path:
+        launch["executable_path"] = executable_path
+    if proxy:
+        launch["proxy"] = dict(proxy)
+    launch["handle_sigterm"] = launch["handle_sigint"] = launch["handle_sighup"] = False
+    launch["ignore_default_args"] = list(IGNORED_DEFAULT_ARGS)
+    return launch
 
 
 def browser_of(crawler: AsyncWebCrawler) -> Any:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from . import guard
+from .early import EarlyLaunch, Launched
 from .endpoints import Endpoint
 from .errors import BrowserUnavailable, first_line
 from .launch import launch_args
@@ -193,6 +194,8 @@ class ChromiumBackend(PageWork):
         self._closing = False
         # One unused context made in advance: resuming a session then skips Chromium's ~65-250 ms (spare.py).
         self.spare = SpareContext(self._make_spare, enabled=spare_context)
+        self.early = EarlyLaunch()
+        self._adopted: Launched | None = None  # the early browser until crawl4ai takes it over
 
     @property
     def description(self) -> str:
@@ -221,61 +224,135 @@ class ChromiumBackend(PageWork):
         return True
 
     async def start(self) -> None:
-        """Launch the browser if it is not running (first use, or after a crash)."""
+        """Launch the browser if it is not running (first use, or after a crash), driven by crawl4ai: a browser
+        launched early (see :meth:`launch_early`) is taken over instead."""
+        if self.alive and self._crawler is not None:
+            return
+        async with self._lock:
+            if self.alive and self._crawler is not None:
+                return
+            if not self.alive and not await self._take_early():
+                await self._launch()
+            elif self._crawler is None:
+                await self._attach_crawler()
+
+    async def start_browser(self) -> None:
+        """The browser up, crawl4ai perhaps not imported yet: contexts and pages can be made (the warm-up opens
+        the first call's page meanwhile); :meth:`start` (which a crawl calls) then hands the browser to crawl4ai."""
         if self.alive:
             return
         async with self._lock:
-            if self.alive:
+            if self.alive or await self._take_early():
                 return
-            await self._discard()
-            if self.candidate.problem:
-                raise BrowserUnavailable(self.candidate.problem)
-            await self.warm_up()  # the import, in a thread: the event loop keeps serving meanwhile
-            from . import _crawl4ai
+        await self.start()
 
-            if self.generation == 0:
-                _crawl4ai.check_compatible()  # an incompatible crawl4ai must fail loudly, not leak cookies
-                await asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
-            args = launch_args(self.extra_args)
-            if self.max_browser_mb:
-                args += guard.memory_args(self.max_browser_mb, self.extra_args)
-            before = guard.browser_processes() if self.max_browser_mb and not self.endpoint else set()
-            endpoint = self.endpoint
+    async def _take_early(self) -> bool:
+        """Take the browser launched early, if one was (waiting for its launch); False: none, or it failed."""
+        if self.generation or not self.early.pending:
+            return False
+        launched = await self.early.take()
+        if launched is None:
+            return False
+        self._adopted = launched
+        self._up(launched.browser, launched.before, "launched early")
+        return True
+
+    async def _attach_crawler(self) -> None:
+        """crawl4ai takes over the browser launched early (imported now if it is not yet)."""
+        launched = self._adopted
+        assert launched is not None
+        await self.warm_up()  # the import, in a thread: the event loop keeps serving meanwhile
+        from . import _crawl4ai
+
+        try:
+            _crawl4ai.check_compatible()  # an incompatible crawl4ai must fail loudly, not leak cookies
             crawler = _crawl4ai.make_crawler(
-                executable_path=None if endpoint else self.candidate.path,
-                headless=self.headless,
-                args=args,
-                proxy=playwright_proxy(self.proxy_url),
-                after_goto=_check_page_size,
-                before_retrieve_html=_run_call_scripts,
-                connect=(lambda pw: endpoint.connect(pw)) if endpoint else None,
-            )
-            try:
-                await crawler.start()
-            except Exception as exc:
-                try:
-                    await crawler.close()
-                except Exception:
-                    pass
-                if endpoint is not None:
-                    from .logs import scrub
+                executable_path=self.candidate.path, headless=self.headless, args=self._launch_args(),
+                proxy=playwright_proxy(self.proxy_url), after_goto=_check_page_size,
+                before_retrieve_html=_run_call_scripts, adopt=(launched.playwright, launched.browser))
+            await crawler.start()
+        except Exception as exc:
+            await self._discard()  # the browser goes (as in a crash: contexts made on it are lost)
+            if isinstance(exc, BrowserUnavailable):
+                raise
+            raise BrowserUnavailable(f"crawl4ai could not take over the browser {self.description}: "
+                                     f"{first_line(exc)}. Run `crawlkeeper doctor` for details") from exc
+        self._adopted = None  # crawl4ai owns it now: its close() closes the browser and stops the driver
+        self._crawler = crawler
+        # Orphans of a killed earlier run: left until now, off the start-up path (ours is not an orphan, and its
+        # profile folder's lock names a live process, so both survive the sweep); nobody waits for it.
+        asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
 
-                    raise BrowserUnavailable(
-                        f"the browser endpoint {endpoint.name} is unreachable: "
-                        f"{scrub(first_line(exc)).replace(endpoint.url, endpoint.name)}. Check it runs (and any "
-                        "token in its headers); `crawlkeeper doctor` checks every endpoint"
-                    ) from exc
+    async def _launch(self) -> None:
+        await self._discard()
+        if self.candidate.problem:
+            raise BrowserUnavailable(self.candidate.problem)
+        await self.warm_up()  # the import, in a thread: the event loop keeps serving meanwhile
+        from . import _crawl4ai
+
+        if self.generation == 0:
+            _crawl4ai.check_compatible()  # an incompatible crawl4ai must fail loudly, not leak cookies
+            await asyncio.get_running_loop().run_in_executor(None, cleanup_stale)
+        before = guard.browser_processes() if self.max_browser_mb and not self.endpoint else set()
+        endpoint = self.endpoint
+        crawler = _crawl4ai.make_crawler(
+            executable_path=None if endpoint else self.candidate.path,
+            headless=self.headless,
+            args=self._launch_args(),
+            proxy=playwright_proxy(self.proxy_url),
+            after_goto=_check_page_size,
+            before_retrieve_html=_run_call_scripts,
+            connect=(lambda pw: endpoint.connect(pw)) if endpoint else None,
+        )
+        try:
+            await crawler.start()
+        except Exception as exc:
+            try:
+                await crawler.close()
+            except Exception:
+                pass
+            if endpoint is not None:
+                from .logs import scrub
+
                 raise BrowserUnavailable(
-                    f"the browser {self.description} failed to launch: {first_line(exc)}. "
-                    "Run `crawlkeeper doctor` for details"
+                    f"the browser endpoint {endpoint.name} is unreachable: "
+                    f"{scrub(first_line(exc)).replace(endpoint.url, endpoint.name)}. Check it runs (and any "
+                    "token in its headers); `crawlkeeper doctor` checks every endpoint"
                 ) from exc
-            self._crawler = crawler
-            self._browser = _crawl4ai.browser_of(crawler)
-            self.generation += 1
-            generation = self.generation
-            self._browser.on("disconnected", lambda _b: self._disconnected(generation))
-            self._start_watchdog(before)
-            log.info("browser started: %s (generation %d)", self.description, generation)
+            raise BrowserUnavailable(
+                f"the browser {self.description} failed to launch: {first_line(exc)}. "
+                "Run `crawlkeeper doctor` for details"
+            ) from exc
+        self._crawler = crawler
+        self._up(_crawl4ai.browser_of(crawler), before, "")
+
+    def _up(self, browser: Any, before: set[int], how: str) -> None:
+        self._browser = browser
+        self.generation += 1
+        generation = self.generation
+        self._browser.on("disconnected", lambda _b: self._disconnected(generation))
+        self._start_watchdog(before)
+        log.info("browser started: %s (generation %d%s)", self.description, generation, f", {how}" if how else "")
+
+    def _launch_args(self) -> list[str]:
+        args = launch_args(self.extra_args)
+        if self.max_browser_mb:
+            args += guard.memory_args(self.max_browser_mb, self.extra_args)
+        return args
+
+    def launch_early(self) -> bool:
+        """Start launching the local browser now, before crawl4ai is imported (see :mod:`crawlkeeper.early`);
+        :meth:`start` takes it over. False (nothing started) for a remote browser, a missing binary, or a browser
+        already running or launching: those go the usual way, and report their errors on first use."""
+        if self.endpoint is not None or self.candidate.problem or self.alive or self.early.pending \
+                or self.generation:
+            return False
+        from ._crawl4ai import launch_kwargs
+
+        self.early.start(launch_kwargs(executable_path=self.candidate.path, headless=self.headless,
+                                       args=self._launch_args(), proxy=playwright_proxy(self.proxy_url)),
+                         watch_processes=bool(self.max_browser_mb))
+        return True
 
     def _start_watchdog(self, before: set[int]) -> None:
         if not self.max_browser_mb or self.endpoint:
@@ -305,6 +382,9 @@ class ChromiumBackend(PageWork):
         else:
             self.spare.discard()  # it goes with the browser
         crawler, self._crawler, self._browser = self._crawler, None, None
+        adopted, self._adopted = self._adopted, None
+        if adopted is not None:
+            await adopted.close()  # launched early, never handed to crawl4ai: ours to close
         if self.watchdog is not None:
             self.watchdog.stop()
             self.watchdog = None
@@ -317,6 +397,7 @@ class ChromiumBackend(PageWork):
     async def close(self) -> None:
         self._closing = True
         try:
+            await self.early.close()  # a launch under way (shutdown before first use) leaves no browser
             await self._discard()
         finally:
             self._closing = False
@@ -329,7 +410,7 @@ class ChromiumBackend(PageWork):
     async def new_context(self, options: ContextOptions, *, proxy_url: str | None = None) -> Any:
         """A new isolated context: the spare one when it was made with the same arguments (it was never used),
         else one made now."""
-        await self.start()
+        await self.start_browser()  # a context needs the browser, not crawl4ai (see start_browser)
         kwargs = self._context_kwargs(options, proxy_url)
         # The spare was made with exactly these arguments and never used: as good as one made now.
         context = await self.spare.take(kwargs, self.generation)

@@ -46,10 +46,13 @@ class BrowserSettings(ContextOptions):
         description="Remote browsers to use instead of a local one: ws://… (Playwright server), cdp+ws://… or "
         "cdp+http://… (CDP), or tables { url = …, headers = {…}, max_sessions = N }.",
     )
-    warmup: Literal["launch", "import", "off"] = Field(
+    warmup: Literal["launch", "early", "import", "off"] = Field(
         "launch",
-        description="At start-up, in the background: import crawl4ai and launch the browser (launch), only "
-        "import (import: the first call launches it), or nothing (off: a server never used costs nothing).",
+        description="In the background from start-up (over stdio, once initialize is answered): launch the browser "
+        "while crawl4ai imports, open the first call's page, then hand the browser to crawl4ai (launch); the same "
+        "with the browser launched at process start, beside the MCP SDK import (early: a faster first call on an "
+        "idle machine, a slower initialize on a busy one); only import crawl4ai (import: the first call launches "
+        "the browser); or nothing (off: a server never used costs nothing).",
     )
     spare_context: bool = Field(
         True,

@@ -118,6 +118,7 @@ class PageWork:
         checks as :meth:`crawl` (egress refusals, size), then the call's js_code and wait_for."""
         from .scripts import run_scripts, wait_for_condition
 
+        await self._crawler_ready()
         if self._crawler is None:
             raise BrowserUnavailable("the browser is not running; retry the call to relaunch it")
         state = _PAGE_STATE.setdefault(page, _PageState())
@@ -166,6 +167,12 @@ class PageWork:
                 f"max_page_mb = {options.max_page_mb:g}; raise [crawl] max_page_mb"
             )
 
+    async def _crawler_ready(self) -> None:
+        """A browser that is up before crawl4ai was imported (launched early) gets its crawler now; after a
+        crash (browser gone) nothing is relaunched here: the call fails and the next one relaunches."""
+        if self._crawler is None and getattr(self, "alive", False):
+            await self.start()  # type: ignore[attr-defined]
+
     async def warm_pipeline(self, options: CrawlOptions) -> None:
         """Run crawl4ai's processing once on a small held page (``raw:``, no browser, no network): its first
         run compiles regular expressions and sets up the scraping and markdown strategies (~0.2 s of CPU) that
@@ -180,6 +187,7 @@ class PageWork:
     async def crawl(self, page: Any, url: str, options: CrawlOptions) -> PageResult:
         from . import _crawl4ai
 
+        await self._crawler_ready()
         crawler = self._crawler
         if crawler is None:
             raise BrowserUnavailable("the browser is not running; retry the call to relaunch it")

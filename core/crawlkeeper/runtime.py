@@ -36,14 +36,29 @@ def build_app(
 
 def serve_stdio(app: App) -> None:
     """Serve MCP on stdin/stdout until stdin closes or SIGTERM/SIGINT/SIGHUP; then shut down in order."""
-    from .server import SHUTDOWN_BUDGET_S, build_server
 
-    # The app is started and shut down here, not in the server's lifespan: after a signal the SDK's stdin
-    # reader stays blocked in a thread until the client writes or closes stdin, so the serving task may
-    # never finish, and the shutdown must not wait for it.
-    server = build_server(app, owns_app=False)
+    def make_server() -> Any:
+        from .server import build_server
+
+        # The app is started and shut down here, not in the server's lifespan: after a signal the SDK's stdin
+        # reader stays blocked in a thread until the client writes or closes stdin, so the serving task may
+        # never finish, and the shutdown must not wait for it.
+        return build_server(app, owns_app=False)
 
     async def main() -> None:
+        # With warmup = "early" Chromium is launched first: its driver and browser start in other processes, on
+        # the second core, while this process imports the MCP SDK (most of the time before `initialize` can be
+        # answered) in a thread. On a busy machine that CPU is not free and initialize waits longer: "launch"
+        # (the default) launches once initialize is answered, beside the crawl4ai import.
+        if app.config.settings.browser.warmup == "early":
+            log.info("launching the browser early, while the MCP SDK imports (warmup = \"early\")")
+            await app.launch_early()
+        try:
+            server = await asyncio.to_thread(make_server)
+            from .server import SHUTDOWN_BUDGET_S  # imported by now
+        except BaseException:
+            await asyncio.shield(app.shutdown())  # no browser outlives a server that could not be built
+            raise
         loop = asyncio.get_running_loop()
         signalled = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -21,8 +21,10 @@ TOOLS = {"crawl_url", "crawl_many", "create_session", "list_sessions", "close_se
 
 @pytest.fixture(scope="module")
 async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
-    config = write_config(tmp_path_factory.mktemp("stdio-tools"))
-    async with mcp_server(config) as srv:
+    # warmup = "early": the browser launches beside the SDK import (the default "launch" is what every other
+    # stdio test's server runs).
+    config = write_config(tmp_path_factory.mktemp("stdio-tools"), '[browser]\nwarmup = "early"\n')
+    async with mcp_server(config, log_level="INFO") as srv:
         # Calls that need no browser, while the browser warms up in the background ([browser] warmup).
         await srv.session.list_tools()
         await srv.ok("list_sessions")
@@ -48,6 +50,12 @@ async def test_initialize_is_fast_and_the_browser_warms_up_before_the_first_craw
     first_s = time.monotonic() - started
     assert first["status"] == 200
     assert browsers(descendants(server.process)), "no Chromium process after a crawl"
+    # The browser was launched at process start, beside the SDK import (before initialize could be answered),
+    # and that very browser answered the first call: one launch, taken over by crawl4ai.
+    log = server.log()
+    assert "launching the browser early, while the MCP SDK imports" in log, log[-2000:]
+    assert "browser launched early" in log, log[-2000:]
+    assert log.count("browser started:") == 1 and "(generation 1, launched early)" in log, log[-2000:]
 
     warm = []
     for _ in range(5):

@@ -191,3 +191,36 @@ def test_run_configs_skip_crawl4ais_slow_setattr_and_build_the_same_attributes()
             assert repr(vars(fast)[name]) == repr(value), name
     assert fast.proxy_config is not None and fast.proxy_config.server == original.proxy_config.server  # setter ran
     assert fast_s < slow_s, (fast_s, slow_s)
+
+
+@pytest.mark.parametrize("sandbox", ["false", "true"])
+def test_the_early_launch_passes_exactly_what_crawl4ai_would_launch_with(
+    sandbox: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A browser launched before crawl4ai is imported (crawlkeeper/early.py) must be the browser crawl4ai would
+    have launched: same flags, binary, proxy, signal handling and removed default flags."""
+    from crawlkeeper import _crawl4ai
+
+    monkeypatch.setenv("CRAWL4AI_CHROMIUM_SANDBOX", sandbox)
+    proxy = {"server": "http://127.0.0.1:9", "username": "u", "password": "p"}
+    for args, proxy_ in ((["--disable-gpu", "--lang=de", "--no-sandbox"], proxy), ([], None)):
+        crawler = _crawl4ai.make_crawler(executable_path="/usr/bin/true", headless=True, args=list(args),
+                                         proxy=proxy_)
+        built = crawler.crawler_strategy.browser_manager._build_browser_args()
+        ours = _crawl4ai.launch_kwargs(executable_path="/usr/bin/true", headless=True, args=list(args),
+                                       proxy=proxy_)
+        assert {k: (dict(v) if k == "proxy" else v) for k, v in built.items()} == ours
+
+
+def test_user_agent_data_is_parsed_once_not_per_browser_config() -> None:
+    """fake_useragent parses its ~14,000-line list in every crawl4ai BrowserConfig (three on the way to the first
+    crawl); the adapter makes that once per process. Pinned: a fake_useragent upgrade that renames ``load``
+    would silently bring the cost back."""
+    from fake_useragent import fake
+
+    from crawlkeeper import _crawl4ai
+
+    _crawl4ai.make_crawler(executable_path=None, headless=True, args=[], proxy=None)
+    _crawl4ai.make_crawler(executable_path=None, headless=True, args=[], proxy=None)
+    assert hasattr(fake.load, "cache_info"), "fake_useragent.fake.load is gone: see _share_user_agent_data"
+    assert fake.load.cache_info().misses == 1

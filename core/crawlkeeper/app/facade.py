@@ -126,7 +126,13 @@ class App:
         if limits.adapt_to_cpu and governor.floor < governor.ceiling and governor.available:
             self._governor = asyncio.get_running_loop().create_task(governor.run())
         if warm_up:
-            self.start_warm_up()
+            self.start_warm_up()  # Chromium starts beside the crawl4ai import, not after it
+
+    async def launch_early(self) -> None:
+        """Start launching the browser before :meth:`startup` (``[browser] warmup = "launch"`` or ``"early"``;
+        see :mod:`crawlkeeper.early`): with ``"early"`` the stdio server calls this first, then imports the MCP
+        SDK meanwhile."""
+        await self.warmup.launch_early()
 
     def start_warm_up(self) -> None:
         """Start ``[browser] warmup`` in the background, once (later calls do nothing; see :class:`WarmUp`)."""

@@ -66,18 +66,31 @@ class EgressGate:
         except OSError:
             raise CrawlError(f"could not load {safe_url(url)}: the host name does not resolve") from None
 
-    async def ensure_browser(self, policy: EgressPolicy, *, warming: bool = False) -> str | None:
+    async def ensure_browser(self, policy: EgressPolicy, *, warming: bool = False,
+                             browser_only: bool = False) -> str | None:
         """Start the browser if needed (behind the egress proxy) and return the proxy for ``policy``. A call
-        arriving while the warm-up starts it waits for the warm-up (``warming``: the warm-up itself)."""
+        arriving while the warm-up starts it waits for the warm-up (``warming``: the warm-up itself).
+        ``browser_only``: the browser may still lack crawl4ai (a backend's ``start_browser``; the first crawl
+        completes it), enough to open contexts and pages."""
         if not warming and self.warming is not None and not self.warming.is_set():
             await self.warming.wait()
+        start = getattr(self.backend, "start_browser", self.backend.start) if browser_only else self.backend.start
         if not getattr(self.backend, "needs_proxy", True):
-            await self.backend.start()
+            await start()
             return None
         if not self.backend.alive:
             self.backend.proxy_url = await self.proxy_url(self.policy)  # type: ignore[attr-defined]
-            await self.backend.start()
+            await start()
         return await self.proxy_url(policy)
+
+    async def launch_early(self) -> bool:
+        """Start launching the browser behind the egress proxy now, if the backend can before crawl4ai is
+        imported (see :mod:`crawlkeeper.early`): True when a launch was started."""
+        launch = getattr(self.backend, "launch_early", None)
+        if launch is None or self.backend.alive or not getattr(self.backend, "needs_proxy", True):
+            return False
+        self.backend.proxy_url = await self.proxy_url(self.policy)  # type: ignore[attr-defined]
+        return bool(launch())
 
     async def close(self) -> None:
         """Stop every egress proxy (after the browser closed)."""

@@ -31,6 +31,8 @@ class WarmUp:
     def __init__(self, config: Config, backend: BrowserBackend, gate: EgressGate, layers: OptionLayers,
                  pool: ContextPool) -> None:
         self.mode = config.settings.browser.warmup
+        #: Both launch the browser; "early" already at process start (see :meth:`launch_early`).
+        self.launches = self.mode in ("launch", "early")
         self.backend = backend
         self.gate = gate
         self.layers = layers
@@ -43,6 +45,17 @@ class WarmUp:
             return
         self.gate.warming = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def launch_early(self) -> None:
+        """With ``launch`` or ``early``: start launching Chromium now, while Python still imports (crawl4ai; with
+        ``early``, called at process start, the MCP SDK too); the warm-up then takes that browser over. Its
+        failure is logged, never raised."""
+        if not self.launches or not hasattr(self.backend, "warm_up"):
+            return
+        try:
+            await self.gate.launch_early()
+        except Exception as exc:
+            log.info("could not start the browser early (%s); the warm-up will launch it", first_line(exc))
 
     async def cancel(self) -> None:
         """Stop it (shutdown); what it opened is closed with the pool."""
@@ -60,12 +73,15 @@ class WarmUp:
         reserved = None
         proxy: str | None = None
         options: CrawlOptions | None = None
+        # crawl4ai imports in a thread while the browser comes up (launched now, or at process start with
+        # "early") and the first call's context and page open: neither needs crawl4ai.
+        await self.launch_early()
+        importing = asyncio.ensure_future(self.backend.warm_up())  # type: ignore[attr-defined]
+        filling = None
         try:
             try:
-                await self.backend.warm_up()  # type: ignore[attr-defined]
-                stage("imported")
-                if self.mode == "launch":
-                    proxy = await self.gate.ensure_browser(self.gate.policy, warming=True)
+                if self.launches:
+                    proxy = await self.gate.ensure_browser(self.gate.policy, warming=True, browser_only=True)
                     stage("launched")
                     request = CrawlRequest(url="http://localhost/", profile=None, session=None, arguments={})
                     layers = self.layers.layers(request)
@@ -76,6 +92,11 @@ class WarmUp:
                 if self.gate.warming is not None:
                     self.gate.warming.set()  # the browser is up (or failed): waiting calls go on
             filling = asyncio.ensure_future(self.pool.fill(*reserved)) if reserved is not None else None
+            await importing
+            stage("imported")
+            if self.launches:
+                await self.backend.start()  # crawl4ai takes the browser over (the gate skips a running browser)
+                stage("crawl4ai ready")
             try:
                 warm_pipeline = getattr(self.backend, "warm_pipeline", None)
                 if options is not None and warm_pipeline is not None:
@@ -87,7 +108,7 @@ class WarmUp:
                 if filling is not None:
                     await filling
                     stage("page open")
-                if self.mode == "launch":
+                if self.launches:
                     self._prime_spare(proxy)
             finally:
                 if filling is not None and not filling.done():
@@ -98,6 +119,13 @@ class WarmUp:
             raise
         except Exception as exc:
             log.info("warm-up failed (%s); the first call will try again", first_line(exc))
+        finally:
+            if not importing.done():
+                importing.cancel()  # the thread finishes the import; nobody waits for it
+            elif not importing.cancelled() and importing.exception() is not None:
+                log.debug("importing crawl4ai failed: %s", first_line(importing.exception()))
+            if filling is not None and not filling.done():
+                filling.cancel()
 
     def _prime_spare(self, proxy: str | None) -> None:
         """The spare context for a session without a profile, the most common kind (see spare.py), made after the
