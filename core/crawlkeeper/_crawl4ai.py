@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .launch import merge_feature_switches
+
 if TYPE_CHECKING:
     from crawl4ai import AsyncWebCrawler, CrawlerRunConfig
 
@@ -197,6 +199,7 @@ def make_crawler(
         launch["handle_sigterm"] = launch["handle_sigint"] = launch["handle_sighup"] = False
         # Playwright turns Chromium's popup blocker off; a page opening popups must stay blocked.
         launch["ignore_default_args"] = [*launch.get("ignore_default_args", []), *IGNORED_DEFAULT_ARGS]
+        launch["args"] = merge_feature_switches(list(launch.get("args") or []))  # crawl4ai's own switch too
         return launch
 
     manager._build_browser_args = build_browser_args
@@ -272,7 +275,7 @@ def launch_kwargs(*, executable_path: str | None, headless: bool, args: list[str
                   proxy: dict[str, str] | None) -> dict[str, Any]:
     """Playwright ``chromium.launch`` arguments equal to those :func:`make_crawler`'s launch uses, built without
     importing crawl4ai."""
-    flags = list(dict.fromkeys([*CRAWL4AI_ARGS, *args]))
+    flags = merge_feature_switches(list(dict.fromkeys([*CRAWL4AI_ARGS, *args])))
     sandbox = os.environ.get("CRAWL4AI_CHROMIUM_SANDBOX", "false").lower() == "true"
     if sandbox:
         flags = [f for f in flags if f != "--no-sandbox"]

@@ -30,20 +30,62 @@ BASE_ARGS = (
     # (kills it, starts another) whenever a *different* context navigates. crawlkeeper's contexts (one per
     # session, one per concurrent session-less crawl) take turns, so every navigation, the parking on
     # about:blank included, started and threw away a renderer: measured ~2 renderer starts per page of
-    # crawl_many, ~10-15 % of the browser's CPU per page. A renderer limit stops spares (the only other switch
-    # is a feature flag, and a second --disable-features would replace Playwright's own list). Isolation is
+    # crawl_many, ~10-15 % of the browser's CPU per page. A renderer limit stops spares. Isolation is
     # unchanged: a limit is exceeded whenever site isolation or another context needs a process of its own;
     # it only lets pages of one site in one context share one.
     "--renderer-process-limit=1",
 )
 
 
+#: Playwright's own ``--disable-features`` list (its ``chromiumSwitches``; ``tests/unit/test_launch_features.py``
+#: checks it against the installed Playwright). Chromium honours only the *last* ``--disable-features`` switch, and
+#: crawl4ai passes one of its own, so every launch lost Playwright's list: http:// navigations upgraded to HTTPS,
+#: requests to Google at start-up (optimization hints, AI-mode eligibility, network time, search preconnects),
+#: third-party storage partitioning, and the CORS redirect behaviour request interception (headers.py) relies on.
+PLAYWRIGHT_DISABLED_FEATURES = (
+    "AvoidUnnecessaryBeforeUnloadCheckSync", "DestroyProfileOnBrowserClose", "HttpsUpgrades",
+    "HttpsFirstBalancedModeAutoEnable", "LensOverlay", "MediaRouter", "PaintHolding", "ThirdPartyStoragePartitioning",
+    "AvoidCorsURLLoaderRestartOnRedirect", "TcpPortRandomizationWin", "OptimizationHints", "NetworkTimeServiceQuerying",
+    "AimEnabled", "PreconnectToSearch", "msForceBrowserSignIn", "msEdgeUpdateLaunchServicesPreferredVersion",
+)
+#: Playwright's ``--enable-features`` list, kept whole when another ``--enable-features`` switch is given.
+PLAYWRIGHT_ENABLED_FEATURES = ("CDPScreenshotNewSurface", "SkipListAccountsWithoutGaiaCookies")
+#: Chromium 156 (new headless runs the full browser UI) gives every browser context two hidden address-bar popup
+#: pages (chrome://omnibox-popup.top-chrome/), each in a renderer of its own that keeps using CPU while idle:
+#: 4 contexts held 14 Chromium processes, 360 MB USS and 32 ms of CPU a second with nothing loaded; without the
+#: popups 10 processes, 206 MB and 2 ms/s.
+CRAWLKEEPER_DISABLED_FEATURES = ("WebUIOmniboxPopup", "WebUIOmniboxAimPopup")
+
+_DISABLE, _ENABLE = "--disable-features=", "--enable-features="
+
+
+def merge_feature_switches(args: list[str]) -> list[str]:
+    """``args`` with every ``--disable-features`` (and ``--enable-features``) merged into one switch, last, that
+    also holds Playwright's own list and crawlkeeper's: Chromium would honour only the last of each."""
+    disabled = [*PLAYWRIGHT_DISABLED_FEATURES, *CRAWLKEEPER_DISABLED_FEATURES]
+    enabled: list[str] = []
+    rest = []
+    for arg in args:
+        if arg.startswith(_DISABLE):
+            disabled += [f for f in arg[len(_DISABLE):].split(",") if f]
+        elif arg.startswith(_ENABLE):
+            enabled += [f for f in arg[len(_ENABLE):].split(",") if f]
+        else:
+            rest.append(arg)
+    rest.append(_DISABLE + ",".join(dict.fromkeys(disabled)))
+    if enabled:  # only when someone passes one: Playwright's own switch stands otherwise
+        rest.append(_ENABLE + ",".join(dict.fromkeys([*PLAYWRIGHT_ENABLED_FEATURES, *enabled])))
+    return rest
+
+
 def launch_args(extra: list[str]) -> list[str]:
+    """crawlkeeper's Chromium flags with ``extra`` (``[browser] extra_args``); also what browser endpoints'
+    operators are told to launch with (docs/deploy.md)."""
     args = list(BASE_ARGS)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
     args.extend(extra)
-    return list(dict.fromkeys(args))
+    return merge_feature_switches(list(dict.fromkeys(args)))
 
 
 # Browser launch flags that would route around the egress proxy, weaken TLS or isolation, or run a program.

@@ -70,6 +70,28 @@ async def test_initialize_is_fast_and_the_browser_warms_up_before_the_first_craw
 
 
 @pytest.mark.anyio
+async def test_the_browser_runs_with_one_merged_feature_switch_and_no_hidden_ui_renderers(
+    server: Server, test_site: TestSite
+) -> None:
+    await server.ok("create_session", {"session_id": "features", "url": test_site.url("/")})
+    try:
+        tree = descendants(server.process)
+        main = [p for p in browsers(tree) if not any(a.startswith("--type=") for a in p.cmdline())]
+        assert len(main) == 1, describe(browsers(tree))
+        switches = [a for a in main[0].cmdline() if a.startswith("--disable-features=")]
+        # Chromium honours only the last one: crawl4ai's used to be it, dropping Playwright's whole list (which
+        # Playwright puts first). Ours is last and holds Playwright's, crawl4ai's and crawlkeeper's.
+        features = set(switches[-1].split("=", 1)[1].split(","))
+        assert set(switches[0].split("=", 1)[1].split(",")) <= features
+        assert {"HttpsUpgrades", "AvoidCorsURLLoaderRestartOnRedirect", "MediaRouter", "WebUIOmniboxPopup"} <= features
+        # Nor does any context (the pooled one, the spare, this session's) get Chromium's hidden address-bar pages.
+        ui = [p for p in browsers(descendants(server.process)) if "--top-chrome-webui" in p.cmdline()]
+        assert not ui, describe(ui)
+    finally:
+        await server.ok("close_session", {"session_id": "features"})
+
+
+@pytest.mark.anyio
 async def test_warmup_off_starts_no_browser_before_the_first_crawl(
     tmp_path: pytest.TempPathFactory, test_site: TestSite
 ) -> None:
