@@ -4,6 +4,7 @@ meanwhile waits for it instead of starting a second launch, and that the first c
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -140,3 +141,31 @@ async def test_shutdown_during_the_warm_up_leaves_nothing_open(
     await app.shutdown()
     assert app.warmup.task is not None and app.warmup.task.done()
     assert all(c.closed for c in browser.contexts)
+
+
+@pytest.mark.anyio
+async def test_the_stdio_warm_up_starts_after_tools_list_or_a_grace_after_initialize() -> None:
+    from types import SimpleNamespace
+
+    from crawlkeeper.app.warmup import TOOLS_LIST_GRACE_S, after_handshake
+
+    started: list[float] = []
+    middleware = after_handshake(lambda: started.append(time.monotonic()))
+
+    async def answer(_ctx: object) -> str:
+        return "answer"
+
+    t0 = time.monotonic()
+    assert await middleware(SimpleNamespace(method="initialize"), answer) == "answer"
+    await asyncio.sleep(0.05)
+    assert not started  # the client's tools/list comes first: the warm-up's import would slow its answer
+    await middleware(SimpleNamespace(method="tools/list"), answer)
+    await asyncio.sleep(0.05)
+    assert started and started[0] - t0 < TOOLS_LIST_GRACE_S
+    await asyncio.sleep(TOOLS_LIST_GRACE_S)
+    assert len(started) == 2  # the grace timer fires too: starting twice is a no-op (WarmUp.start)
+
+    started.clear()  # a client that lists nothing: started after the grace
+    await middleware(SimpleNamespace(method="initialize"), answer)
+    await asyncio.sleep(TOOLS_LIST_GRACE_S + 0.1)
+    assert len(started) == 1
