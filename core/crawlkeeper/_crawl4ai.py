@@ -218,22 +218,19 @@ def make_crawler(
 async def _start_connected(manager: Any, connect: Callable[[Any], Awaitable[Any]]) -> None:
     """``BrowserManager._start_impl`` for a remote browser: what the launch branch sets, with a connection
     instead of a launch (crawl4ai's close then disconnects without stopping the remote browser)."""
-    from crawl4ai.browser_manager import BrowserManager
     from playwright.async_api import async_playwright
 
     if manager.playwright is not None:
         await manager.close()
-    manager._using_cached_cdp = False
+    # Held by the manager before connecting: a failed connection's driver is then stopped by crawl4ai's close().
     manager.playwright = await async_playwright().start()
-    manager.browser = await connect(manager.playwright)
-    manager.default_context = manager.browser
-    manager._browser_endpoint_key = manager._compute_browser_endpoint_key()
-    BrowserManager._global_pages_in_use.setdefault(manager._browser_endpoint_key, set())
+    await _start_adopted(manager, manager.playwright, await connect(manager.playwright))
 
 
 async def _start_adopted(manager: Any, playwright: Any, browser: Any) -> None:
     """``BrowserManager._start_impl`` for a browser launched before crawl4ai was imported (see
-    :mod:`crawlkeeper.early`): the state crawl4ai's launch branch leaves, without launching."""
+    :mod:`crawlkeeper.early`), and the end of :func:`_start_connected`: the state crawl4ai's launch branch
+    leaves, without launching."""
     from crawl4ai.browser_manager import BrowserManager
 
     manager._using_cached_cdp = False
