@@ -97,22 +97,18 @@ class WarmUp:
             if self.launches:
                 await self.backend.start()  # crawl4ai takes the browser over (the gate skips a running browser)
                 stage("crawl4ai ready")
-            try:
-                warm_pipeline = getattr(self.backend, "warm_pipeline", None)
-                if options is not None and warm_pipeline is not None:
-                    try:
-                        await warm_pipeline(options)  # CPU here while Chromium starts the pooled page's renderer
-                        stage("processing warmed")
-                    except Exception as exc:
-                        log.debug("warming crawl4ai's processing failed: %s", first_line(exc))
-                if filling is not None:
-                    await filling
-                    stage("page open")
-                if self.launches:
-                    self._prime_spare(proxy)
-            finally:
-                if filling is not None and not filling.done():
-                    filling.cancel()  # shutdown: the pooled page is not wanted any more
+            warm_pipeline = getattr(self.backend, "warm_pipeline", None)
+            if options is not None and warm_pipeline is not None:
+                try:
+                    await warm_pipeline(options)  # CPU here while Chromium starts the pooled page's renderer
+                    stage("processing warmed")
+                except Exception as exc:
+                    log.debug("warming crawl4ai's processing failed: %s", first_line(exc))
+            if filling is not None:
+                await filling
+                stage("page open")
+            if self.launches:
+                self._prime_spare(proxy)
             log.info("warm-up done (%s) in %.2f s (%s)", self.mode, time.perf_counter() - started,
                      ", ".join(stages))
         except asyncio.CancelledError:
@@ -125,7 +121,7 @@ class WarmUp:
             elif not importing.cancelled() and importing.exception() is not None:
                 log.debug("importing crawl4ai failed: %s", first_line(importing.exception()))
             if filling is not None and not filling.done():
-                filling.cancel()
+                filling.cancel()  # shutdown or a failure: the pooled page is not wanted any more
 
     def _prime_spare(self, proxy: str | None) -> None:
         """The spare context for a session without a profile, the most common kind (see spare.py), made after the
