@@ -1,6 +1,6 @@
 """Browser fleet benchmarks (issue 18), ratios against baselines measured in the same run.
 
-    .venv/bin/python benchmarks/fleet.py [--quick] [--pages N] [--only warm|throughput|failover ...]
+    .venv/bin/python benchmarks/fleet.py [--quick] [--pages N] [--rounds N] [--only warm|throughput|failover ...]
 
 1. Warm crawl through a Playwright-server endpoint on loopback vs the same crawl on a local launched browser
    (target <= 1.2x).
@@ -8,8 +8,11 @@
    to one CPU with taskset (target >= 1.6x throughput). With 3 or more CPUs crawlkeeper (this process: the test
    site, the egress proxy, markdown, its Playwright driver) is pinned to the CPUs the endpoints do not use, so the
    second endpoint adds a browser's CPU and nothing else. With 2 CPUs that is impossible: crawlkeeper shares the
-   endpoints' CPUs, and the run prints the ceiling this puts on the ratio, from the CPU time per page each side
-   used: the target can be met there only when the browsers' CPU per page is well above crawlkeeper's.
+   endpoints' CPUs, and the run prints the ceiling this puts on the ratio: one endpoint's time against the two
+   endpoints' CPU time spread over every CPU (the target can be met there only when the browsers' CPU per page is
+   well above crawlkeeper's), and how many CPUs each run kept busy. One and two endpoints alternate for
+   ``--rounds`` rounds (default 2), because this machine's speed drifts by tens of percent over minutes; the
+   figure is the median of the rounds' ratios.
 3. Failover: sessions on two endpoints, one endpoint SIGKILLed; time from the kill to the first successful crawl
    of a session it held, against one restore (a crawl in a hibernated session) measured in the same run
    (target <= 2 s + one restore).
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -132,10 +136,45 @@ def _pin_threads(cpus: set[int]) -> None:
             pass
 
 
-async def throughput(site: TestSite, pages: int) -> None:
+async def _run_many(site: TestSite, servers: list[BrowserServer], label: str, urls: list[str], pages: int,
+                    round_: int) -> tuple[float, float, float]:
+    """One ``crawl_many`` of ``pages`` pages through ``urls``; prints its line, returns (seconds, crawlkeeper's
+    CPU seconds, the browser servers' CPU seconds)."""
+    app = make_app(temp_dir(), urls)
+    try:
+        await app.startup()
+        await app.crawl_many([site.url(f"/?warm={i}") for i in range(8)], concurrency=8)
+        ours0, theirs0 = _split_cpu(servers)
+        driver0 = _driver_cpu_s(servers)
+        samples0 = [Sample.of(s.proc.pid) for s in servers]
+        placed0 = sum(app.backend.placements().values())
+        started = time.perf_counter()
+        out = await app.crawl_many([site.url(f"/?r={round_}&n={i}") for i in range(pages)], concurrency=8)
+        seconds = time.perf_counter() - started
+        ours1, theirs1 = _split_cpu(servers)
+        driver1 = _driver_cpu_s(servers)
+        by_kind, renderers = difference(samples0, [Sample.of(s.proc.pid) for s in servers])
+        contexts = sum(app.backend.placements().values()) - placed0
+        failed = sum(1 for r in out if "error" in r)
+        ours, theirs = ours1 - ours0, theirs1 - theirs0
+        print(f"  {label:<16} {seconds:7.2f} s  {pages / seconds:6.1f} pages/s  failed {failed}  CPU per page: "
+              f"crawlkeeper {ours * 1000 / pages:5.1f} ms, browsers {theirs * 1000 / pages:5.1f} ms; CPUs busy "
+              f"{(ours + theirs) / seconds:.2f}; browser contexts opened {contexts}", flush=True)
+        print(f"    endpoints per page: {breakdown(by_kind, pages)}; renderer processes started {renderers} "
+              f"({renderers / pages:.2f} per page); crawlkeeper's own Playwright driver "
+              f"{(driver1 - driver0) * 1000 / pages:.0f} ms of its {ours * 1000 / pages:.0f} ms", flush=True)
+        if failed:
+            first_error = next(r["error"] for r in out if "error" in r)
+            print(f"  (figure not valid: {failed} pages failed, e.g. {first_error[:200]})", flush=True)
+        return seconds, ours, theirs
+    finally:
+        await app.shutdown()
+
+
+async def throughput(site: TestSite, pages: int, rounds: int) -> None:
     cpus = sorted(os.sched_getaffinity(0))
-    print(f"2. crawl_many of {pages} pages: two endpoints vs one, each pinned to one CPU (CPUs here: {len(cpus)})",
-          flush=True)
+    print(f"2. crawl_many of {pages} pages: two endpoints vs one, each pinned to one CPU (CPUs here: {len(cpus)}; "
+          f"{rounds} rounds, one and two endpoints alternating)", flush=True)
     # The fair setup: each endpoint (its Playwright server and Chromium) on a CPU of its own, and crawlkeeper
     # (this process: markdown, the egress proxy, its Playwright driver) with the test site on the remaining ones,
     # so "two endpoints" adds a browser's CPU and nothing else. On 2 CPUs nothing remains: crawlkeeper then
@@ -147,52 +186,23 @@ async def throughput(site: TestSite, pages: int) -> None:
         print(f"  endpoints on CPUs {first} and {second}; crawlkeeper and the site on CPUs {sorted(rest)}")
     else:
         print(f"  endpoints on CPUs {first} and {second}; crawlkeeper and the site unpinned: they share the "
-              "endpoints' CPUs, which caps the ratio (the 'ceiling' below; the target can only be met if the "
-              "ceiling is above it)")
+              "endpoints' CPUs, which caps the ratio (the 'ceiling' below)")
     servers = [launch_server(cpu=first), launch_server(cpu=second)]
     try:
-        results: dict[str, float] = {}
-        per_page: dict[str, tuple[float, float]] = {}
-        for label, urls in (("one endpoint", [servers[0].url]), ("two endpoints", [s.url for s in servers])):
-            app = make_app(temp_dir(), urls)
-            try:
-                await app.startup()
-                await app.crawl_many([site.url(f"/?warm={i}") for i in range(8)], concurrency=8)
-                ours0, theirs0 = _split_cpu(servers)
-                driver0 = _driver_cpu_s(servers)
-                samples0 = [Sample.of(s.proc.pid) for s in servers]
-                placed0 = sum(app.backend.placements().values())
-                started = time.perf_counter()
-                out = await app.crawl_many([site.url(f"/?n={i}") for i in range(pages)], concurrency=8)
-                seconds = time.perf_counter() - started
-                ours1, theirs1 = _split_cpu(servers)
-                driver1 = _driver_cpu_s(servers)
-                by_kind, started = difference(samples0, [Sample.of(s.proc.pid) for s in servers])
-                contexts = sum(app.backend.placements().values()) - placed0
-                failed = sum(1 for r in out if "error" in r)
-                results[label] = seconds
-                per_page[label] = ((ours1 - ours0) / pages, (theirs1 - theirs0) / pages)
-                print(f"  {label:<16} {seconds:7.2f} s  {pages / seconds:6.1f} pages/s  failed {failed}  CPU per "
-                      f"page: crawlkeeper {per_page[label][0] * 1000:5.1f} ms, browsers "
-                      f"{per_page[label][1] * 1000:5.1f} ms; browser contexts opened {contexts}", flush=True)
-                print(f"    endpoints per page: {breakdown(by_kind, pages)}; renderer processes started {started} "
-                      f"({started / pages:.2f} per page); crawlkeeper's own Playwright driver "
-                      f"{(driver1 - driver0) * 1000 / pages:.0f} ms of its {per_page[label][0] * 1000:.0f} ms",
-                      flush=True)
-                if failed:
-                    first_error = next(r["error"] for r in out if "error" in r)
-                    print(f"  (figure not valid: {failed} pages failed, e.g. {first_error[:200]})", flush=True)
-            finally:
-                await app.shutdown()
-        ratio = results["one endpoint"] / results["two endpoints"]
-        print(f"  throughput two/one: {ratio:.2f}x (target >= 1.6x)")
-        ours, theirs = per_page["two endpoints"]
-        if not rest and ours + theirs > 0:
-            # One endpoint: the browser has one CPU, crawlkeeper the other. Two: both CPUs serve both.
-            ceiling = 2 * max(ours, theirs) / (ours + theirs)
-            print(f"  ceiling on {len(cpus)} CPUs with crawlkeeper sharing them: {ceiling:.2f}x "
-                  f"(2 x max(crawlkeeper, browsers) / (crawlkeeper + browsers) CPU per page; one endpoint has a "
-                  "CPU to itself and crawlkeeper the other, two endpoints share both CPUs with crawlkeeper)")
+        ratios: list[float] = []
+        for round_ in range(rounds):
+            one = await _run_many(site, servers, "one endpoint", [servers[0].url], pages, round_)
+            two = await _run_many(site, servers, "two endpoints", [s.url for s in servers], pages, round_)
+            ratios.append(one[0] / two[0])
+            line = f"  round {round_ + 1}: throughput two/one {ratios[-1]:.2f}x"
+            if not rest:
+                # One endpoint: CPU-bound on its own CPU. Two: at best every CPU busy with the two-endpoint run's
+                # CPU per page (both browsers and crawlkeeper's share of the same CPUs).
+                ceiling = one[0] / ((two[1] + two[2]) / len(cpus))
+                line += f" (ceiling with crawlkeeper sharing the {len(cpus)} CPUs: {ceiling:.2f}x)"
+            print(line, flush=True)
+        print(f"  throughput two/one, median of {rounds}: {statistics.median(ratios):.2f}x "
+              f"(rounds {', '.join(f'{r:.2f}' for r in ratios)}; target >= 1.6x)")
     finally:
         if rest:
             _pin_threads(set(cpus))
@@ -237,6 +247,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--pages", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="throughput rounds, one and two endpoints alternating (the machine's speed drifts)")
     parser.add_argument("--only", choices=["warm", "throughput", "failover"], action="append",
                         help="run only this section (repeatable)")
     args = parser.parse_args()
@@ -248,7 +260,7 @@ async def main() -> None:
         if "warm" in only:
             await warm_crawl(site, n)
         if "throughput" in only:
-            await throughput(site, pages)
+            await throughput(site, pages, 1 if args.quick else args.rounds)
         if "failover" in only:
             await failover(site, rounds)
 

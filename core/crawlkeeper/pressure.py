@@ -6,10 +6,16 @@ saturated 2-core machine 8 crawls at once each take about 8 times as long as one
 their timeouts fire although nothing is wrong with the pages (issue 16: 20 clients on 2 busy cores, half of
 them failed on "timed out after 30 s"). The :class:`Governor` watches the kernel's CPU pressure (Linux PSI,
 ``/proc/pressure/cpu``: the share of time runnable tasks waited for a CPU) and, while it is high and every slot
-is in use, lowers the number of slots one at a time down to a floor (the number of CPUs); as the pressure
+is in use, lowers the number of slots one at a time down to a floor (one per CPU the crawls run on); as the pressure
 falls it gives them back up to ``[limits] max_concurrent_crawls``. The calls above the lowered limit wait in
 the queue, where no timer runs, and are served in the same fair order. Where PSI is not available (not Linux,
 or a kernel without it) nothing changes. ``[limits] adapt_to_cpu = false`` switches it off.
+
+With ``[browser] endpoints`` the pages render on the endpoints' CPUs, which this machine's pressure does not
+measure, while crawlkeeper's own share of each crawl still runs here. The floor then counts one CPU per endpoint
+on top of this machine's: with two endpoints on a 2-CPU machine the governor kept 2 crawls, one per browser, and
+each browser stood idle while its crawl's page was processed here (the two-endpoint throughput of
+``benchmarks/fleet.py`` was 1.24-1.41x one endpoint's; with this floor it keeps 4 crawls).
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .fairness import FairLimiter
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger("crawlkeeper.limits")
 
@@ -52,9 +62,11 @@ def read_cpu_stall_us(path: Path = PSI_CPU) -> float | None:
     return None
 
 
-def cpu_floor(ceiling: int) -> int:
-    """The fewest slots the governor leaves: one per CPU (at least 2), never above the configured limit."""
-    return min(ceiling, max(2, os.cpu_count() or 1))
+def cpu_floor(ceiling: int, endpoints: int = 0) -> int:
+    """The fewest slots the governor leaves: one per CPU the crawls run on, never above the configured limit.
+    That is this machine's CPUs (at least 2) and, with ``endpoints`` remote browsers, at least one more for each
+    (each endpoint's browser is one or more CPUs that this machine's pressure does not see)."""
+    return min(ceiling, max(2, os.cpu_count() or 1) + max(0, endpoints))
 
 
 class Governor:
@@ -75,6 +87,13 @@ class Governor:
         self.read = read
         self.clock = clock
         self._last: tuple[float, float] | None = None  # (wall clock s, stall total us)
+
+    @classmethod
+    def for_settings(cls, limiter: FairLimiter, settings: Settings) -> Governor:
+        """The governor of an app with these settings: ``[limits] max_concurrent_crawls`` slots at most, and at
+        least one per CPU the crawls run on (this machine's, plus one per ``[browser] endpoints`` entry)."""
+        ceiling = settings.limits.max_concurrent_crawls
+        return cls(limiter, ceiling=ceiling, floor=cpu_floor(ceiling, len(settings.browser.fleet())))
 
     @property
     def available(self) -> bool:

@@ -114,6 +114,26 @@ def test_floor_is_one_slot_per_cpu_within_the_limit(monkeypatch: pytest.MonkeyPa
     assert cpu_floor(8) == 8  # as many CPUs as slots: nothing to adapt
 
 
+def test_floor_counts_a_cpu_per_remote_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    # two endpoints on a 2-CPU machine kept only 2 crawls, one per browser, each idle while its page was
+    # processed here: the floor is this machine's CPUs plus one per endpoint, within the limit
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert cpu_floor(8, endpoints=2) == 4
+    assert cpu_floor(8, endpoints=10) == 8
+    assert cpu_floor(3, endpoints=2) == 3
+
+
+def test_an_apps_governor_counts_its_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crawlkeeper.config import Settings
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    local = Governor.for_settings(FairLimiter(8, 64), Settings())
+    fleet = Governor.for_settings(FairLimiter(8, 64), Settings.model_validate(
+        {"browser": {"endpoints": ["ws://127.0.0.1:3000/pw", "cdp+http://127.0.0.1:9222"]}}))
+    assert (local.floor, local.ceiling) == (2, 8)
+    assert (fleet.floor, fleet.ceiling) == (4, 8)
+
+
 def test_adapt_to_cpu_is_on_by_default_and_can_be_switched_off(tmp_path: Any) -> None:
     from crawlkeeper.config import load_config
     from crawlkeeper.errors import ConfigError

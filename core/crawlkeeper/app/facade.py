@@ -23,7 +23,7 @@ from ..models import AuthMethod, ConfigLayer, CrawlRequest, Profile, Session
 from ..options import ContextOptions, CrawlOptions
 from ..paging import ContentPager
 from ..plugins import Hooks, PluginManager
-from ..pressure import Governor, cpu_floor
+from ..pressure import Governor
 from ..principal import LOCAL, LOCAL_ID, Principal
 from ..profiles import ProfileStore
 from ..sessions import SessionRegistry
@@ -121,8 +121,7 @@ class App:
         if self.keeper.enabled:
             self._housekeeping = asyncio.get_running_loop().create_task(self.durability.keep_house())
         limits = self.config.settings.limits
-        governor = Governor(self.limiter, ceiling=limits.max_concurrent_crawls,
-                            floor=cpu_floor(limits.max_concurrent_crawls))
+        governor = Governor.for_settings(self.limiter, self.config.settings)
         if limits.adapt_to_cpu and governor.floor < governor.ceiling and governor.available:
             self._governor = asyncio.get_running_loop().create_task(governor.run())
         if warm_up:
