@@ -10,7 +10,9 @@
    second endpoint adds a browser's CPU and nothing else. With 2 CPUs that is impossible: crawlkeeper shares the
    endpoints' CPUs, and the run prints the ceiling this puts on the ratio: one endpoint's time against the two
    endpoints' CPU time spread over every CPU (the target can be met there only when the browsers' CPU per page is
-   well above crawlkeeper's), and how many CPUs each run kept busy. One and two endpoints alternate for
+   well above crawlkeeper's), and how many CPUs each run kept busy. ``--endpoint-cpu-share F`` (root: a cgroup CPU
+   quota, see cpu_share.py) gives each endpoint F of its CPU instead, so crawlkeeper keeps the rest: the fair
+   layout scaled down to such a machine. One and two endpoints alternate for
    ``--rounds`` rounds (default 2), because this machine's speed drifts by tens of percent over minutes; the
    figure is the median of the rounds' ratios.
 3. Failover: sessions on two endpoints, one endpoint SIGKILLed; time from the kill to the first successful crawl
@@ -36,6 +38,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
 from browser_cpu import Sample, breakdown, difference
+from cpu_share import CpuShare
+from cpu_share import available as cpu_share_available
 
 from crawlkeeper.testing.site import TestSite
 
@@ -171,9 +175,10 @@ async def _run_many(site: TestSite, servers: list[BrowserServer], label: str, ur
         await app.shutdown()
 
 
-async def throughput(site: TestSite, pages: int, rounds: int) -> None:
+async def throughput(site: TestSite, pages: int, rounds: int, share: float | None = None) -> None:
     cpus = sorted(os.sched_getaffinity(0))
-    print(f"2. crawl_many of {pages} pages: two endpoints vs one, each pinned to one CPU (CPUs here: {len(cpus)}; "
+    limit = f"limited to {share:g} of a CPU (CFS quota) on its own CPU" if share else "pinned to one CPU"
+    print(f"2. crawl_many of {pages} pages: two endpoints vs one, each {limit} (CPUs here: {len(cpus)}; "
           f"{rounds} rounds, one and two endpoints alternating)", flush=True)
     # The fair setup: each endpoint (its Playwright server and Chromium) on a CPU of its own, and crawlkeeper
     # (this process: markdown, the egress proxy, its Playwright driver) with the test site on the remaining ones,
@@ -184,10 +189,15 @@ async def throughput(site: TestSite, pages: int, rounds: int) -> None:
     if rest:
         _pin_threads(rest)
         print(f"  endpoints on CPUs {first} and {second}; crawlkeeper and the site on CPUs {sorted(rest)}")
+    elif share:
+        print(f"  endpoints on CPUs {first} and {second}, each with {share:g} of it; crawlkeeper and the site "
+              "unpinned, with the rest of the CPUs")
     else:
         print(f"  endpoints on CPUs {first} and {second}; crawlkeeper and the site unpinned: they share the "
               "endpoints' CPUs, which caps the ratio (the 'ceiling' below)")
-    servers = [launch_server(cpu=first), launch_server(cpu=second)]
+    shares = [CpuShare(f"endpoint{i}", share) for i in (1, 2)] if share else []
+    servers = [launch_server(cpu=first, prefix=shares[0].prefix if shares else None),
+               launch_server(cpu=second, prefix=shares[1].prefix if shares else None)]
     try:
         ratios: list[float] = []
         for round_ in range(rounds):
@@ -195,7 +205,7 @@ async def throughput(site: TestSite, pages: int, rounds: int) -> None:
             two = await _run_many(site, servers, "two endpoints", [s.url for s in servers], pages, round_)
             ratios.append(one[0] / two[0])
             line = f"  round {round_ + 1}: throughput two/one {ratios[-1]:.2f}x"
-            if not rest:
+            if not rest and not share:
                 # One endpoint: CPU-bound on its own CPU. Two: at best every CPU busy with the two-endpoint run's
                 # CPU per page (both browsers and crawlkeeper's share of the same CPUs).
                 ceiling = one[0] / ((two[1] + two[2]) / len(cpus))
@@ -208,6 +218,8 @@ async def throughput(site: TestSite, pages: int, rounds: int) -> None:
             _pin_threads(set(cpus))
         for server in servers:
             server.stop()
+        for cgroup in shares:
+            cgroup.close()
 
 
 async def failover(site: TestSite, rounds: int) -> None:
@@ -247,6 +259,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--pages", type=int, default=200)
+    parser.add_argument("--endpoint-cpu-share", type=float, metavar="F",
+                        help="throughput: limit each endpoint to F of its CPU (a cgroup CPU quota; needs root) "
+                        "instead of the whole CPU, so crawlkeeper keeps the rest: the fair layout scaled down to a "
+                        "machine with no CPU to spare for crawlkeeper")
     parser.add_argument("--rounds", type=int, default=2,
                         help="throughput rounds, one and two endpoints alternating (the machine's speed drifts)")
     parser.add_argument("--only", choices=["warm", "throughput", "failover"], action="append",
@@ -255,12 +271,17 @@ async def main() -> None:
     n, pages, rounds = (3, 20, 1) if args.quick else (15, args.pages, 3)
     pages = args.pages if args.quick and args.pages != 200 else pages
     only = set(args.only or ["warm", "throughput", "failover"])
+    if args.endpoint_cpu_share is not None:
+        if not 0 < args.endpoint_cpu_share <= 1:
+            parser.error("--endpoint-cpu-share is a fraction of one CPU, above 0 and at most 1")
+        if (why := cpu_share_available()) is not None:
+            parser.error(f"--endpoint-cpu-share: {why}")
     print(f"load average: {os.getloadavg()}", flush=True)
     with ReposTestSite() as site:
         if "warm" in only:
             await warm_crawl(site, n)
         if "throughput" in only:
-            await throughput(site, pages, 1 if args.quick else args.rounds)
+            await throughput(site, pages, 1 if args.quick else args.rounds, args.endpoint_cpu_share)
         if "failover" in only:
             await failover(site, rounds)
 

@@ -52,9 +52,10 @@ class BrowserServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def launch_server(port: int = 0, *, cpu: int | None = None) -> BrowserServer:
+def launch_server(port: int = 0, *, cpu: int | None = None, prefix: list[str] | None = None) -> BrowserServer:
     """``playwright launch-server`` with crawlkeeper's own launch flags; its ws:// URL read from stdout.
-    With ``cpu``, the server and its browser are pinned to that CPU (``taskset``)."""
+    With ``cpu``, the server and its browser are pinned to that CPU (``taskset``); ``prefix`` runs before it (a
+    benchmark's command that puts the server and its browser into a CPU-limited cgroup, say)."""
     folder = Path(tempfile.mkdtemp(prefix="ck-pw-"))
     binary = find_browser().path
     assert binary, "no Chromium found"
@@ -63,6 +64,7 @@ def launch_server(port: int = 0, *, cpu: int | None = None) -> BrowserServer:
     argv = [str(PLAYWRIGHT), "launch-server", "--browser", "chromium", "--config", str(folder / "launch.json")]
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
+    argv = [*(prefix or []), *argv]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True, cwd=folder)
     assert proc.stdout is not None

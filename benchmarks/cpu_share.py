@@ -1,0 +1,65 @@
+"""A CPU budget for a benchmark's child processes: a Linux cgroup with a CFS quota (``--endpoint-cpu-share``).
+
+On a machine with as many CPUs as endpoints, pinning each endpoint to a CPU of its own leaves nothing for
+crawlkeeper, which then takes its share from the endpoints' CPUs. Giving each endpoint a fraction of its CPU
+instead (the kernel's CFS bandwidth control: ``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us`` in v1) is the same
+layout scaled down: every endpoint has a fixed budget, and crawlkeeper keeps the rest, as it would on its own
+CPUs. Needs write access to the cgroup file system (root, or a delegated cgroup); :func:`available` says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+PERIOD_US = 100_000
+
+
+def _v1_dir() -> Path | None:
+    for name in ("cpu", "cpu,cpuacct"):
+        if (ROOT / name / "cpu.cfs_quota_us").exists():
+            return ROOT / name
+    return None
+
+
+def _v2() -> bool:
+    return (ROOT / "cgroup.controllers").exists() and "cpu" in (ROOT / "cgroup.controllers").read_text()
+
+
+def available() -> str | None:
+    """None if a CPU-limited cgroup can be made here, else why not."""
+    base = _v1_dir() or (ROOT if _v2() else None)
+    if base is None:
+        return "no cgroup cpu controller (Linux CFS bandwidth) on this machine"
+    if not os.access(base, os.W_OK):
+        return f"{base} is not writable (run as root, or in a delegated cgroup)"
+    return None
+
+
+class CpuShare:
+    """A cgroup limited to ``share`` CPUs; :attr:`prefix` is a command prefix that runs a program inside it."""
+
+    def __init__(self, name: str, share: float) -> None:
+        self.share = share
+        v1 = _v1_dir()
+        self.path = (v1 or ROOT) / f"crawlkeeper-bench-{name}-{os.getpid()}"
+        self.path.mkdir(exist_ok=True)
+        quota = max(1000, int(PERIOD_US * share))
+        if v1 is not None:
+            (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+        else:
+            with contextlib.suppress(OSError):  # the cpu controller may already be on for children
+                (ROOT / "cgroup.subtree_control").write_text("+cpu")
+            (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+        # a shell that joins the cgroup, then becomes the program: everything it starts stays inside
+        shell = shutil.which("sh") or "/bin/sh"
+        self.prefix = [shell, "-c", f'echo $$ > "{self.path}/cgroup.procs" && exec "$@"', "sh"]
+
+    def close(self) -> None:
+        """Remove the cgroup (once its processes are gone)."""
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
