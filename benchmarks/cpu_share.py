@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
@@ -59,7 +61,19 @@ class CpuShare:
         shell = shutil.which("sh") or "/bin/sh"
         self.prefix = [shell, "-c", f'echo $$ > "{self.path}/cgroup.procs" && exec "$@"', "sh"]
 
-    def close(self) -> None:
-        """Remove the cgroup (once its processes are gone)."""
-        with contextlib.suppress(OSError):
-            self.path.rmdir()
+    def close(self, wait_s: float = 10.0) -> None:
+        """Remove the cgroup: its processes were stopped by their owner; those still there are killed."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:  # busy: processes still exiting
+                if time.monotonic() > deadline - wait_s / 2:
+                    for pid in (self.path / "cgroup.procs").read_text().split():
+                        with contextlib.suppress(OSError):
+                            os.kill(int(pid), signal.SIGKILL)
+                time.sleep(0.1)
+        print(f"  (could not remove {self.path}: processes still in it)", flush=True)
