@@ -146,9 +146,9 @@ class LimitsSettings(BaseModel):
     adapt_to_cpu: bool = Field(
         True,
         description="While the machine's CPUs are saturated (Linux CPU pressure) and every crawl slot is busy, "
-        "run fewer crawls at once, down to one per CPU the crawls run on (this machine's, plus one per "
-        "[browser] endpoints entry): the others wait in the queue, where their timeout_s does not run, instead "
-        "of starving each other into timeouts.",
+        "run fewer crawls at once, down to one per CPU (plus one per [browser] endpoints entry or cdp_url, so "
+        "each remote browser keeps a crawl in flight): the others wait in the queue, where their timeout_s does "
+        "not run, instead of starving each other into timeouts.",
     )
     max_browser_mb: int = Field(
         2048, ge=256, le=1_048_576,

@@ -11,11 +11,13 @@ falls it gives them back up to ``[limits] max_concurrent_crawls``. The calls abo
 the queue, where no timer runs, and are served in the same fair order. Where PSI is not available (not Linux,
 or a kernel without it) nothing changes. ``[limits] adapt_to_cpu = false`` switches it off.
 
-With ``[browser] endpoints`` the pages render on the endpoints' CPUs, which this machine's pressure does not
-measure, while crawlkeeper's own share of each crawl still runs here. The floor then counts one CPU per endpoint
-on top of this machine's: with two endpoints on a 2-CPU machine the governor kept 2 crawls, one per browser, and
-each browser stood idle while its crawl's page was processed here (the two-endpoint throughput of
-``benchmarks/fleet.py`` was 1.24-1.41x one endpoint's; with this floor it keeps 4 crawls).
+With ``[browser] endpoints`` (``cdp_url`` counts as one) a crawl alternates between its browser, which renders
+the page, and this process, which processes it; with one crawl per browser, each browser idles during this
+process's part. The floor then adds one slot per endpoint to this machine's CPUs, so every browser can have a
+second crawl in flight. Two endpoints on a 2-CPU machine, both on this machine (where the pressure includes
+them): the governor had gone down to 2 crawls, the CPUs were 80 % busy, and two endpoints gave 1.24-1.41x one
+endpoint's throughput in ``benchmarks/fleet.py`` with each pinned to a CPU; with 4 crawls the CPUs were busy and
+it gave 1.42-1.65x. Endpoints on other machines add CPUs this machine's pressure does not see at all.
 """
 
 from __future__ import annotations
@@ -63,9 +65,9 @@ def read_cpu_stall_us(path: Path = PSI_CPU) -> float | None:
 
 
 def cpu_floor(ceiling: int, endpoints: int = 0) -> int:
-    """The fewest slots the governor leaves: one per CPU the crawls run on, never above the configured limit.
-    That is this machine's CPUs (at least 2) and, with ``endpoints`` remote browsers, at least one more for each
-    (each endpoint's browser is one or more CPUs that this machine's pressure does not see)."""
+    """The fewest slots the governor leaves, never above the configured limit: this machine's CPUs (at least 2)
+    plus one per remote browser endpoint (``endpoints``), so that each browser can have a crawl in flight while
+    another crawl's page is processed here (see the module docstring)."""
     return min(ceiling, max(2, os.cpu_count() or 1) + max(0, endpoints))
 
 
@@ -91,7 +93,7 @@ class Governor:
     @classmethod
     def for_settings(cls, limiter: FairLimiter, settings: Settings) -> Governor:
         """The governor of an app with these settings: ``[limits] max_concurrent_crawls`` slots at most, and at
-        least one per CPU the crawls run on (this machine's, plus one per ``[browser] endpoints`` entry)."""
+        least this machine's CPUs plus one per remote browser (``[browser] endpoints``, or ``cdp_url``)."""
         ceiling = settings.limits.max_concurrent_crawls
         return cls(limiter, ceiling=ceiling, floor=cpu_floor(ceiling, len(settings.browser.fleet())))
 

@@ -130,8 +130,11 @@ def test_an_apps_governor_counts_its_endpoints(monkeypatch: pytest.MonkeyPatch) 
     local = Governor.for_settings(FairLimiter(8, 64), Settings())
     fleet = Governor.for_settings(FairLimiter(8, 64), Settings.model_validate(
         {"browser": {"endpoints": ["ws://127.0.0.1:3000/pw", "cdp+http://127.0.0.1:9222"]}}))
+    cdp = Governor.for_settings(FairLimiter(8, 64), Settings.model_validate(
+        {"browser": {"cdp_url": "http://127.0.0.1:9222"}}))
     assert (local.floor, local.ceiling) == (2, 8)
     assert (fleet.floor, fleet.ceiling) == (4, 8)
+    assert cdp.floor == 3  # cdp_url is one endpoint
 
 
 def test_adapt_to_cpu_is_on_by_default_and_can_be_switched_off(tmp_path: Any) -> None:
