@@ -28,7 +28,8 @@ def _v1_dir() -> Path | None:
 
 
 def _v2() -> bool:
-    return (ROOT / "cgroup.controllers").exists() and "cpu" in (ROOT / "cgroup.controllers").read_text()
+    controllers = ROOT / "cgroup.controllers"
+    return controllers.exists() and "cpu" in controllers.read_text().split()  # not "cpuset"
 
 
 def available() -> str | None:

@@ -195,10 +195,13 @@ async def throughput(site: TestSite, pages: int, rounds: int, share: float | Non
     else:
         print(f"  endpoints on CPUs {first} and {second}; crawlkeeper and the site unpinned: they share the "
               "endpoints' CPUs, which caps the ratio (the 'ceiling' below)")
-    shares = [CpuShare(f"endpoint{i}", share) for i in (1, 2)] if share else []
-    servers = [launch_server(cpu=first, prefix=shares[0].prefix if shares else None),
-               launch_server(cpu=second, prefix=shares[1].prefix if shares else None)]
+    shares: list[CpuShare] = []
+    servers: list[BrowserServer] = []
     try:
+        for index, cpu in enumerate((first, second)):  # inside the try: a failed start leaves no cgroup behind
+            if share:
+                shares.append(CpuShare(f"endpoint{index + 1}", share))
+            servers.append(launch_server(cpu=cpu, prefix=shares[-1].prefix if share else None))
         ratios: list[float] = []
         for round_ in range(rounds):
             one = await _run_many(site, servers, "one endpoint", [servers[0].url], pages, round_)
@@ -271,6 +274,8 @@ async def main() -> None:
     n, pages, rounds = (3, 20, 1) if args.quick else (15, args.pages, 3)
     pages = args.pages if args.quick and args.pages != 200 else pages
     only = set(args.only or ["warm", "throughput", "failover"])
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.endpoint_cpu_share is not None:
         if not 0 < args.endpoint_cpu_share <= 1:
             parser.error("--endpoint-cpu-share is a fraction of one CPU, above 0 and at most 1")
