@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import anyio
@@ -32,7 +32,7 @@ from http_helpers import HttpServer, add_token, bearer, free_port, ok
 pytestmark = pytest.mark.integration
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
-CLIENTS = 10  # tokens: each lands on a replica by its hash, so both replicas serve some (all on one: 2 in 1024)
+CLIENTS = 16  # tokens: each lands on a replica by its hash, so both replicas serve some (all on one: 2 in 65,536)
 CALLS = 4
 
 
@@ -58,33 +58,40 @@ def loopback_caddyfile(guide: str, port: int, upstreams: list[str], storage: Pat
 def caddy(folder: Path, caddyfile: str, port: int) -> Iterator[Path]:
     """Caddy running ``caddyfile``; yields the root certificate of its local CA once it serves TLS on ``port``."""
     binary = shutil.which("caddy")
-    assert binary, "caddy is not installed: `./run setup` installs Debian's package (apt-get install caddy)"
+    assert binary, "caddy is not installed: `./run test` installs Debian's package (apt-get install caddy)"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "Caddyfile").write_text(caddyfile, encoding="utf-8")
-    log = open(folder / "caddy.log", "w", encoding="utf-8")  # noqa: SIM115 - closed below
     env = {"HOME": str(folder), "XDG_DATA_HOME": str(folder / "data"), "XDG_CONFIG_HOME": str(folder / "config"),
            "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen([binary, "run", "--config", str(folder / "Caddyfile"), "--adapter", "caddyfile"],
-                            stdout=log, stderr=log, env=env, cwd=folder, start_new_session=True)
     root = folder / "storage" / "pki" / "authorities" / "local" / "root.crt"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (folder / "caddy.log").read_text(encoding="utf-8")
-            if root.exists():
-                with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            assert time.monotonic() < deadline, (folder / "caddy.log").read_text(encoding="utf-8")
-            time.sleep(0.1)
-        yield root
-    finally:
-        proc.terminate()
+    with open(folder / "caddy.log", "w", encoding="utf-8") as log:
+        proc = subprocess.Popen([binary, "run", "--config", str(folder / "Caddyfile"), "--adapter", "caddyfile"],
+                                stdout=log, stderr=log, env=env, cwd=folder, start_new_session=True)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+            deadline = time.monotonic() + 30
+            while not (root.exists() and _serves_tls(port, root)):  # the site's certificate comes after the CA's
+                assert proc.poll() is None, (folder / "caddy.log").read_text(encoding="utf-8")
+                assert time.monotonic() < deadline, (folder / "caddy.log").read_text(encoding="utf-8")
+                time.sleep(0.1)
+            yield root
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _serves_tls(port: int, root: Path) -> bool:
+    """A TLS handshake with 127.0.0.1:``port`` succeeds with a certificate from the CA of ``root``."""
+    try:
+        context = ssl.create_default_context(cafile=str(root))
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock, \
+                context.wrap_socket(sock, server_hostname="127.0.0.1"):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
 
 
 @asynccontextmanager
@@ -107,7 +114,7 @@ async def cookieless_client(url: str, token: str, root: Path) -> AsyncIterator[C
 
 @pytest.mark.anyio
 async def test_the_guides_balancer_keeps_each_client_on_its_replica(tmp_path: Path) -> None:
-    """Ten clients with their own tokens, none keeping cookies, each `initialize` and four calls through the
+    """Sixteen clients with their own tokens, none keeping cookies, each `initialize` and four calls through the
     guide's Caddyfile (TLS, two replicas): every call succeeds (a request routed to the replica that does not
     hold its MCP session gets 404: with the guide's former `lb_policy cookie` that was about every other
     request), each client's requests all reach one replica, and both replicas serve."""
@@ -139,7 +146,7 @@ async def test_the_guides_balancer_keeps_each_client_on_its_replica(tmp_path: Pa
     finally:
         for replica in replicas:
             replica.close()
-    served = [{m for m in re.findall(r"POST /mcp client=(\S+) ", r.log())} for r in replicas]
+    served = [set(re.findall(r"(?:GET|POST|DELETE) /mcp client=(\S+) ", r.log())) for r in replicas]
     assert served[0] | served[1] == set(names), served
     assert not served[0] & served[1], f"a client's requests reached both replicas: {served[0] & served[1]}"
     assert served[0] and served[1], f"one replica served every client: {served}"
