@@ -39,7 +39,19 @@ def available() -> str | None:
         return "no cgroup cpu controller (Linux CFS bandwidth) on this machine"
     if not os.access(base, os.W_OK):
         return f"{base} is not writable (run as root, or in a delegated cgroup)"
+    if base == ROOT and not _v2_cpu_for_children():
+        return f"the cpu controller cannot be enabled for {ROOT}'s children (cgroup.subtree_control refused +cpu)"
     return None
+
+
+def _v2_cpu_for_children() -> bool:
+    """Whether cgroups made under ROOT get ``cpu.max``: the cpu controller is (or can be) on in its subtree."""
+    control = ROOT / "cgroup.subtree_control"
+    with contextlib.suppress(OSError):
+        control.write_text("+cpu")  # idempotent; refused in a delegated cgroup that was not given cpu
+    with contextlib.suppress(OSError):
+        return "cpu" in control.read_text().split()
+    return False
 
 
 class CpuShare:
@@ -48,16 +60,20 @@ class CpuShare:
     def __init__(self, name: str, share: float) -> None:
         self.share = share
         v1 = _v1_dir()
+        if v1 is None and not _v2_cpu_for_children():  # checked before anything is made
+            raise OSError(f"the cpu controller cannot be enabled for {ROOT}'s children")
         self.path = (v1 or ROOT) / f"crawlkeeper-bench-{name}-{os.getpid()}"
         self.path.mkdir(exist_ok=True)
         quota = max(1000, int(PERIOD_US * share))
-        if v1 is not None:
-            (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
-        else:
-            with contextlib.suppress(OSError):  # the cpu controller may already be on for children
-                (ROOT / "cgroup.subtree_control").write_text("+cpu")
-            (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+        try:
+            if v1 is not None:
+                (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+                (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+            else:
+                (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+        except OSError:
+            self.path.rmdir()  # empty yet: nothing joined it
+            raise
         # a shell that joins the cgroup, then becomes the program: everything it starts stays inside
         shell = shutil.which("sh") or "/bin/sh"
         self.prefix = [shell, "-c", f'echo $$ > "{self.path}/cgroup.procs" && exec "$@"', "sh"]
