@@ -4,6 +4,7 @@ debugging connection (fills the real login form), presses Enter, and an MCP serv
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,21 +62,45 @@ def wait_for_port(port: int, timeout: float) -> None:
     raise AssertionError(f"the login browser's debugging port {port} never opened")
 
 
+def login_window_open(port: int, login_url: str) -> bool:
+    """Whether the browser shows the login page: its own target list, the ground truth."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as response:
+            targets = json.load(response)
+    except OSError:
+        return False
+    return any(t.get("type") == "page" and t.get("url", "").startswith(login_url) for t in targets)
+
+
 def play_the_person(port: int, login_url: str, proc: subprocess.Popen[str]) -> None:
-    """Log in through the visible window, as a person would, over the debugging connection."""
+    """Log in through the visible window, as a person would, over the debugging connection.
+
+    The connection is made once the browser lists the login page: a Playwright client attached while the login
+    command was still creating its session sometimes kept that page at about:blank for good (1 run in ~20), though
+    the browser had loaded it; so a connection that does not see the page within a few seconds is made again."""
     from playwright.sync_api import sync_playwright
 
+    deadline = time.monotonic() + 60  # the login command creates its session first: slow under load
     with sync_playwright() as pw:
-        browser = pw.chromium.connect_over_cdp(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 60  # the login command creates its session first: slow under load
-        page = None
-        while page is None and time.monotonic() < deadline:
+        while True:
             # A browser that went away leaves its last pages listed: the command's own fate says more.
-            assert proc.poll() is None and browser.is_connected(), "the login command ended before the person"
-            page = next((p for c in browser.contexts for p in c.pages if p.url.startswith(login_url)), None)
-            if page is None:
+            assert proc.poll() is None, "the login command ended before the person"
+            if not login_window_open(port, login_url):
+                assert time.monotonic() < deadline, f"the browser never showed {login_url}"
                 time.sleep(0.2)
-        assert page is not None, [p.url for c in browser.contexts for p in c.pages]
+                continue
+            browser = pw.chromium.connect_over_cdp(f"http://127.0.0.1:{port}")
+            seen_by = time.monotonic() + 5
+            page = None
+            while page is None and time.monotonic() < seen_by:
+                page = next((p for c in browser.contexts for p in c.pages if p.url.startswith(login_url)), None)
+                if page is None:
+                    time.sleep(0.2)
+            if page is not None:
+                break
+            urls = [p.url for c in browser.contexts for p in c.pages]
+            browser.close()  # only this connection
+            assert time.monotonic() < deadline, f"the debugging connection never saw {login_url}: {urls}"
         page.fill("#username", "alice")
         page.fill("#password", "wonderland")
         page.click("#submit")
