@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/http_bench.py                   # everything, full sizes
     .venv/bin/python benchmarks/http_bench.py --only clients     # issue 16's load run: 20 clients x 25 crawls
     .venv/bin/python benchmarks/http_bench.py --only clients --quick   # the same run small: 6 clients x 4 crawls
+    .venv/bin/python benchmarks/http_bench.py --only clients --endpoints 2   # the browsers as 2 local endpoints
 
 (1) overhead: a warm crawl_url over Streamable HTTP (bearer token, Gate, access log) vs the same over stdio,
 interleaved; the issue's bound is 1.15x.
@@ -22,6 +23,10 @@ It is measured before and after the N clients (A-B-A) and pooled, so a machine t
 does not bias the ratio. The queue limits are raised to hold every call in flight: a "busy" answer is an
 error here. A baseline of one client crawling one at a time would instead measure how N-fold load queues on
 the machine (about N/8 crawls' time per crawl at best), not the server; p95/p95 is printed too.
+
+With ``--endpoints N``, the server launches no browser of its own: N ``playwright launch-server`` processes on
+this machine are its ``[browser] endpoints`` (the CPU governor then keeps this machine's CPUs plus N crawl slots
+at the least, where it keeps the CPUs alone with a local browser).
 
 (3) fairness: a light client's crawl latency while another client's crawl_many of many URLs runs, vs the light
 client alone.
@@ -52,6 +57,9 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 
 from crawlkeeper.testing.site import TestSite
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+
+from browser_servers import launch_server
 from common import Stats, server_params, temp_dir, write_config
 from sites import ReposTestSite
 
@@ -265,12 +273,23 @@ async def main() -> int:
     parser.add_argument("--crawls", type=int, default=None)
     parser.add_argument("--no-adapt", action="store_true",
                         help="[limits] adapt_to_cpu = false: a fixed number of crawl slots, as before it existed")
+    parser.add_argument("--endpoints", type=int, default=0,
+                        help="serve through N local `playwright launch-server` endpoints instead of a local browser")
     parser.add_argument("--only", choices=["overhead", "clients", "fairness"], action="append",
                         help="run only these parts (repeatable)")
     opts = parser.parse_args()
+    folder = temp_dir()
+    servers = [launch_server() for _ in range(opts.endpoints)]
+    try:
+        return await run(opts, folder, [server.url for server in servers])
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def run(opts: argparse.Namespace, folder: Path, endpoints: list[str]) -> int:
     clients = opts.clients or (6 if opts.quick else 20)
     crawls = opts.crawls or (4 if opts.quick else 25)
-    folder = temp_dir()
     limit = 8  # [limits] max_concurrent_crawls (its default), the same for every phase
     # The single-client baseline holds as many sessions, and as many calls in flight, as all the clients together,
     # and may use the whole global limit; the queues hold every call in flight (no "busy" by construction).
@@ -280,7 +299,10 @@ async def main() -> int:
                                   '[server]\ntokens_file = "tokens.json"\n'
                                   f'max_sessions_per_client = {max(limit, clients)}\n'
                                   f'max_concurrent_crawls_per_client = {limit}\n'
-                                  f'max_queued_calls_per_client = {max(32, 2 * clients)}\n')
+                                  f'max_queued_calls_per_client = {max(32, 2 * clients)}\n'
+                                  + (f'[browser]\nendpoints = {endpoints!r}\n' if endpoints else ''))
+    if endpoints:
+        print(f"browsers: {len(endpoints)} local `playwright launch-server` endpoints", flush=True)
     tokens = [add_token(config, f"c{i}") for i in range(max(clients, 2))]
     with ReposTestSite() as site:
         server = HttpServer(config)
