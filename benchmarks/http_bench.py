@@ -59,7 +59,7 @@ from crawlkeeper.testing.site import TestSite
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from browser_servers import launch_server
+from browser_servers import BrowserServer, launch_server
 from common import Stats, server_params, temp_dir, write_config
 from sites import ReposTestSite
 
@@ -278,18 +278,20 @@ async def main() -> int:
     parser.add_argument("--only", choices=["overhead", "clients", "fairness"], action="append",
                         help="run only these parts (repeatable)")
     opts = parser.parse_args()
-    folder = temp_dir()
-    servers = [launch_server() for _ in range(opts.endpoints)]
+    servers: list[BrowserServer] = []
     try:
-        return await run(opts, folder, [server.url for server in servers])
+        for _ in range(opts.endpoints):  # inside the try: a failed second start still stops the first
+            servers.append(launch_server())
+        return await run(opts, [server.url for server in servers])
     finally:
         for server in servers:
             server.stop()
 
 
-async def run(opts: argparse.Namespace, folder: Path, endpoints: list[str]) -> int:
+async def run(opts: argparse.Namespace, endpoints: list[str]) -> int:
     clients = opts.clients or (6 if opts.quick else 20)
     crawls = opts.crawls or (4 if opts.quick else 25)
+    folder = temp_dir()
     limit = 8  # [limits] max_concurrent_crawls (its default), the same for every phase
     # The single-client baseline holds as many sessions, and as many calls in flight, as all the clients together,
     # and may use the whole global limit; the queues hold every call in flight (no "busy" by construction).
