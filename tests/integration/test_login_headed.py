@@ -76,7 +76,7 @@ def play_the_person(port: int, login_url: str, proc: subprocess.Popen[str]) -> N
     """Log in through the visible window, as a person would, over the debugging connection.
 
     The connection is made once the browser lists the login page: a Playwright client attached while the login
-    command was still creating its session sometimes kept that page at about:blank for good (1 run in ~20), though
+    command was still creating its session sometimes kept that page at about:blank for good (2 runs in 24), though
     the browser had loaded it; so a connection that does not see the page within a few seconds is made again."""
     from playwright.sync_api import sync_playwright
 
